@@ -1,0 +1,194 @@
+//! The device a guest reads, with a small block cache in front of it.
+//!
+//! On wasm the bytes come from the host's `block-device` import; in native
+//! tests they come from an image file (see [`crate::testing`]). Parsers
+//! read the same metadata blocks over and over (group descriptors, inode
+//! tables, index blocks), so a few hundred cached blocks save most host calls.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+/// Where the bytes come from. Implemented by the wasm import and by files.
+pub trait BlockIo {
+    /// Size of the device in bytes.
+    fn size(&self) -> u64;
+    /// Logical sector size in bytes.
+    fn sector_size(&self) -> u32;
+    /// Fill `buf` from byte `offset`; the range lies inside the device.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+/// Reads larger than this bypass the cache (they are data, not metadata).
+const CACHE_BYPASS: usize = 64 * 1024;
+
+/// A read-only device handle with a block cache.
+pub struct Device {
+    io: Box<dyn BlockIo>,
+    size: u64,
+    cache: RefCell<BlockCache>,
+}
+
+struct BlockCache {
+    block_size: usize,
+    capacity: usize,
+    tick: u64,
+    blocks: HashMap<u64, (u64, Vec<u8>)>,
+}
+
+impl BlockCache {
+    fn get(&mut self, index: u64) -> Option<&[u8]> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.blocks.get_mut(&index).map(|(used, data)| {
+            *used = tick;
+            data.as_slice()
+        })
+    }
+
+    fn insert(&mut self, index: u64, data: Vec<u8>) {
+        if self.blocks.len() >= self.capacity {
+            // Evict the least recently used block; capacity is small, so a
+            // scan is cheaper than keeping an ordered structure up to date.
+            if let Some(oldest) = self.blocks.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| *k) {
+                self.blocks.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.blocks.insert(index, (self.tick, data));
+    }
+}
+
+impl Device {
+    /// Wrap `io` with a cache of 256 blocks of 4 KiB.
+    pub fn new(io: Box<dyn BlockIo>) -> Self {
+        let size = io.size();
+        Self {
+            io,
+            size,
+            cache: RefCell::new(BlockCache { block_size: 4096, capacity: 256, tick: 0, blocks: HashMap::new() }),
+        }
+    }
+
+    /// Change the cache geometry (e.g. to the filesystem's block size once the
+    /// superblock is read). Drops what was cached.
+    pub fn set_cache(&self, block_size: u32, capacity: usize) {
+        let mut cache = self.cache.borrow_mut();
+        cache.block_size = (block_size as usize).clamp(512, 64 * 1024);
+        cache.capacity = capacity.max(1);
+        cache.blocks.clear();
+    }
+
+    /// Size of the device in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Logical sector size in bytes.
+    pub fn sector_size(&self) -> u32 {
+        self.io.sector_size()
+    }
+
+    /// `len` bytes at byte `offset`, or an `Io` error if the range is not
+    /// inside the device.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fill `buf` from byte `offset`, or an `Io` error if the range is not
+    /// inside the device.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.size)
+            .ok_or_else(|| {
+                Error::io(format!(
+                    "read of {} bytes at byte {offset} is past the end of the {}-byte device",
+                    buf.len(),
+                    self.size
+                ))
+            })?;
+        if buf.len() > CACHE_BYPASS {
+            return self.io.read_at(offset, buf);
+        }
+        let mut cache = self.cache.borrow_mut();
+        let bs = cache.block_size as u64;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / bs;
+            let start = index * bs;
+            let within = (pos - start) as usize;
+            let take = ((end - pos) as usize).min(cache.block_size - within);
+            let dst_at = (pos - offset) as usize;
+            if cache.get(index).is_none() {
+                let block_len = bs.min(self.size - start) as usize;
+                let mut block = vec![0u8; block_len];
+                self.io.read_at(start, &mut block)?;
+                cache.insert(index, block);
+            }
+            let block = cache.get(index).ok_or_else(|| Error::io("block cache lost a block"))?;
+            let src = block
+                .get(within..within + take)
+                .ok_or_else(|| Error::io(format!("short block {index} from the device")))?;
+            buf[dst_at..dst_at + take].copy_from_slice(src);
+            pos += take as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    struct Counting {
+        data: Vec<u8>,
+        reads: Cell<usize>,
+    }
+
+    impl BlockIo for std::rc::Rc<Counting> {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn sector_size(&self) -> u32 {
+            512
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            self.reads.set(self.reads.get() + 1);
+            let o = offset as usize;
+            buf.copy_from_slice(&self.data[o..o + buf.len()]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn cached_reads_match_the_bytes_and_hit_the_cache() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let io = std::rc::Rc::new(Counting { data: data.clone(), reads: Cell::new(0) });
+        let dev = Device::new(Box::new(io.clone()));
+        // Spans blocks 0..=2, ends in the short last block.
+        assert_eq!(dev.read(4000, 5000).unwrap(), data[4000..9000]);
+        assert_eq!(dev.read(9000, 1000).unwrap(), data[9000..10_000]);
+        let after_first = io.reads.get();
+        assert_eq!(dev.read(100, 8000).unwrap(), data[100..8100]);
+        assert_eq!(io.reads.get(), after_first, "second read should be served from cache");
+        assert_eq!(dev.read(9999, 2).unwrap_err().code(), crate::ErrorCode::Io);
+        assert_eq!(dev.read(u64::MAX, 2).unwrap_err().code(), crate::ErrorCode::Io);
+    }
+
+    #[test]
+    fn eviction_keeps_capacity() {
+        let data = vec![1u8; 64 * 1024];
+        let io = std::rc::Rc::new(Counting { data, reads: Cell::new(0) });
+        let dev = Device::new(Box::new(io.clone()));
+        dev.set_cache(1024, 4);
+        for i in 0..20 {
+            dev.read(i * 1024, 10).unwrap();
+        }
+        assert_eq!(dev.cache.borrow().blocks.len(), 4);
+    }
+}

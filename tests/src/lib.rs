@@ -1,0 +1,8 @@
+//! Shared machinery for fshost's behaviour tests: where the built binary and
+//! guests are, mounts that clean up after themselves, and image builders.
+//!
+//! The tests drive the real `fshost` binary (built by `cargo xtask test`
+//! before `cargo test` runs) against real guests compiled to wasm, on images
+//! made by real tools (mkfs.ext4, debugfs) or by a guest's own image writer.
+
+pub mod fshost;

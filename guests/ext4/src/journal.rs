@@ -85,7 +85,8 @@ const INCOMPAT_FAST_COMMIT: u32 = 0x20;
 /// nothing special: revoke blocks are honoured whatever the flag says (as in
 /// the kernel), and async commit only changes what the writer waited for; a
 /// bad commit checksum ends the replay either way.
-const KNOWN_INCOMPAT: u32 = INCOMPAT_REVOKE | INCOMPAT_64BIT | INCOMPAT_ASYNC_COMMIT | INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3;
+const KNOWN_INCOMPAT: u32 =
+    INCOMPAT_REVOKE | INCOMPAT_64BIT | INCOMPAT_ASYNC_COMMIT | INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3;
 
 /// `s_checksum_type` / `h_chksum_type` values and the v1 checksum size.
 const CRC32_CHKSUM: u8 = 1;
@@ -205,9 +206,13 @@ enum Checksum {
     /// and data blocks, stored in its commit block.
     V1,
     /// CSUM_V2: crc32c per block; 16-bit data block checksums in the tags.
-    V2 { seed: u32 },
+    V2 {
+        seed: u32,
+    },
     /// CSUM_V3: crc32c per block; 32-bit data block checksums in the tags.
-    V3 { seed: u32 },
+    V3 {
+        seed: u32,
+    },
 }
 
 /// A journal superblock that needs recovery, checked: `first <= start <
@@ -616,9 +621,9 @@ fn crc32c_raw(state: u32, data: &[u8]) -> u32 {
 fn crc32c_zeroed(state: u32, block: &[u8], at: usize) -> Result<u32> {
     let after = at.checked_add(4).ok_or_else(|| Error::corrupted("checksum offset overflows"))?;
     let before = slice(block, 0, at)?;
-    let rest = block
-        .get(after..)
-        .ok_or_else(|| Error::corrupted(format!("checksum at byte {at} past the end of a {}-byte block", block.len())))?;
+    let rest = block.get(after..).ok_or_else(|| {
+        Error::corrupted(format!("checksum at byte {at} past the end of a {}-byte block", block.len()))
+    })?;
     Ok(crc32c_raw(crc32c_raw(crc32c_raw(state, before), &[0; 4]), rest))
 }
 
@@ -647,3 +652,622 @@ const CRC32_BE_TABLE: [u32; 256] = {
     }
     table
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fshost_sdk::ErrorCode;
+
+    /// Block size of the synthetic journals: the smallest jbd2 allows.
+    const BS: usize = 1024;
+    const MAGIC_BYTES: [u8; 4] = MAGIC.to_be_bytes();
+
+    /// Lays out a journal block by block as the jbd2 on-disk format says,
+    /// independently of the parser (only the crc functions are shared; they
+    /// are pinned by `crc_functions_match_published_check_values` and by the
+    /// real-image tests).
+    struct Builder {
+        blocks: Vec<Vec<u8>>,
+        version: u32,
+        compat: u32,
+        incompat: u32,
+        first: u32,
+        start: u32,
+        sequence: u32,
+        next: u32,
+        uuid: [u8; 16],
+        crc32_sum: u32,
+    }
+
+    impl Builder {
+        /// A v2 journal of `maxlen` blocks, log `1..maxlen`, head at 1, first transaction 7.
+        fn new(maxlen: u32, incompat: u32) -> Self {
+            Self {
+                blocks: vec![vec![0; BS]; maxlen as usize],
+                version: SUPERBLOCK_V2,
+                compat: 0,
+                incompat,
+                first: 1,
+                start: 1,
+                sequence: 7,
+                next: 1,
+                uuid: *b"fshost-journal-1",
+                crc32_sum: !0,
+            }
+        }
+
+        fn head(mut self, start: u32, sequence: u32) -> Self {
+            self.start = start;
+            self.next = start;
+            self.sequence = sequence;
+            self
+        }
+
+        fn csum(&self) -> bool {
+            self.incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0
+        }
+
+        fn seed(&self) -> u32 {
+            crc32c_raw(!0, &self.uuid)
+        }
+
+        fn block64(&self) -> bool {
+            self.incompat & INCOMPAT_64BIT != 0
+        }
+
+        /// Tag sizes from the format: tag3 is 16 bytes; the classic tag is 8,
+        /// +4 with 64-bit block numbers, +2 with csum v2.
+        fn tag_bytes(&self) -> usize {
+            if self.incompat & INCOMPAT_CSUM_V3 != 0 {
+                return 16;
+            }
+            let v2 = if self.incompat & INCOMPAT_CSUM_V2 != 0 { 2 } else { 0 };
+            8 + v2 + if self.block64() { 4 } else { 0 }
+        }
+
+        fn put(&mut self, block: Vec<u8>) -> u32 {
+            let at = self.next;
+            self.blocks[at as usize] = block;
+            self.next = if at + 1 >= self.blocks.len() as u32 { self.first } else { at + 1 };
+            at
+        }
+
+        fn header(blocktype: u32, sequence: u32) -> Vec<u8> {
+            let mut block = vec![0; BS];
+            block[0..4].copy_from_slice(&MAGIC_BYTES);
+            block[4..8].copy_from_slice(&blocktype.to_be_bytes());
+            block[8..12].copy_from_slice(&sequence.to_be_bytes());
+            block
+        }
+
+        fn seal_tail(&self, block: &mut [u8]) {
+            if self.csum() {
+                block[BS - 4..].fill(0);
+                let crc = crc32c_raw(self.seed(), block);
+                block[BS - 4..].copy_from_slice(&crc.to_be_bytes());
+            }
+        }
+
+        /// A descriptor block for `writes` and their data blocks; returns
+        /// where the descriptor and each data block went.
+        fn descriptor(&mut self, sequence: u32, writes: &[(u64, Vec<u8>)]) -> (u32, Vec<u32>) {
+            let mut descriptor = Self::header(DESCRIPTOR_BLOCK, sequence);
+            let size = self.tag_bytes();
+            let mut offset = HEADER_BYTES;
+            let mut logged = Vec::new();
+            for (i, (fs_block, contents)) in writes.iter().enumerate() {
+                let mut data = contents.clone();
+                let mut flags = 0u32;
+                if data[0..4] == MAGIC_BYTES {
+                    data[0..4].fill(0);
+                    flags |= FLAG_ESCAPE;
+                }
+                if i > 0 {
+                    flags |= FLAG_SAME_UUID;
+                }
+                if i + 1 == writes.len() {
+                    flags |= FLAG_LAST_TAG;
+                }
+                let crc = crc32c_raw(crc32c_raw(self.seed(), &sequence.to_be_bytes()), &data);
+                let tag = &mut descriptor[offset..offset + size];
+                tag[0..4].copy_from_slice(&(*fs_block as u32).to_be_bytes());
+                let high = ((*fs_block >> 32) as u32).to_be_bytes();
+                if self.incompat & INCOMPAT_CSUM_V3 != 0 {
+                    tag[4..8].copy_from_slice(&flags.to_be_bytes());
+                    tag[8..12].copy_from_slice(&high);
+                    tag[12..16].copy_from_slice(&crc.to_be_bytes());
+                } else {
+                    if self.incompat & INCOMPAT_CSUM_V2 != 0 {
+                        tag[4..6].copy_from_slice(&(crc as u16).to_be_bytes());
+                    }
+                    tag[6..8].copy_from_slice(&(flags as u16).to_be_bytes());
+                    if self.block64() {
+                        tag[8..12].copy_from_slice(&high);
+                    }
+                }
+                offset += size;
+                if flags & FLAG_SAME_UUID == 0 {
+                    descriptor[offset..offset + 16].copy_from_slice(&self.uuid);
+                    offset += 16;
+                }
+                logged.push(data);
+            }
+            self.seal_tail(&mut descriptor);
+            self.crc32_sum = crc32_be(self.crc32_sum, &descriptor);
+            let at = self.put(descriptor);
+            let data_at = logged
+                .into_iter()
+                .map(|data| {
+                    self.crc32_sum = crc32_be(self.crc32_sum, &data);
+                    self.put(data)
+                })
+                .collect();
+            (at, data_at)
+        }
+
+        fn revoke(&mut self, sequence: u32, fs_blocks: &[u64]) -> u32 {
+            let mut block = Self::header(REVOKE_BLOCK, sequence);
+            let mut offset = REVOKE_HEADER_BYTES;
+            for &fs_block in fs_blocks {
+                if self.block64() {
+                    block[offset..offset + 8].copy_from_slice(&fs_block.to_be_bytes());
+                    offset += 8;
+                } else {
+                    block[offset..offset + 4].copy_from_slice(&(fs_block as u32).to_be_bytes());
+                    offset += 4;
+                }
+            }
+            block[12..16].copy_from_slice(&(offset as u32).to_be_bytes());
+            self.seal_tail(&mut block);
+            self.put(block)
+        }
+
+        fn commit(&mut self, sequence: u32) -> u32 {
+            let mut block = Self::header(COMMIT_BLOCK, sequence);
+            if self.compat & COMPAT_CHECKSUM != 0 {
+                block[12] = CRC32_CHKSUM;
+                block[13] = CRC32_CHKSUM_SIZE;
+                block[16..20].copy_from_slice(&self.crc32_sum.to_be_bytes());
+            }
+            self.crc32_sum = !0;
+            if self.csum() {
+                let crc = crc32c_raw(self.seed(), &block);
+                block[16..20].copy_from_slice(&crc.to_be_bytes());
+            }
+            self.put(block)
+        }
+
+        /// A whole committed transaction.
+        fn transaction(&mut self, sequence: u32, writes: &[(u64, Vec<u8>)], revokes: &[u64]) {
+            if !writes.is_empty() {
+                self.descriptor(sequence, writes);
+            }
+            if !revokes.is_empty() {
+                self.revoke(sequence, revokes);
+            }
+            self.commit(sequence);
+        }
+
+        fn superblock(&self) -> Vec<u8> {
+            let mut sb = Self::header(self.version, 0);
+            let fields = [
+                (SB_BLOCKSIZE, BS as u32),
+                (SB_MAXLEN, self.blocks.len() as u32),
+                (SB_FIRST, self.first),
+                (SB_SEQUENCE, self.sequence),
+                (SB_START, self.start),
+                (SB_FEATURE_COMPAT, self.compat),
+                (SB_FEATURE_INCOMPAT, self.incompat),
+            ];
+            for (offset, value) in fields {
+                sb[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+            }
+            sb[SB_UUID..SB_UUID + 16].copy_from_slice(&self.uuid);
+            if self.csum() {
+                sb[SB_CHECKSUM_TYPE] = CRC32C_CHKSUM;
+                let crc = crc32c_raw(!0, &sb[..SB_BYTES]);
+                sb[SB_CHECKSUM..SB_CHECKSUM + 4].copy_from_slice(&crc.to_be_bytes());
+            }
+            sb
+        }
+
+        fn build(&self) -> Vec<Vec<u8>> {
+            let mut blocks = self.blocks.clone();
+            blocks[0] = self.superblock();
+            blocks
+        }
+    }
+
+    fn replay_of(blocks: &[Vec<u8>]) -> Result<Replay> {
+        let mut read = |n: u64| blocks.get(n as usize).cloned().ok_or_else(|| Error::io(format!("no block {n}")));
+        replay(BS as u32, &mut read, blocks.len() as u64)
+    }
+
+    fn filled(byte: u8) -> Vec<u8> {
+        vec![byte; BS]
+    }
+
+    fn block_numbers(replay: &Replay) -> Vec<u64> {
+        replay.blocks.keys().copied().collect()
+    }
+
+    fn flip(blocks: &mut [Vec<u8>], block: u32, byte: usize) {
+        blocks[block as usize][byte] ^= 0x5A;
+    }
+
+    #[test]
+    fn crc_functions_match_published_check_values() {
+        // CRC-32C("123456789") = 0xE3069283; jbd2 keeps the register uninverted.
+        assert_eq!(crc32c_raw(!0, b"123456789"), !0xE306_9283);
+        // Chaining the register is the same as one pass.
+        assert_eq!(crc32c_raw(crc32c_raw(!0, b"1234"), b"56789"), crc32c_raw(!0, b"123456789"));
+        // CRC-32/BZIP2("123456789") = 0xFC891918 is crc32_be seeded with !0, inverted.
+        assert_eq!(!crc32_be(!0, b"123456789"), 0xFC89_1918);
+    }
+
+    #[test]
+    fn clean_journal_replays_nothing() {
+        let mut journal = Builder::new(16, INCOMPAT_REVOKE);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        journal.start = 0;
+        let replay = replay_of(&journal.build()).unwrap();
+        assert!(replay.is_empty());
+        assert_eq!(replay.len(), 0);
+    }
+
+    #[test]
+    fn committed_transaction_replays_its_blocks() {
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1)), (5, filled(2))], &[]);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(block_numbers(&replay), [5, 100]);
+        assert_eq!(replay.block(100), Some(&filled(1)[..]));
+        assert_eq!(replay.block(5), Some(&filled(2)[..]));
+        assert_eq!(replay.block(6), None);
+    }
+
+    #[test]
+    fn uncommitted_and_out_of_sequence_transactions_are_ignored() {
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        // Transaction 8 has no commit block yet.
+        journal.descriptor(8, &[(101, filled(2))]);
+        assert_eq!(block_numbers(&replay_of(&journal.build()).unwrap()), [100]);
+
+        // A complete transaction with the wrong sequence ends the log too.
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        journal.transaction(9, &[(102, filled(3))], &[]);
+        assert_eq!(block_numbers(&replay_of(&journal.build()).unwrap()), [100]);
+    }
+
+    #[test]
+    fn newest_committed_copy_wins() {
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1)), (101, filled(1))], &[]);
+        journal.transaction(8, &[(100, filled(2))], &[]);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(replay.block(100), Some(&filled(2)[..]));
+        assert_eq!(replay.block(101), Some(&filled(1)[..]));
+    }
+
+    #[test]
+    fn escaped_block_gets_its_magic_back() {
+        let mut contents = filled(9);
+        contents[0..4].copy_from_slice(&MAGIC_BYTES);
+        let mut journal = Builder::new(16, 0);
+        let (_, data_at) = journal.descriptor(7, &[(100, contents.clone())]);
+        journal.commit(7);
+        let blocks = journal.build();
+        // The log holds the escaped copy, first word zeroed.
+        assert_eq!(blocks[data_at[0] as usize][0..4], [0; 4]);
+        assert_eq!(replay_of(&blocks).unwrap().block(100), Some(&contents[..]));
+    }
+
+    #[test]
+    fn revoke_hides_copies_up_to_its_transaction_only() {
+        let mut journal = Builder::new(32, INCOMPAT_REVOKE);
+        journal.transaction(7, &[(100, filled(1)), (101, filled(1)), (102, filled(1))], &[]);
+        // Transaction 8 revokes 100 and 101; 102 is rewritten after the revoke of 100... in 9.
+        journal.transaction(8, &[(103, filled(2))], &[100, 101]);
+        journal.transaction(9, &[(100, filled(3))], &[]);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(block_numbers(&replay), [100, 102, 103]);
+        assert_eq!(replay.block(100), Some(&filled(3)[..]));
+
+        // A revoke in an uncommitted transaction revokes nothing.
+        let mut journal = Builder::new(32, INCOMPAT_REVOKE);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        journal.revoke(8, &[100]);
+        assert_eq!(block_numbers(&replay_of(&journal.build()).unwrap()), [100]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut journal = Builder::new(32, INCOMPAT_REVOKE).head(1, u32::MAX);
+        journal.transaction(u32::MAX, &[(100, filled(1)), (101, filled(1))], &[]);
+        journal.transaction(0, &[(102, filled(2))], &[100]);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(block_numbers(&replay), [101, 102]);
+    }
+
+    #[test]
+    fn log_wraps_around_the_end() {
+        // Log is blocks 1..8; the head is at 5, so transaction 7 takes 5, 6, 7
+        // and its commit wraps to 1; transaction 8 takes 2, 3, 4. Block 5 then
+        // holds transaction 7's descriptor, which ends the log.
+        let mut journal = Builder::new(8, 0).head(5, 7);
+        journal.transaction(7, &[(100, filled(1)), (101, filled(2))], &[]);
+        assert_eq!(journal.next, 2);
+        journal.transaction(8, &[(102, filled(3))], &[]);
+        assert_eq!(journal.next, 5);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(block_numbers(&replay), [100, 101, 102]);
+        assert_eq!(replay.block(101), Some(&filled(2)[..]));
+    }
+
+    #[test]
+    fn sixty_four_bit_tags_and_revoke_records() {
+        let mut journal = Builder::new(16, INCOMPAT_64BIT | INCOMPAT_REVOKE);
+        journal.transaction(7, &[(0x1_0000_0005, filled(1)), (0x2_0000_0005, filled(2))], &[]);
+        journal.transaction(8, &[], &[0x2_0000_0005]);
+        let replay = replay_of(&journal.build()).unwrap();
+        assert_eq!(block_numbers(&replay), [0x1_0000_0005]);
+    }
+
+    #[test]
+    fn version_one_superblock() {
+        let mut journal = Builder::new(16, 0);
+        journal.version = SUPERBLOCK_V1;
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        assert_eq!(block_numbers(&replay_of(&journal.build()).unwrap()), [100]);
+    }
+
+    #[test]
+    fn csum_v3_and_v2_journals_replay() {
+        for incompat in
+            [INCOMPAT_CSUM_V3, INCOMPAT_CSUM_V3 | INCOMPAT_64BIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V2 | INCOMPAT_64BIT]
+        {
+            let mut journal = Builder::new(32, incompat | INCOMPAT_REVOKE);
+            let mut escaped = filled(4);
+            escaped[0..4].copy_from_slice(&MAGIC_BYTES);
+            journal.transaction(7, &[(100, filled(1)), (101, filled(2)), (102, escaped.clone())], &[]);
+            journal.transaction(8, &[(103, filled(3))], &[101]);
+            let replay = replay_of(&journal.build()).unwrap();
+            assert_eq!(block_numbers(&replay), [100, 102, 103], "incompat {incompat:#x}");
+            assert_eq!(replay.block(102), Some(&escaped[..]));
+        }
+    }
+
+    /// Two checksummed transactions and a third, with where each block went.
+    fn three_checksummed(incompat: u32) -> (Builder, Vec<u32>, Vec<u32>, u32, u32) {
+        let mut journal = Builder::new(32, incompat | INCOMPAT_REVOKE);
+        let (_, first_data) = journal.descriptor(7, &[(100, filled(1)), (101, filled(1))]);
+        journal.commit(7);
+        let (descriptor, second_data) = journal.descriptor(8, &[(102, filled(2)), (103, filled(2))]);
+        let revoke = journal.revoke(8, &[100]);
+        journal.commit(8);
+        journal.transaction(9, &[(104, filled(3))], &[]);
+        let _ = descriptor;
+        (journal, first_data, second_data, descriptor, revoke)
+    }
+
+    #[test]
+    fn csum_data_block_mismatch_skips_only_that_block() {
+        for incompat in [INCOMPAT_CSUM_V3, INCOMPAT_CSUM_V2] {
+            let (journal, first_data, _, _, _) = three_checksummed(incompat);
+            let mut blocks = journal.build();
+            assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [101, 102, 103, 104]);
+            flip(&mut blocks, first_data[1], 500);
+            // 101's only copy is bad: skipped; everything else still replays.
+            assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [102, 103, 104], "incompat {incompat:#x}");
+        }
+    }
+
+    #[test]
+    fn csum_bad_commit_ends_replay_before_that_transaction() {
+        let (journal, _, second_data, _, _) = three_checksummed(INCOMPAT_CSUM_V3);
+        let mut blocks = journal.build();
+        // Transaction 8's commit directly follows its revoke block.
+        let commit = second_data[1] + 2;
+        assert_eq!(blocks[commit as usize][4..8], COMMIT_BLOCK.to_be_bytes());
+        flip(&mut blocks, commit, 300);
+        // Transaction 8 (with its revoke of 100) and 9 are not replayed.
+        assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [100, 101]);
+    }
+
+    #[test]
+    fn csum_bad_descriptor_or_revoke_tail_ends_replay_before_that_transaction() {
+        let (journal, _, _, descriptor, revoke) = three_checksummed(INCOMPAT_CSUM_V3);
+        for bad in [descriptor, revoke] {
+            let mut blocks = journal.build();
+            flip(&mut blocks, bad, 900);
+            assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [100, 101], "bad block {bad}");
+        }
+    }
+
+    #[test]
+    fn csum_bad_superblock_is_corrupted() {
+        let (journal, ..) = three_checksummed(INCOMPAT_CSUM_V3);
+        let mut blocks = journal.build();
+        flip(&mut blocks, 0, 0x200);
+        let err = replay_of(&blocks).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Corrupted);
+        assert!(err.message().starts_with("journal superblock: checksum"), "{err}");
+    }
+
+    #[test]
+    fn compat_v1_checksum_covers_the_whole_transaction() {
+        let mut journal = Builder::new(32, INCOMPAT_ASYNC_COMMIT);
+        journal.compat = COMPAT_CHECKSUM;
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        let (_, data) = journal.descriptor(8, &[(101, filled(2))]);
+        journal.commit(8);
+        journal.transaction(9, &[(102, filled(3))], &[]);
+        let mut blocks = journal.build();
+        assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [100, 101, 102]);
+        // A torn data block in transaction 8 fails its commit's crc32: the
+        // replay ends after transaction 7 (async commit or not).
+        flip(&mut blocks, data[0], 7);
+        assert_eq!(block_numbers(&replay_of(&blocks).unwrap()), [100]);
+    }
+
+    #[test]
+    fn compat_v1_commit_without_checksum_is_accepted() {
+        let mut journal = Builder::new(32, 0);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        journal.compat = COMPAT_CHECKSUM;
+        // The commit block carries type 0, size 0, checksum 0, which the kernel accepts.
+        assert_eq!(block_numbers(&replay_of(&journal.build()).unwrap()), [100]);
+    }
+
+    #[test]
+    fn unknown_incompat_and_fast_commit_are_unsupported_unless_clean() {
+        for incompat in [0x100, INCOMPAT_FAST_COMMIT] {
+            let mut journal = Builder::new(16, incompat);
+            journal.transaction(7, &[(100, filled(1))], &[]);
+            let err = replay_of(&journal.build()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Unsupported, "{err}");
+            journal.start = 0;
+            assert!(replay_of(&journal.build()).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn malformed_superblocks_are_corrupted() {
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        type Spoil = fn(&mut Builder, &mut Vec<Vec<u8>>);
+        let cases: [(&str, Spoil); 8] = [
+            ("magic", |_, b| b[0][0] = 0),
+            ("block type", |_, b| b[0][7] = 2),
+            ("block size", |_, b| b[0][SB_BLOCKSIZE + 2] = 0x10),
+            ("s_maxlen", |_, b| b.truncate(8)),
+            ("s_first", |j, b| {
+                j.first = 0;
+                b[0] = j.superblock();
+            }),
+            ("s_start", |j, b| {
+                j.start = 16;
+                b[0] = j.superblock();
+            }),
+            ("checksum v2 and v3", |j, b| {
+                j.incompat = INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3;
+                b[0] = j.superblock();
+            }),
+            ("checksum type", |j, b| {
+                j.incompat = INCOMPAT_CSUM_V3;
+                b[0] = j.superblock();
+                b[0][SB_CHECKSUM_TYPE] = 1;
+            }),
+        ];
+        for (what, spoil) in cases {
+            let mut journal = Builder { blocks: journal.blocks.clone(), ..Builder::new(16, 0) };
+            let mut blocks = journal.build();
+            spoil(&mut journal, &mut blocks);
+            let err = replay_of(&blocks).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Corrupted, "{what}: {err}");
+            assert!(err.message().starts_with("journal superblock: "), "{what}: {err}");
+        }
+        let blocks = journal.build();
+        let mut read = |n: u64| Ok(blocks[n as usize].clone());
+        let err = replay(1000, &mut read, 16).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Corrupted, "{err}");
+        let err = replay(2048, &mut read, 16).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Io, "{err}");
+        assert!(err.message().contains("read 1024 bytes, expected 2048"), "{err}");
+        assert_eq!(replay(1024, &mut read, 0).unwrap_err().code(), ErrorCode::Corrupted);
+    }
+
+    #[test]
+    fn revoke_count_past_its_block_is_corrupted() {
+        let mut journal = Builder::new(16, INCOMPAT_REVOKE);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        let revoke = journal.revoke(8, &[100]);
+        journal.commit(8);
+        let mut blocks = journal.build();
+        blocks[revoke as usize][12..16].copy_from_slice(&(BS as u32 + 1).to_be_bytes());
+        let err = replay_of(&blocks).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Corrupted);
+        assert!(err.message().starts_with(&format!("journal block {revoke}: revoke block r_count")), "{err}");
+    }
+
+    #[test]
+    fn read_errors_carry_the_journal_block() {
+        let mut journal = Builder::new(16, 0);
+        journal.transaction(7, &[(100, filled(1))], &[]);
+        let blocks = journal.build();
+        let mut read = |n: u64| if n == 2 { Err(Error::io("device gone")) } else { Ok(blocks[n as usize].clone()) };
+        let err = replay(BS as u32, &mut read, 16).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Io);
+        assert_eq!(err.message(), "journal block 2: device gone");
+    }
+
+    #[test]
+    fn a_log_that_never_ends_is_bounded() {
+        // Every log block is a revoke block of transaction 7, so the kernel's
+        // walk would go round forever; ours stops after one lap.
+        let mut journal = Builder::new(64, INCOMPAT_REVOKE);
+        for _ in 1..64 {
+            journal.revoke(7, &[1, 2, 3]);
+        }
+        let mut reads = 0;
+        let blocks = journal.build();
+        let mut read = |n: u64| {
+            reads += 1;
+            Ok(blocks[n as usize].clone())
+        };
+        assert!(replay(BS as u32, &mut read, 64).unwrap().is_empty());
+        assert_eq!(reads, 64);
+
+        // A descriptor claiming more data blocks than the log holds never commits.
+        let mut journal = Builder::new(8, 0);
+        let tags: Vec<(u64, Vec<u8>)> = (0..20).map(|n| (n, filled(1))).collect();
+        let mut descriptor = Builder::header(DESCRIPTOR_BLOCK, 7);
+        for (i, _) in tags.iter().enumerate() {
+            let at = HEADER_BYTES + 16 + i * 8;
+            descriptor[at + 6..at + 8].copy_from_slice(&(FLAG_SAME_UUID as u16).to_be_bytes());
+        }
+        journal.put(descriptor);
+        assert!(replay_of(&journal.build()).unwrap().is_empty());
+    }
+
+    /// Random damage to valid journals of every flavour must give `Ok` or
+    /// `Err`, never a panic or a block of the wrong size.
+    #[test]
+    fn damaged_journals_never_panic() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let flavours = [
+            (0, 0),
+            (COMPAT_CHECKSUM, INCOMPAT_64BIT),
+            (0, INCOMPAT_CSUM_V2),
+            (0, INCOMPAT_CSUM_V3 | INCOMPAT_64BIT | INCOMPAT_REVOKE),
+        ];
+        for (compat, incompat) in flavours {
+            let mut journal = Builder::new(12, incompat).head(7, 40);
+            journal.compat = compat;
+            journal.transaction(40, &[(1, filled(1)), (2, filled(2))], &[3]);
+            journal.transaction(41, &[(3, filled(3))], &[1]);
+            journal.transaction(42, &[(4, filled(4))], &[]);
+            let clean = journal.build();
+            for _ in 0..3000 {
+                let mut blocks = clean.clone();
+                for _ in 0..1 + random(4) {
+                    let block = random(blocks.len());
+                    // Mostly headers, tags and superblock fields, where the structure is.
+                    let byte = if random(4) == 0 { random(BS) } else { random(64) };
+                    blocks[block][byte] = random(256) as u8;
+                }
+                if let Ok(replay) = replay_of(&blocks) {
+                    assert!(replay.blocks.values().all(|b| b.len() == BS));
+                }
+            }
+        }
+    }
+}

@@ -1270,4 +1270,450 @@ mod tests {
             }
         }
     }
+
+    /// Tests against the real tools. Journals written by debugfs (its
+    /// `journal_open/journal_write/journal_close` commands, which leave the
+    /// image needing recovery) and by the kernel (a loop mount copied while
+    /// still mounted); replayed by us and, as the oracle, for real by e2fsck
+    /// on a copy. debugfs and e2fsck work on files; the kernel tests need
+    /// root for loop devices and mount, and say SKIPPED without it.
+    mod oracle {
+        use super::*;
+        use std::fs;
+        use std::path::{Path, PathBuf};
+        use std::process::Command;
+        use std::sync::Mutex;
+
+        const FS_BS: usize = 4096;
+
+        /// Loop devices are found and attached one test at a time.
+        static LOOP_DEVICES: Mutex<()> = Mutex::new(());
+
+        fn is_root() -> bool {
+            fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+                status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
+            })
+        }
+
+        /// A directory under the system temp dir, removed on drop.
+        struct Scratch(PathBuf);
+
+        impl Scratch {
+            fn new(name: &str) -> Self {
+                let dir = std::env::temp_dir().join(format!("fshost-journal-{name}-{}", std::process::id()));
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).unwrap();
+                Self(dir)
+            }
+
+            fn path(&self, name: &str) -> PathBuf {
+                self.0.join(name)
+            }
+        }
+
+        impl Drop for Scratch {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir_all(&self.0);
+            }
+        }
+
+        /// An image attached to a loop device and mounted; unmounted and
+        /// detached on drop, whatever happened in between.
+        struct Mounted {
+            dir: PathBuf,
+            device: String,
+            mounted: bool,
+        }
+
+        impl Mounted {
+            fn new(img: &Path, dir: &Path, options: &str) -> Self {
+                fs::create_dir_all(dir).unwrap();
+                let device = String::from_utf8(run("losetup", &["--find", "--show", path(img)])).unwrap();
+                let mut mounted = Self { dir: dir.to_owned(), device: device.trim().to_owned(), mounted: false };
+                run("mount", &["-t", "ext4", "-o", options, &mounted.device, path(dir)]);
+                mounted.mounted = true;
+                mounted
+            }
+        }
+
+        impl Drop for Mounted {
+            fn drop(&mut self) {
+                if self.mounted {
+                    let _ = Command::new("umount").arg(&self.dir).status();
+                }
+                let _ = Command::new("losetup").args(["-d", &self.device]).status();
+            }
+        }
+
+        fn path(path: &Path) -> &str {
+            path.to_str().unwrap()
+        }
+
+        /// Run a tool, which must succeed; its standard output.
+        fn run(program: &str, args: &[&str]) -> Vec<u8> {
+            let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+            assert!(
+                out.status.success(),
+                "{program} {args:?}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+
+        fn mkfs(img: &Path, extra: &[&str]) {
+            let mut args = vec!["-q", "-F", "-b", "4096"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&[path(img), "64M"]);
+            run("mkfs.ext4", &args);
+        }
+
+        /// The journal's logical blocks, read by debugfs through inode 8.
+        fn journal_of(img: &Path) -> Vec<u8> {
+            run("debugfs", &["-R", "cat <8>", path(img)])
+        }
+
+        fn read_journal(journal: &[u8]) -> impl FnMut(u64) -> Result<Vec<u8>> + '_ {
+            |n: u64| {
+                let start = n as usize * FS_BS;
+                journal.get(start..start + FS_BS).map(<[u8]>::to_vec).ok_or_else(|| Error::io("past the journal"))
+            }
+        }
+
+        fn replay_image(img: &Path) -> Result<Replay> {
+            let journal = journal_of(img);
+            replay(FS_BS as u32, &mut read_journal(&journal), (journal.len() / FS_BS) as u64)
+        }
+
+        /// What the log of an image holds, to check a test exercised what it meant to.
+        fn scan_image(img: &Path) -> (Journal, Scan) {
+            let journal = journal_of(img);
+            let mut read = read_journal(&journal);
+            let mut log = Log { read: &mut read, block_size: FS_BS };
+            let superblock = log.read(0).unwrap();
+            let parsed = Journal::parse(FS_BS, &superblock, (journal.len() / FS_BS) as u64).unwrap().unwrap();
+            let scan = scan(&parsed, &mut log).unwrap();
+            (parsed, scan)
+        }
+
+        /// The filesystem block holding journal block `n`.
+        fn journal_block_on_disk(img: &Path, n: u64) -> u64 {
+            let out = run("debugfs", &["-R", &format!("bmap <8> {n}"), path(img)]);
+            String::from_utf8(out).unwrap().trim().parse().unwrap()
+        }
+
+        fn fs_block(image: &[u8], n: u64) -> &[u8] {
+            &image[n as usize * FS_BS..(n as usize + 1) * FS_BS]
+        }
+
+        /// `img` after e2fsck replayed its journal for real, on a copy.
+        /// `journal_only` keeps e2fsck from repairing anything else, so
+        /// every block it changes comes from the journal.
+        fn replayed_by_e2fsck(img: &Path) -> Vec<u8> {
+            let copy = img.with_extension("e2fsck");
+            fs::copy(img, &copy).unwrap();
+            let out = Command::new("e2fsck").args(["-fy", "-E", "journal_only", path(&copy)]).output().unwrap();
+            // 0: nothing to fix; 1: fixed (a journal checksum error counts).
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "e2fsck: {}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let replayed = fs::read(&copy).unwrap();
+            fs::remove_file(&copy).unwrap();
+            replayed
+        }
+
+        /// Our replay against e2fsck's: every block we replay reads the same
+        /// in e2fsck's result, and every block e2fsck changed is one we
+        /// replay, apart from what e2fsck updates after replaying: the ext4
+        /// superblock (bytes 1024..2048 of block 0) and the journal's own
+        /// superblock, which it marks clean.
+        fn assert_same_as_e2fsck(img: &Path, replay: &Replay) {
+            let before = fs::read(img).unwrap();
+            let after = replayed_by_e2fsck(img);
+            assert_eq!(before.len(), after.len());
+            for (&n, ours) in &replay.blocks {
+                let theirs = fs_block(&after, n);
+                if n == 0 {
+                    assert!(ours[..1024] == theirs[..1024] && ours[2048..] == theirs[2048..], "block 0 differs");
+                } else {
+                    assert!(ours[..] == theirs[..], "block {n}: our replay differs from e2fsck's");
+                }
+            }
+            let journal_superblock = journal_block_on_disk(img, 0);
+            for n in 1..(before.len() / FS_BS) as u64 {
+                if fs_block(&before, n) != fs_block(&after, n) && n != journal_superblock {
+                    assert!(replay.blocks.contains_key(&n), "e2fsck replayed block {n}, we did not");
+                }
+            }
+        }
+
+        /// `count` distinct 4 KiB blocks labelled `label`; block `escaped`,
+        /// if any, starts with the jbd2 magic, so jbd2 must escape it.
+        fn blocks(label: u8, count: usize, escaped: Option<usize>) -> Vec<Vec<u8>> {
+            (0..count)
+                .map(|i| {
+                    let mut block: Vec<u8> = (0..FS_BS).map(|b| (b as u8).wrapping_mul(31) ^ label).collect();
+                    block[4] = label;
+                    block[5] = i as u8;
+                    if escaped == Some(i) {
+                        block[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+                    }
+                    block
+                })
+                .collect()
+        }
+
+        /// A fresh image with four debugfs transactions in its journal:
+        /// 1 writes A0..A2 to 6000..6002 (A2 starts with the jbd2 magic);
+        /// 2 writes B0 to 6100 and revokes 6001; 3 writes C0 to 6000;
+        /// 4 writes D0 to 6200 but is never committed.
+        struct DebugfsJournal {
+            scratch: Scratch,
+            a: Vec<Vec<u8>>,
+            b: Vec<Vec<u8>>,
+            c: Vec<Vec<u8>>,
+        }
+
+        impl DebugfsJournal {
+            fn new(name: &str, checksums: bool) -> Self {
+                let scratch = Scratch::new(name);
+                let (a, b, c, d) =
+                    (blocks(0xA, 3, Some(2)), blocks(0xB, 1, None), blocks(0xC, 1, None), blocks(0xD, 1, None));
+                for (file, contents) in [("a", &a), ("b", &b), ("c", &c), ("d", &d)] {
+                    fs::write(scratch.path(file), contents.concat()).unwrap();
+                }
+                let img = scratch.path("img");
+                mkfs(&img, &[]);
+                // One journal_open/close per transaction: debugfs 1.47 loses a
+                // commit block when one session writes several.
+                let open = if checksums { "jo -c" } else { "jo" };
+                let dir = path(&scratch.0);
+                let script = format!(
+                    "{open}\njw -b 6000,6001,6002 {dir}/a\njc\njo\njw -b 6100 -r 6001 {dir}/b\njc\n\
+                     jo\njw -b 6000 {dir}/c\njc\njo\njw -b 6200 -c {dir}/d\njc\n"
+                );
+                fs::write(scratch.path("script"), script).unwrap();
+                run("debugfs", &["-w", "-f", path(&scratch.path("script")), path(&img)]);
+                Self { scratch, a, b, c }
+            }
+
+            fn img(&self) -> PathBuf {
+                self.scratch.path("img")
+            }
+
+            /// Flip a byte of journal block `n` in the image.
+            fn damage_journal_block(&self, n: u64) {
+                let img = self.img();
+                let mut image = fs::read(&img).unwrap();
+                let at = journal_block_on_disk(&img, n) as usize * FS_BS + 300;
+                image[at] ^= 0xFF;
+                fs::write(&img, image).unwrap();
+            }
+        }
+
+        fn assert_blocks(replay: &Replay, expected: &[(u64, &Vec<u8>)]) {
+            assert_eq!(block_numbers(replay), expected.iter().map(|&(n, _)| n).collect::<Vec<_>>());
+            for &(n, contents) in expected {
+                assert!(replay.block(n) == Some(&contents[..]), "block {n} has the wrong contents");
+            }
+        }
+
+        fn debugfs_journal_replays_what_was_written(checksums: bool) {
+            let journal = DebugfsJournal::new(if checksums { "debugfs-csum" } else { "debugfs" }, checksums);
+            let (parsed, scan) = scan_image(&journal.img());
+            let expected_checksum = if checksums { "V3" } else { "None" };
+            assert!(format!("{:?}", parsed.checksum).starts_with(expected_checksum), "{:?}", parsed.checksum);
+            assert_eq!(scan.transactions.len(), 3);
+            let replay = replay_image(&journal.img()).unwrap();
+            assert_blocks(&replay, &[(6000, &journal.c[0]), (6002, &journal.a[2]), (6100, &journal.b[0])]);
+            assert_same_as_e2fsck(&journal.img(), &replay);
+        }
+
+        #[test]
+        fn debugfs_journal_without_checksums() {
+            debugfs_journal_replays_what_was_written(false);
+        }
+
+        #[test]
+        fn debugfs_journal_with_csum_v3() {
+            debugfs_journal_replays_what_was_written(true);
+        }
+
+        #[test]
+        fn debugfs_csum_v3_bad_data_block_is_skipped_like_e2fsck() {
+            let journal = DebugfsJournal::new("debugfs-bad-data", true);
+            let (_, scan) = scan_image(&journal.img());
+            let copy_of_6002 = scan.transactions[0].blocks.iter().find(|l| l.tag.fs_block == 6002).unwrap();
+            journal.damage_journal_block(copy_of_6002.log_block);
+            let replay = replay_image(&journal.img()).unwrap();
+            assert_blocks(&replay, &[(6000, &journal.c[0]), (6100, &journal.b[0])]);
+            assert_same_as_e2fsck(&journal.img(), &replay);
+        }
+
+        #[test]
+        fn debugfs_csum_v3_bad_commit_ends_replay_like_e2fsck() {
+            let journal = DebugfsJournal::new("debugfs-bad-commit", true);
+            let (_, scan) = scan_image(&journal.img());
+            // Transaction 2 is a descriptor, B0, the revoke block, the commit.
+            let commit = scan.transactions[1].blocks[0].log_block + 2;
+            let log = journal_of(&journal.img());
+            let header = &log[commit as usize * FS_BS..][..12];
+            assert_eq!(header[4..8], COMMIT_BLOCK.to_be_bytes());
+            assert_eq!(header[8..12], scan.transactions[1].sequence.to_be_bytes());
+            journal.damage_journal_block(commit);
+            let replay = replay_image(&journal.img()).unwrap();
+            assert_blocks(&replay, &[(6000, &journal.a[0]), (6001, &journal.a[1]), (6002, &journal.a[2])]);
+            assert_same_as_e2fsck(&journal.img(), &replay);
+        }
+
+        /// Mount a fresh image (made with `mkfs_options`) with `options`;
+        /// then, round after round (at most 64), let `work` change it, sync,
+        /// and copy the image while it is still mounted, until `enough`
+        /// accepts the copy. The copy needs recovery; returns its path.
+        fn kernel_journal(
+            scratch: &Scratch,
+            mkfs_options: &[&str],
+            options: &str,
+            mut work: impl FnMut(&Path, u32),
+            enough: impl Fn(&Path) -> bool,
+        ) -> PathBuf {
+            let img = scratch.path("live.img");
+            let copy = scratch.path("crashed.img");
+            mkfs(&img, mkfs_options);
+            let _serial = LOOP_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+            let mounted = Mounted::new(&img, &scratch.path("mnt"), options);
+            for round in 0..64 {
+                work(&mounted.dir, round);
+                run("sync", &[]);
+                fs::copy(&img, &copy).unwrap();
+                if enough(&copy) {
+                    return copy;
+                }
+            }
+            panic!("the kernel never left the journal as this test needs it");
+        }
+
+        #[test]
+        fn kernel_journal_matches_e2fsck() {
+            if !is_root() {
+                eprintln!("SKIPPED kernel_journal_matches_e2fsck: needs root to mount a loop device");
+                return;
+            }
+            let scratch = Scratch::new("kernel");
+            let crashed = kernel_journal(
+                &scratch,
+                &[],
+                "rw",
+                |mnt, _| {
+                    // Directory blocks freed by the rm are revoked in the journal.
+                    for round in 0..3 {
+                        let dir = mnt.join(format!("d{round}"));
+                        fs::create_dir(&dir).unwrap();
+                        for i in 0..300 {
+                            fs::write(dir.join(format!("a-rather-long-file-name-{i:04}")), format!("{round} {i}"))
+                                .unwrap();
+                        }
+                        run("sync", &[]);
+                        if round < 2 {
+                            fs::remove_dir_all(&dir).unwrap();
+                        }
+                    }
+                    fs::write(mnt.join("big"), vec![7u8; 1 << 20]).unwrap();
+                },
+                |_| true,
+            );
+            let (parsed, scan) = scan_image(&crashed);
+            assert!(matches!(parsed.checksum, Checksum::V3 { .. }), "{:?}", parsed.checksum);
+            assert!(
+                !scan.transactions.is_empty() && !scan.revoked.is_empty(),
+                "{} transactions",
+                scan.transactions.len()
+            );
+            let replay = replay_image(&crashed).unwrap();
+            assert!(replay.len() > 10, "{replay:?}");
+            assert_same_as_e2fsck(&crashed, &replay);
+        }
+
+        #[test]
+        fn kernel_data_journal_wraps_and_escapes_like_e2fsck() {
+            if !is_root() {
+                eprintln!(
+                    "SKIPPED kernel_data_journal_wraps_and_escapes_like_e2fsck: needs root to mount a loop device"
+                );
+                return;
+            }
+            let scratch = Scratch::new("kernel-data");
+            // data=journal puts file data through the 4 MiB journal: 256 KiB
+            // rounds go round the log, checkpointed now and then, until the
+            // live log crosses its end. Blocks that start with the jbd2
+            // magic are escaped.
+            let wrapped = |copy: &Path| {
+                let (parsed, scan) = scan_image(copy);
+                scan.transactions.iter().flat_map(|t| t.blocks.iter()).any(|l| l.log_block < parsed.start)
+            };
+            let crashed = kernel_journal(
+                &scratch,
+                &[],
+                "data=journal",
+                |mnt, round| {
+                    let contents: Vec<u8> = (0..64u32)
+                        .flat_map(|i| {
+                            let mut block = vec![round as u8; FS_BS];
+                            if i % 2 == 0 {
+                                block[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+                            }
+                            block[4..8].copy_from_slice(&i.to_be_bytes());
+                            block
+                        })
+                        .collect();
+                    fs::write(mnt.join(format!("f{round}")), contents).unwrap();
+                },
+                wrapped,
+            );
+            let (parsed, scan) = scan_image(&crashed);
+            let logged = || scan.transactions.iter().flat_map(|t| t.blocks.iter());
+            assert!(logged().any(|l| l.log_block < parsed.start), "the live log does not wrap");
+            assert!(logged().any(|l| l.tag.flags & FLAG_ESCAPE != 0), "no escaped block in the log");
+            let replay = replay_image(&crashed).unwrap();
+            let escaped = logged().find(|l| l.tag.flags & FLAG_ESCAPE != 0).unwrap();
+            assert_eq!(replay.block(escaped.tag.fs_block).unwrap()[0..4], MAGIC.to_be_bytes());
+            assert_same_as_e2fsck(&crashed, &replay);
+        }
+
+        #[test]
+        fn kernel_v1_checksum_async_commit_journal_matches_e2fsck() {
+            if !is_root() {
+                eprintln!(
+                    "SKIPPED kernel_v1_checksum_async_commit_journal_matches_e2fsck: needs root to mount a loop device"
+                );
+                return;
+            }
+            let scratch = Scratch::new("kernel-v1");
+            let options = "journal_checksum,journal_async_commit,data=writeback";
+            let crashed = kernel_journal(
+                &scratch,
+                &["-O", "^metadata_csum"],
+                options,
+                |mnt, _| {
+                    for i in 0..200 {
+                        fs::write(mnt.join(format!("f{i}")), [1u8; 100]).unwrap();
+                        if i % 50 == 0 {
+                            run("sync", &[]);
+                        }
+                    }
+                },
+                |_| true,
+            );
+            let (parsed, scan) = scan_image(&crashed);
+            assert_eq!(parsed.checksum, Checksum::V1);
+            assert!(scan.transactions.len() > 1, "{} transactions", scan.transactions.len());
+            let replay = replay_image(&crashed).unwrap();
+            assert!(!replay.is_empty());
+            assert_same_as_e2fsck(&crashed, &replay);
+        }
+    }
 }

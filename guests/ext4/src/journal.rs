@@ -968,7 +968,7 @@ mod tests {
     fn revoke_hides_copies_up_to_its_transaction_only() {
         let mut journal = Builder::new(32, INCOMPAT_REVOKE);
         journal.transaction(7, &[(100, filled(1)), (101, filled(1)), (102, filled(1))], &[]);
-        // Transaction 8 revokes 100 and 101; 102 is rewritten after the revoke of 100... in 9.
+        // Transaction 8 revokes 100 and 101; transaction 9 writes 100 again.
         journal.transaction(8, &[(103, filled(2))], &[100, 101]);
         journal.transaction(9, &[(100, filled(3))], &[]);
         let replay = replay_of(&journal.build()).unwrap();
@@ -1048,7 +1048,6 @@ mod tests {
         let revoke = journal.revoke(8, &[100]);
         journal.commit(8);
         journal.transaction(9, &[(104, filled(3))], &[]);
-        let _ = descriptor;
         (journal, first_data, second_data, descriptor, revoke)
     }
 
@@ -1220,13 +1219,15 @@ mod tests {
         assert!(replay(BS as u32, &mut read, 64).unwrap().is_empty());
         assert_eq!(reads, 64);
 
-        // A descriptor claiming more data blocks than the log holds never commits.
+        // A descriptor claiming more data blocks (20) than the log holds (7
+        // blocks) cannot be followed by its commit block: nothing replays.
         let mut journal = Builder::new(8, 0);
-        let tags: Vec<(u64, Vec<u8>)> = (0..20).map(|n| (n, filled(1))).collect();
         let mut descriptor = Builder::header(DESCRIPTOR_BLOCK, 7);
-        for (i, _) in tags.iter().enumerate() {
-            let at = HEADER_BYTES + 16 + i * 8;
-            descriptor[at + 6..at + 8].copy_from_slice(&(FLAG_SAME_UUID as u16).to_be_bytes());
+        // Tag 0 at byte 12 is followed by the UUID; tags 1..20 share it.
+        for i in 1..20 {
+            let at = HEADER_BYTES + 8 + UUID_BYTES + (i - 1) * 8;
+            let flags = if i == 19 { FLAG_SAME_UUID | FLAG_LAST_TAG } else { FLAG_SAME_UUID };
+            descriptor[at + 6..at + 8].copy_from_slice(&(flags as u16).to_be_bytes());
         }
         journal.put(descriptor);
         assert!(replay_of(&journal.build()).unwrap().is_empty());

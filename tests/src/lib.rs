@@ -5,4 +5,8 @@
 //! before `cargo test` runs) against real guests compiled to wasm, on images
 //! made by real tools (mkfs.ext4, debugfs) or by a guest's own image writer.
 
+pub mod compare;
 pub mod fshost;
+pub mod kernel;
+pub mod scratch;
+pub mod tree;

@@ -1,0 +1,271 @@
+//! The reference side of the differential tests: ext4 images made by
+//! `mkfs.ext4 -d`, completed and mounted by the Linux kernel's ext4 driver.
+//!
+//! Guarantees: every loop device attached and every mount made here is
+//! undone by a guard's Drop, including when a test panics; the kernel's
+//! read-only view attaches the image read-only (`losetup -r`), so it cannot
+//! change the file that fshost is then given.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, bail, ensure};
+use sha2::{Digest, Sha256};
+
+use crate::scratch::ScratchDir;
+use crate::tree::{self, SourceTree};
+
+/// Fails the calling test, loudly, when not run as root: loop devices and
+/// mounts need it, and a differential test that silently passes proves
+/// nothing.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test mounts ext4 images with the kernel (loop devices, mount) and must run as root; \
+         CI runs it as root. Run: sudo -E cargo test -p fshost-tests --test ext4_kernel_diff"
+    );
+}
+
+fn run(command: &mut Command) -> anyhow::Result<Output> {
+    let shown = format!("{command:?}");
+    let output = command.output().with_context(|| format!("running {shown}"))?;
+    if !output.status.success() {
+        bail!(
+            "{shown} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+/// The size given to mkfs: large enough that mke2fs picks its "default"
+/// profile (4 KiB blocks, 256-byte inodes) rather than "small"; the file is
+/// sparse, so only what is written takes space.
+const IMAGE_SIZE: &str = "1G";
+
+/// An ext4 image file in its own scratch directory.
+#[derive(Debug)]
+pub struct Image {
+    path: PathBuf,
+    _dir: ScratchDir,
+}
+
+impl Image {
+    /// `mkfs.ext4 -q -F -d TREE ARGS IMG 1G`, then [`tree::complete_in_image`]
+    /// through a read-write kernel mount, then `e2fsck -fn` to prove the
+    /// result consistent before anything is compared on it.
+    pub fn build(tree: &SourceTree, mkfs_args: &[&str]) -> anyhow::Result<Image> {
+        let dir = ScratchDir::new("image")?;
+        let path = dir.path().join("ext4.img");
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(tree.root())
+            .args(mkfs_args)
+            .arg(&path)
+            .arg(IMAGE_SIZE))?;
+        let image = Image { path, _dir: dir };
+        {
+            let mount = KernelMount::read_write(&image.path)?;
+            tree::complete_in_image(mount.path(), tree.size())
+                .with_context(|| format!("completing {} through the kernel", image.path.display()))?;
+        }
+        image.fsck()?;
+        Ok(image)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `e2fsck -fn`: fails unless the image is consistent.
+    pub fn fsck(&self) -> anyhow::Result<()> {
+        run(Command::new("e2fsck").arg("-fn").arg(&self.path)).map(drop)
+    }
+
+    /// A byte-identical copy in a new scratch directory, holes kept holes.
+    pub fn copy(&self) -> anyhow::Result<Image> {
+        let dir = ScratchDir::new("image")?;
+        let path = dir.path().join("ext4.img");
+        run(Command::new("cp").arg("--sparse=always").arg(&self.path).arg(&path))?;
+        Ok(Image { path, _dir: dir })
+    }
+
+    /// SHA-256 over the image's length and its data ranges (offset, length,
+    /// bytes), found with SEEK_DATA/SEEK_HOLE: a full-content hash that
+    /// skips the holes of a 1 GiB sparse file. A write anywhere changes it:
+    /// into data it changes the bytes, into a hole it adds a range.
+    pub fn content_hash(&self) -> anyhow::Result<[u8; 32]> {
+        let mut file = File::open(&self.path).with_context(|| format!("open {}", self.path.display()))?;
+        let len = file.metadata()?.len();
+        let mut hasher = Sha256::new();
+        hasher.update(len.to_le_bytes());
+        for (start, end) in data_ranges(&file, len).with_context(|| format!("mapping {}", self.path.display()))? {
+            hasher.update(start.to_le_bytes());
+            hasher.update(end.to_le_bytes());
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
+            let mut remaining = end - start;
+            let mut buf = vec![0u8; 1 << 20];
+            while remaining > 0 {
+                let want = remaining.min(buf.len() as u64) as usize;
+                file.read_exact(&mut buf[..want])?;
+                hasher.update(&buf[..want]);
+                remaining -= want as u64;
+            }
+        }
+        Ok(hasher.finalize().into())
+    }
+}
+
+/// The data ranges of an open file, `[start, end)`, as lseek with
+/// SEEK_DATA/SEEK_HOLE reports them from offset 0 to `len`.
+pub fn data_ranges(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let mut ranges = Vec::new();
+    let mut offset = 0u64;
+    while offset < len {
+        // SAFETY: a valid open fd; lseek has no memory effects.
+        let data = unsafe { libc::lseek(fd, offset as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after `offset`
+            }
+            return Err(err);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (data, hole) = (data as u64, hole as u64);
+        if hole <= data {
+            return Err(std::io::Error::other(format!("SEEK_HOLE from {data} went back to {hole}")));
+        }
+        ranges.push((data, hole));
+        offset = hole;
+    }
+    Ok(ranges)
+}
+
+/// A loop device attached to an image file; detached on drop.
+#[derive(Debug)]
+struct LoopDevice {
+    device: PathBuf,
+}
+
+impl LoopDevice {
+    fn attach(image: &Path, read_only: bool) -> anyhow::Result<LoopDevice> {
+        let mut command = Command::new("losetup");
+        if read_only {
+            command.arg("-r");
+        }
+        let output = run(command.args(["-f", "--show"]).arg(image))?;
+        let device = String::from_utf8(output.stdout).context("losetup printed a non-UTF-8 device name")?;
+        let device = device.trim();
+        ensure!(device.starts_with("/dev/loop"), "losetup printed {device:?}, not a loop device");
+        Ok(LoopDevice { device: PathBuf::from(device) })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        // A just-unmounted device can be briefly busy; retry a few times.
+        for attempt in 0..10 {
+            match Command::new("losetup").arg("-d").arg(&self.device).output() {
+                Ok(out) if out.status.success() => return,
+                Ok(out) if attempt == 9 => eprintln!(
+                    "warning: losetup -d {} failed: {}",
+                    self.device.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(err) => {
+                    eprintln!("warning: cannot run losetup -d {}: {err}", self.device.display());
+                    return;
+                }
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// A mount of a device at a directory; unmounted on drop (lazily if busy).
+#[derive(Debug)]
+struct Mounted {
+    target: PathBuf,
+}
+
+impl Mounted {
+    fn mount(device: &Path, target: &Path, options: &str) -> anyhow::Result<Mounted> {
+        run(Command::new("mount").args(["-t", "ext4", "-o", options]).arg(device).arg(target))?;
+        Ok(Mounted { target: target.to_path_buf() })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut command = Command::new("umount");
+            if lazy {
+                command.arg("-l");
+            }
+            command.arg(&self.target).output()
+        };
+        match umount(false) {
+            Ok(out) if out.status.success() => {}
+            _ => match umount(true) {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "warning: umount -l {} failed: {}",
+                    self.target.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(err) => eprintln!("warning: cannot run umount -l {}: {err}", self.target.display()),
+            },
+        }
+    }
+}
+
+/// An image mounted by the kernel's ext4 driver at a scratch mountpoint.
+/// Drop unmounts, detaches the loop device and removes the mountpoint, in
+/// that order (fields drop in declaration order).
+#[derive(Debug)]
+pub struct KernelMount {
+    mounted: Mounted,
+    _loop_device: LoopDevice,
+    _mountpoint: ScratchDir,
+}
+
+impl KernelMount {
+    /// The reference view: the image attached read-only and mounted `-o ro`.
+    /// (`noload` would hide a dirty journal's committed transactions; a
+    /// clean image needs no replay, so plain `ro` is the honest view.)
+    pub fn read_only(image: &Path) -> anyhow::Result<KernelMount> {
+        Self::mount(image, true, "ro")
+    }
+
+    /// A read-write mount, used only to build images.
+    pub fn read_write(image: &Path) -> anyhow::Result<KernelMount> {
+        // noinit_itable: no background thread zeroing inode tables while
+        // we work; the image is the same either way.
+        Self::mount(image, false, "rw,noinit_itable")
+    }
+
+    fn mount(image: &Path, read_only: bool, options: &str) -> anyhow::Result<KernelMount> {
+        let mountpoint = ScratchDir::new("mnt")?;
+        let loop_device = LoopDevice::attach(image, read_only)?;
+        let mounted = Mounted::mount(&loop_device.device, mountpoint.path(), options)
+            .with_context(|| format!("mounting {} ({})", image.display(), loop_device.device.display()))?;
+        Ok(KernelMount { mounted, _loop_device: loop_device, _mountpoint: mountpoint })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mounted.target
+    }
+}

@@ -1,0 +1,157 @@
+//! Kernel-differential tests: fshost's view of an ext4 image must equal the
+//! Linux kernel's ext4 driver's view of the same image, in everything a
+//! program can observe (see `fshost_tests::compare`), for every on-disk
+//! variant mkfs.ext4 can make; and fshost must never write to the image.
+//!
+//! Two tests prove the comparator itself can fail: equal images give no
+//! difference, and an image with planted differences gives exactly those.
+//!
+//! Needs root (loop devices, mounts): run as root, as CI does.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use fshost_tests::compare::{Difference, compare_trees};
+use fshost_tests::kernel::{Image, KernelMount, require_root};
+use fshost_tests::tree::{self, TreeSize};
+
+/// Fails with the first 50 differences, one per line.
+fn assert_no_differences(diffs: &[Difference], what: &str) {
+    if diffs.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = diffs.iter().take(50).map(|d| format!("  {d}")).collect();
+    panic!("{what}: {} differences (first {}):\n{}", diffs.len(), shown.len(), shown.join("\n"));
+}
+
+fn build(size: TreeSize, mkfs_args: &[&str]) -> Image {
+    require_root();
+    match Image::build(tree::shared(size), mkfs_args) {
+        Ok(image) => image,
+        Err(err) => panic!("cannot build the image (mkfs.ext4 {mkfs_args:?}): {err:#}"),
+    }
+}
+
+#[test]
+fn comparator_sees_no_difference_between_equal_images() {
+    let image = build(TreeSize::Full, &[]);
+    let copy = image.copy().expect("copy the image");
+    let a = KernelMount::read_only(image.path()).expect("mount the image");
+    let b = KernelMount::read_only(copy.path()).expect("mount the copy");
+    assert_no_differences(&compare_trees(a.path(), b.path()), "a kernel mount against a kernel mount of a copy");
+}
+
+/// Runs one debugfs request read-write on `image`; fails on any complaint.
+fn debugfs(image: &Path, request: &str) -> String {
+    let out = Command::new("debugfs").arg("-w").arg("-R").arg(request).arg(image).output().expect("run debugfs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("debugfs ")).collect();
+    assert!(out.status.success() && complaints.is_empty(), "debugfs -R {request:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The physical block debugfs's `bmap` reports for `path`'s block `lblk`
+/// (`-a` allocates one into a hole first).
+fn bmap(image: &Path, args: &str) -> u64 {
+    let out = debugfs(image, &format!("bmap {args}"));
+    out.trim().parse().unwrap_or_else(|_| panic!("debugfs bmap {args} printed {out:?}"))
+}
+
+fn patch_byte(image: &Path, offset: u64) {
+    let file = OpenOptions::new().read(true).write(true).open(image).expect("open the image copy");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).expect("read a byte");
+    byte[0] ^= 0x5a;
+    file.write_all_at(&byte, offset).expect("patch a byte");
+}
+
+#[test]
+fn comparator_reports_each_planted_difference() {
+    let image = build(TreeSize::Full, &[]);
+    let planted = image.copy().expect("copy the image");
+    let reference = KernelMount::read_only(image.path()).expect("mount the image");
+    let img = planted.path();
+    let block_size = std::fs::metadata(reference.path()).expect("stat the root").blksize();
+    let meta = |path: &str| std::fs::symlink_metadata(reference.path().join(path)).expect("lstat");
+
+    // Each plant, and the (path, what) differences it must produce. The
+    // planted image plays fshost's part.
+    let mut expected: Vec<(&str, &str)> = Vec::new();
+
+    // Timestamps off by one nanosecond (ext4 keeps nsec << 2 in *_extra).
+    let nsec = meta("files/size-1").mtime_nsec() as u64;
+    debugfs(img, &format!("set_inode_field /files/size-1 mtime_extra {}", (nsec + 1) << 2));
+    expected.push(("/files/size-1", "mtime_nsec"));
+    let nsec = meta("files/size-2049").ctime_nsec() as u64;
+    debugfs(img, &format!("set_inode_field /files/size-2049 ctime_extra {}", (nsec + 1) << 2));
+    expected.push(("/files/size-2049", "ctime_nsec"));
+    debugfs(img, "set_inode_field /files/size-2048 atime 12345");
+    expected.push(("/files/size-2048", "atime"));
+
+    // One xattr value changed, one xattr removed.
+    debugfs(img, "ea_set /xattrs/small user.small w");
+    expected.push(("/xattrs/small", "xattr user.small"));
+    debugfs(img, "ea_rm /xattrs/namespaces user.u");
+    expected.push(("/xattrs/namespaces", "xattr user.u"));
+
+    // One byte of file data changed, in place.
+    let block = bmap(img, "/files/size-4097 0");
+    patch_byte(img, block * block_size + 10);
+    expected.push(("/files/size-4097", "content"));
+
+    // One hole filled with a (zeroed) block: the layout, the block count and
+    // the free-block counts change; the bytes read do not.
+    bmap(img, "-a /sparse/hole-middle 100");
+    expected.extend([
+        ("/sparse/hole-middle", "data ranges"),
+        ("/sparse/hole-middle", "blocks"),
+        ("/", "statvfs f_bfree"),
+        ("/", "statvfs f_bavail"),
+    ]);
+
+    // Inode fields, one each.
+    debugfs(img, "set_inode_field /modes/file-0644 mode 0100600");
+    expected.push(("/modes/file-0644", "mode"));
+    debugfs(img, "set_inode_field /special/fifo mode 0140600");
+    expected.push(("/special/fifo", "type"));
+    debugfs(img, "set_inode_field /owners/uid-1000-gid-1000 uid 1001");
+    expected.push(("/owners/uid-1000-gid-1000", "uid"));
+    debugfs(img, "set_inode_field /owners/uid-65535-gid-65535 gid 1");
+    expected.push(("/owners/uid-65535-gid-65535", "gid"));
+    debugfs(img, "set_inode_field /files/size-0 links_count 2");
+    expected.push(("/files/size-0", "nlink"));
+    debugfs(img, "set_inode_field /special/char-1-3 block[0] 0x0104");
+    expected.push(("/special/char-1-3", "rdev"));
+    debugfs(img, "set_inode_field /files/size-2047 blocks 64");
+    expected.push(("/files/size-2047", "blocks"));
+    debugfs(img, "set_inode_field /files/size-8193 size 8192");
+    expected.extend([
+        ("/files/size-8193", "size"),
+        ("/files/size-8193", "content"),
+        ("/files/size-8193", "data ranges"),
+    ]);
+
+    // A fast symlink's target: "../f" becomes "../g" in i_block[0].
+    debugfs(img, &format!("set_inode_field /symlinks/fast block[0] {:#x}", u32::from_le_bytes(*b"../g")));
+    expected.push(("/symlinks/fast", "symlink target"));
+
+    // A name removed from its directory (the inode stays).
+    debugfs(img, "unlink /names/-");
+    expected.push(("/names/-", "entry"));
+
+    let other = KernelMount::read_only(img).expect("mount the planted image");
+    let diffs = compare_trees(reference.path(), other.path());
+    let mut got: Vec<(String, String)> = diffs.iter().map(|d| (d.path.clone(), d.what.clone())).collect();
+    let mut want: Vec<(String, String)> = expected.iter().map(|(p, w)| (p.to_string(), w.to_string())).collect();
+    got.sort();
+    want.sort();
+    let listing: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
+    assert_eq!(
+        got,
+        want,
+        "the comparator must report exactly the planted differences; it reported:\n{}",
+        listing.join("\n")
+    );
+}

@@ -72,7 +72,7 @@ impl Image {
             .arg(IMAGE_SIZE))?;
         let image = Image { path, _dir: dir };
         {
-            let mount = KernelMount::read_write(&image.path)?;
+            let mount = KernelMount::read_write(&image.path, "")?;
             tree::complete_in_image(mount.path(), tree.size())
                 .with_context(|| format!("completing {} through the kernel", image.path.display()))?;
         }
@@ -82,6 +82,31 @@ impl Image {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Turns the image into a crashed one whose journal holds committed but
+    /// unreplayed transactions: mounts it read-write with `data=journal`
+    /// (so file data goes through the journal too), lets `change` work on
+    /// the mounted root, commits the journal with fsync, and copies the
+    /// image file while still mounted. The copy is what a power cut at that
+    /// moment leaves: the journal is on disk, the metadata it describes is
+    /// still dirty in memory (writeback waits 30 s). The copy replaces the
+    /// image; checks that its superblock says `needs_recovery`.
+    pub fn crash_with_dirty_journal(&self, change: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let snapshot = self.path.with_extension("crashed");
+        {
+            let mount = KernelMount::read_write(&self.path, ",data=journal")?;
+            change(mount.path()).context("changing the image before the crash")?;
+            // fsync commits the journal; unlike syncfs it does not also write
+            // back the block device's dirty metadata buffers.
+            File::open(mount.path())?.sync_all().context("fsync the root directory")?;
+            run(Command::new("cp").arg("--sparse=always").arg(&self.path).arg(&snapshot))?;
+        }
+        std::fs::rename(&snapshot, &self.path)?;
+        let out = run(Command::new("dumpe2fs").arg("-h").arg(&self.path))?;
+        let header = String::from_utf8_lossy(&out.stdout);
+        ensure!(header.contains("needs_recovery"), "the crashed image does not need recovery:\n{header}");
+        Ok(())
     }
 
     /// `e2fsck -fn`: fails unless the image is consistent.
@@ -240,6 +265,8 @@ pub struct KernelMount {
     mounted: Mounted,
     _loop_device: LoopDevice,
     _mountpoint: ScratchDir,
+    /// The private copy a replaying mount works on, removed last.
+    _copy: Option<Image>,
 }
 
 impl KernelMount {
@@ -250,11 +277,27 @@ impl KernelMount {
         Self::mount(image, true, "ro")
     }
 
+    /// The reference view of an image whose journal needs recovery: the
+    /// kernel replays the journal into a private copy (attached read-write,
+    /// mounted `-o ro`), leaving `image` itself untouched.
+    pub fn replaying(image: &Image) -> anyhow::Result<KernelMount> {
+        let copy = image.copy()?;
+        let mut mount = Self::mount(copy.path(), false, "ro")?;
+        mount._copy = Some(copy);
+        Ok(mount)
+    }
+
+    /// The stale view of a dirty image: journal ignored (`ro,noload`). Only
+    /// for proving that an image's journal holds changes that matter.
+    pub fn ignoring_journal(image: &Path) -> anyhow::Result<KernelMount> {
+        Self::mount(image, true, "ro,noload")
+    }
+
     /// A read-write mount, used only to build images.
-    pub fn read_write(image: &Path) -> anyhow::Result<KernelMount> {
+    pub fn read_write(image: &Path, options: &str) -> anyhow::Result<KernelMount> {
         // noinit_itable: no background thread zeroing inode tables while
         // we work; the image is the same either way.
-        Self::mount(image, false, "rw,noinit_itable")
+        Self::mount(image, false, &format!("rw,noinit_itable{options}"))
     }
 
     fn mount(image: &Path, read_only: bool, options: &str) -> anyhow::Result<KernelMount> {
@@ -262,7 +305,7 @@ impl KernelMount {
         let loop_device = LoopDevice::attach(image, read_only)?;
         let mounted = Mounted::mount(&loop_device.device, mountpoint.path(), options)
             .with_context(|| format!("mounting {} ({})", image.display(), loop_device.device.display()))?;
-        Ok(KernelMount { mounted, _loop_device: loop_device, _mountpoint: mountpoint })
+        Ok(KernelMount { mounted, _loop_device: loop_device, _mountpoint: mountpoint, _copy: None })
     }
 
     pub fn path(&self) -> &Path {

@@ -672,3 +672,31 @@ fn stamp_nanoseconds(root: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Changes made through a `data=journal` mount just before a simulated crash
+/// (see `Image::crash_with_dirty_journal`): new and renamed names, removed and
+/// truncated files, overwritten and appended data, xattr, mode, owner,
+/// time and link-count changes. A reader that skips journal replay shows
+/// the tree without them.
+pub fn change_in_journal(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("journal");
+    mkdirs(&dir.join("new-dir"))?;
+    write_pattern(&dir.join("new-file"), 200, 0, 100 << 10)?;
+    set_xattr(&dir.join("new-file"), "user.journaled", &pattern(201, 0, 500))?;
+    for i in 0..50 {
+        File::create(dir.join("new-dir").join(format!("entry-{i}")))?;
+    }
+    symlink("../hardlinks/a", &dir.join("symlink"))?;
+    hard_link(&root.join("hardlinks/a"), &dir.join("link-to-a"))?;
+    fs::rename(root.join("files/size-1"), root.join("files/renamed-size-1"))?;
+    fs::remove_file(root.join("files/size-511"))?;
+    fs::remove_dir_all(root.join("empty-nested/a/b"))?;
+    write_pattern(&root.join("files/size-8192"), 202, 1000, 3000)?;
+    set_len(&root.join("files/size-49153"), 100)?;
+    write_pattern(&root.join("sparse/hole-end"), 203, (1 << 20) + 100, 5000)?;
+    set_xattr(&root.join("xattrs/small"), "user.small", b"journaled")?;
+    fs::set_permissions(root.join("modes/file-0644"), fs::Permissions::from_mode(0o640))?;
+    std::os::unix::fs::lchown(root.join("owners/uid-1000-gid-1000"), Some(2000), Some(2000))?;
+    set_times(&root.join("times/epoch"), at(1, 1), at(2, 2))?;
+    Ok(())
+}

@@ -155,3 +155,32 @@ fn comparator_reports_each_planted_difference() {
         listing.join("\n")
     );
 }
+
+/// A crashed image's journal must hold changes that matter: the kernel's
+/// replayed view and its journal-ignoring view must differ, in entries,
+/// metadata, xattrs and data. (The fshost test on such an image would
+/// prove nothing otherwise.)
+#[test]
+fn a_crashed_image_needs_its_journal_replayed() {
+    let image = build(TreeSize::Full, &[]);
+    image.crash_with_dirty_journal(tree::change_in_journal).expect("crash with a dirty journal");
+    let replayed = KernelMount::replaying(&image).expect("mount a replayed copy");
+    let stale = KernelMount::ignoring_journal(image.path()).expect("mount ignoring the journal");
+    let diffs = compare_trees(replayed.path(), stale.path());
+    for (path, what) in [
+        ("/journal", "entry"),
+        ("/files/renamed-size-1", "entry"),
+        ("/files/size-511", "entry"),
+        ("/files/size-8192", "content"),
+        ("/files/size-49153", "size"),
+        ("/xattrs/small", "xattr user.small"),
+        ("/owners/uid-1000-gid-1000", "uid"),
+        ("/hardlinks/a", "nlink"),
+    ] {
+        assert!(
+            diffs.iter().any(|d| d.path == path && d.what == what),
+            "replaying the journal must change {path} ({what}); the differences were:\n{}",
+            diffs.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+}

@@ -198,12 +198,16 @@ fn mknod(path: &Path, kind: libc::mode_t, major: u32, minor: u32) -> anyhow::Res
 
 /// Sets an xattr on `path` itself (never following a symlink).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> anyhow::Result<()> {
+    lsetxattr(path, name, value).with_context(|| format!("setxattr {name} on {}", path.display()))
+}
+
+fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let c = c_path(path)?;
-    let n = std::ffi::CString::new(name)?;
+    let n = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
     // SAFETY: valid C strings and a buffer of the given length.
     let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| format!("setxattr {name} on {}", path.display()));
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -604,6 +608,15 @@ pub fn complete_in_image(root: &Path, size: TreeSize) -> anyhow::Result<()> {
         let path = dir.join(name);
         write_pattern(&path, 104, 0, 10)?;
         set_xattr(&path, "user.shared", &pattern(105, 0, big / 2))?;
+    }
+
+    // With ea_inode a value larger than a block lives in its own inode;
+    // without it the kernel refuses the value, and there is nothing to add.
+    let huge = dir.join("huge-xattr");
+    write_pattern(&huge, 106, 0, 10)?;
+    match lsetxattr(&huge, "user.huge", &pattern(107, 0, 60_000)) {
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) => {}
+        other => other.with_context(|| format!("setxattr user.huge on {}", huge.display()))?,
     }
 
     // Unwritten extents: allocated, reading as zeros, reported as holes.

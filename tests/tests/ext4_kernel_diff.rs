@@ -13,7 +13,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
+use stand_in::FshostMount;
+
 use fshost_tests::compare::{Difference, compare_trees};
+use fshost_tests::fshost::guest;
 use fshost_tests::kernel::{Image, KernelMount, require_root};
 use fshost_tests::tree::{self, TreeSize};
 
@@ -32,6 +35,141 @@ fn build(size: TreeSize, mkfs_args: &[&str]) -> Image {
         Ok(image) => image,
         Err(err) => panic!("cannot build the image (mkfs.ext4 {mkfs_args:?}): {err:#}"),
     }
+}
+
+/// Mounts `image` with fshost and the ext4 guest, compares fshost's view
+/// with `kernel` (the kernel's view of the same image), and fails on any
+/// difference, or if the image's content changed while fshost had it.
+fn assert_fshost_sees_what_the_kernel_sees(image: &Image, kernel: KernelMount) {
+    let before = image.content_hash().expect("hash the image");
+    let plugin = guest("ext4");
+    let diffs = {
+        let fshost = FshostMount::mount(&plugin, image.path(), &[]).unwrap_or_else(|err| {
+            panic!("fshost mount --plugin {} {}: {err:#}", plugin.display(), image.path().display())
+        });
+        compare_trees(kernel.path(), fshost.path())
+    };
+    drop(kernel);
+    let after = image.content_hash().expect("hash the image again");
+    assert!(before == after, "fshost wrote to the image it was given (its content hash changed)");
+    assert_no_differences(&diffs, "fshost's view against the kernel's");
+}
+
+/// Builds an image from the shared tree with `mkfs.ext4 ARGS`, completes
+/// it through the kernel, and compares fshost's view with the kernel's.
+fn differential(size: TreeSize, mkfs_args: &[&str]) {
+    let image = build(size, mkfs_args);
+    let kernel = KernelMount::read_only(image.path()).expect("mount the image with the kernel");
+    assert_fshost_sees_what_the_kernel_sees(&image, kernel);
+}
+
+/// mke2fs's defaults: 4 KiB blocks, 64bit, metadata_csum, extents, flex_bg,
+/// 256-byte inodes, a journal.
+#[test]
+fn ext4_default() {
+    differential(TreeSize::Full, &[]);
+}
+
+/// 1 KiB blocks: deeper extent trees, three-level indirect maps for the
+/// 100 MB sparse file, xattr blocks of 1 KiB. The light tree, because
+/// symlinks cannot exceed 1023 bytes.
+#[test]
+fn ext4_1k_blocks() {
+    differential(TreeSize::Light, &["-b", "1024"]);
+}
+
+#[test]
+fn ext2() {
+    differential(TreeSize::Full, &["-t", "ext2"]);
+}
+
+#[test]
+fn ext3() {
+    differential(TreeSize::Full, &["-t", "ext3"]);
+}
+
+/// ext4 with block maps (direct, indirect, double and triple indirect)
+/// instead of extents; 64bit needs extents, so it goes too.
+#[test]
+fn ext4_block_mapped() {
+    differential(TreeSize::Full, &["-O", "^extent,^64bit"]);
+}
+
+/// Small files, small directories and the system.data xattr in the inode.
+#[test]
+fn ext4_inline_data() {
+    differential(TreeSize::Full, &["-O", "inline_data"]);
+}
+
+/// 16 KiB clusters of 4 KiB blocks: free counts are in clusters.
+#[test]
+fn ext4_bigalloc() {
+    differential(TreeSize::Full, &["-O", "bigalloc", "-C", "16384"]);
+}
+
+/// Group descriptors checksummed with crc16 (uninit_bg / gdt_csum) instead
+/// of metadata_csum.
+#[test]
+fn ext4_gdt_csum() {
+    differential(TreeSize::Full, &["-O", "^metadata_csum,uninit_bg"]);
+}
+
+/// 32-byte group descriptors.
+#[test]
+fn ext4_32bit() {
+    differential(TreeSize::Full, &["-O", "^64bit"]);
+}
+
+/// 128-byte inodes: no extra fields, so no nanoseconds, no crtime, times
+/// clamped to 1901..2038, every xattr in a block.
+#[test]
+fn ext4_128_byte_inodes() {
+    differential(TreeSize::Full, &["-I", "128"]);
+}
+
+/// Every directory linear, however big (the light tree: the kernel's
+/// linear inserts are quadratic).
+#[test]
+fn ext4_no_dir_index() {
+    differential(TreeSize::Light, &["-O", "^dir_index"]);
+}
+
+#[test]
+fn ext4_large_dir() {
+    differential(TreeSize::Full, &["-O", "large_dir"]);
+}
+
+/// Many inodes per group: inode tables far larger than what is used.
+#[test]
+fn ext4_many_inodes() {
+    differential(TreeSize::Full, &["-N", "500000"]);
+}
+
+/// Group descriptors in meta block groups instead of after the superblock.
+#[test]
+fn ext4_meta_bg() {
+    differential(TreeSize::Full, &["-O", "meta_bg,^resize_inode"]);
+}
+
+/// Xattr values in their own inodes (the tree adds a 60,000-byte one).
+#[test]
+fn ext4_ea_inode() {
+    differential(TreeSize::Full, &["-O", "ea_inode"]);
+}
+
+#[test]
+fn ext4_no_journal() {
+    differential(TreeSize::Full, &["-O", "^has_journal"]);
+}
+
+/// A crashed image: fshost must show what the kernel shows after replaying
+/// the journal (into a private copy), without writing to the image.
+#[test]
+fn ext4_crashed_with_dirty_journal() {
+    let image = build(TreeSize::Full, &[]);
+    image.crash_with_dirty_journal(tree::change_in_journal).expect("crash with a dirty journal");
+    let kernel = KernelMount::replaying(&image).expect("mount a replayed copy with the kernel");
+    assert_fshost_sees_what_the_kernel_sees(&image, kernel);
 }
 
 #[test]
@@ -182,5 +320,87 @@ fn a_crashed_image_needs_its_journal_replayed() {
             "replaying the journal must change {path} ({what}); the differences were:\n{}",
             diffs.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
         );
+    }
+}
+
+/// Until tests/src/fshost.rs provides `FshostMount` (same API: `mount`,
+/// `path`, Drop unmounts and waits), this runs the CLI the same way:
+/// `fshost mount --plugin PLUGIN SOURCE MNT [-o OPTIONS]`, serving in the
+/// foreground until unmounted. Replace this module with
+/// `use fshost_tests::fshost::FshostMount;` when that lands.
+mod stand_in {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use fshost_tests::fshost::fshost_bin;
+    use fshost_tests::scratch::ScratchDir;
+
+    pub struct FshostMount {
+        child: Child,
+        mountpoint: ScratchDir,
+    }
+
+    impl FshostMount {
+        pub fn mount(plugin: &Path, source: &Path, options: &[&str]) -> anyhow::Result<FshostMount> {
+            let bin = fshost_bin();
+            let mountpoint = ScratchDir::new("fshost-mnt")?;
+            let mut command = Command::new(&bin);
+            command.arg("mount").arg("--plugin").arg(plugin).arg(source).arg(mountpoint.path());
+            if !options.is_empty() {
+                command.arg("-o").arg(options.join(","));
+            }
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let mut mount = FshostMount { child, mountpoint };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !is_mount_point(mount.mountpoint.path())? {
+                if let Some(status) = mount.child.try_wait()? {
+                    bail!("{} exited ({status}) before mounting {}", bin.display(), source.display());
+                }
+                if Instant::now() > deadline {
+                    bail!("{} did not mount {} within 30 s", bin.display(), source.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(mount)
+        }
+
+        pub fn path(&self) -> &Path {
+            self.mountpoint.path()
+        }
+    }
+
+    /// A mount point sits on a different device than its parent.
+    fn is_mount_point(path: &Path) -> anyhow::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let parent = path.parent().context("a mountpoint has a parent")?;
+        Ok(std::fs::metadata(path)?.dev() != std::fs::metadata(parent)?.dev())
+    }
+
+    impl Drop for FshostMount {
+        fn drop(&mut self) {
+            if is_mount_point(self.path()).unwrap_or(false) {
+                let ok = Command::new("umount").arg(self.path()).status().is_ok_and(|s| s.success());
+                if !ok {
+                    let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    eprintln!("warning: fshost did not exit after unmount; killing it");
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }

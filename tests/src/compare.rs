@@ -60,8 +60,12 @@ impl fmt::Display for Side {
 
 /// Compares the trees mounted at `kernel` and `fshost`; empty means equal.
 pub fn compare_trees(kernel: &Path, fshost: &Path) -> Vec<Difference> {
-    let mut walk =
-        Walk { roots: [kernel.to_path_buf(), fshost.to_path_buf()], diffs: Vec::new(), inodes: [vec![], vec![]] };
+    let mut walk = Walk {
+        roots: [kernel.to_path_buf(), fshost.to_path_buf()],
+        diffs: Vec::new(),
+        inodes: [vec![], vec![]],
+        buffers: [vec![0; CHUNK], vec![0; CHUNK]],
+    };
     walk.statvfs();
     walk.entry(b"");
     let mut pending = vec![Vec::new()];
@@ -92,7 +96,12 @@ struct Walk {
     diffs: Vec<Difference>,
     /// (path, inode) of every non-directory entry seen, per side.
     inodes: [Vec<(Vec<u8>, u64)>; 2],
+    /// Read buffers for file contents, one per side.
+    buffers: [Vec<u8>; 2],
 }
+
+/// Files are compared in pieces of this size.
+const CHUNK: usize = 1 << 20;
 
 /// A directory entry as readdir returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +249,13 @@ impl Walk {
 
     fn xattrs(&mut self, rel: &[u8]) {
         let Some((k, f)) = self.both(rel, "listxattr", list_xattrs) else { return };
+        let (k_listed, f_listed) = (k.len(), f.len());
         let (k, f): (BTreeSet<_>, BTreeSet<_>) = (k.into_iter().collect(), f.into_iter().collect());
+        for (side, listed, names) in [(Side::Kernel, k_listed, &k), (Side::Fshost, f_listed, &f)] {
+            if listed != names.len() {
+                self.differ(rel, "listxattr", format!("lists a name more than once in {side}"));
+            }
+        }
         for name in k.symmetric_difference(&f) {
             let side = if k.contains(name) { Side::Kernel } else { Side::Fshost };
             self.differ(rel, format!("xattr {}", name.escape_ascii()), format!("only in {side}"));
@@ -276,33 +291,30 @@ impl Walk {
             }
         }
         // pread at explicit offsets: the lseeks above moved the file offset.
-        let mut kb = vec![0u8; 1 << 20];
-        let mut fb = vec![0u8; 1 << 20];
+        let [kb, fb] = &mut self.buffers;
         let mut offset = 0u64;
-        loop {
-            let (kn, fn_) = match (read_full_at(&k, &mut kb, offset), read_full_at(&f, &mut fb, offset)) {
+        let difference = loop {
+            let (kn, fn_) = match (read_full_at(&k, kb, offset), read_full_at(&f, fb, offset)) {
                 (Ok(kn), Ok(fn_)) => (kn, fn_),
                 (kr, fr) => {
                     let show =
                         |r: io::Result<usize>| r.map_or_else(|e| format!("error ({e})"), |n| format!("{n} bytes"));
-                    self.differ(rel, "content", format!("read at {offset}: {} vs {}", show(kr), show(fr)));
-                    return;
+                    break Some(format!("read at {offset}: {} vs {}", show(kr), show(fr)));
                 }
             };
             if let Some(at) = kb[..kn].iter().zip(&fb[..fn_]).position(|(a, b)| a != b) {
-                let at = offset + at as u64;
-                self.differ(rel, "content", format!("first differs at byte {at}"));
-                return;
+                break Some(format!("first differs at byte {}", offset + at as u64));
             }
             if kn != fn_ {
-                let detail = format!("length {} vs {}", offset + kn as u64, offset + fn_ as u64);
-                self.differ(rel, "content", detail);
-                return;
+                break Some(format!("length {} vs {}", offset + kn as u64, offset + fn_ as u64));
             }
             if kn == 0 {
-                return;
+                break None;
             }
             offset += kn as u64;
+        };
+        if let Some(detail) = difference {
+            self.differ(rel, "content", detail);
         }
     }
 }

@@ -262,11 +262,22 @@ impl Walk {
         }
         for name in k.intersection(&f) {
             let what = format!("xattr {}", name.escape_ascii());
-            if let Some((kv, fv)) = self.both(rel, &what, |p| get_xattr(p, name))
-                && kv != fv
-            {
+            let Some((kv, fv)) = self.both(rel, &what, |p| get_xattr(p, name)) else { continue };
+            if kv != fv {
                 self.differ(rel, what, format!("value {} vs {}", show_bytes(&kv), show_bytes(&fv)));
+                continue;
             }
+            // Programs ask for the size first (a zero-length buffer), then
+            // the value: with equal values, the sizes must agree too.
+            let what = format!("xattr {} size query", name.escape_ascii());
+            if let Some((kn, fn_)) = self.both(rel, &what, |p| xattr_size(p, Some(name))) {
+                self.field(rel, &what, kn, fn_);
+            }
+        }
+        if k == f
+            && let Some((kn, fn_)) = self.both(rel, "listxattr size query", |p| xattr_size(p, None))
+        {
+            self.field(rel, "listxattr size query", kn, fn_);
         }
     }
 
@@ -315,6 +326,24 @@ impl Walk {
         };
         if let Some(detail) = difference {
             self.differ(rel, "content", detail);
+            return;
+        }
+        // Small reads at unaligned offsets, around block edges and the end.
+        for offset in [1, 511, 1023, 4095, 4097, size / 2 + 3, size.saturating_sub(1), size, size + 1] {
+            let mut kp = [0u8; 3];
+            let mut fp = [0u8; 3];
+            match (read_full_at(&k, &mut kp, offset), read_full_at(&f, &mut fp, offset)) {
+                (Ok(kn), Ok(fn_)) if kp[..kn] == fp[..fn_] => {}
+                (kr, fr) => {
+                    let show = |r: io::Result<usize>, b: &[u8]| match r {
+                        Ok(n) => show_bytes(&b[..n]),
+                        Err(e) => format!("error ({e})"),
+                    };
+                    let detail = format!("3-byte read at {offset}: {} vs {}", show(kr, &kp), show(fr, &fp));
+                    self.differ(rel, "content", detail);
+                    return;
+                }
+            }
         }
     }
 }
@@ -458,6 +487,29 @@ fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
         }
         buf.resize(buf.len() * 4, 0);
     }
+}
+
+/// What a zero-length lgetxattr (for `name`) or llistxattr (for `None`)
+/// says the answer's size is.
+fn xattr_size(path: &Path, name: Option<&[u8]>) -> io::Result<usize> {
+    let c = c_path(path)?;
+    let n = match name {
+        Some(name) => {
+            Some(std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?)
+        }
+        None => None,
+    };
+    // SAFETY: valid C strings; a null buffer of length 0 asks for the size.
+    let got = unsafe {
+        match &n {
+            Some(n) => libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0),
+            None => libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0),
+        }
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(got as usize)
 }
 
 /// The value of xattr `name` of `path` itself (lgetxattr).

@@ -51,7 +51,11 @@ fn assert_fshost_sees_what_the_kernel_sees(image: &Image, kernel: KernelMount) {
     };
     drop(kernel);
     let after = image.content_hash().expect("hash the image again");
-    assert!(before == after, "fshost wrote to the image it was given (its content hash changed)");
+    assert!(
+        before == after,
+        "fshost wrote to the image it was given (its content hash changed); it also showed {} differences",
+        diffs.len()
+    );
     assert_no_differences(&diffs, "fshost's view against the kernel's");
 }
 

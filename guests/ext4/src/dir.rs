@@ -1,0 +1,172 @@
+//! Directory entry blocks: the records `ext4_dir_entry_2` packed into each
+//! directory block (or into the inline-data areas of a small directory).
+//!
+//! A record is inode (0: unused), record length, name length, file type and
+//! the name; record lengths chain the records to the block end. Every record
+//! is checked as the kernel's `__ext4_check_dir_entry` does before its name
+//! is looked at, so the chain always advances and stays inside the buffer.
+//! With metadata_csum each leaf block ends in a 12-byte fake record holding
+//! the block's crc32c ([`verify_leaf`]).
+
+use fshost_sdk::bytes::{le_u16, le_u32, slice, u8_at};
+use fshost_sdk::{Error, FileType, Result};
+
+use crate::csum::crc32c;
+
+/// Size of a record without its name.
+const HEADER_SIZE: usize = 8;
+/// `ext4_dir_rec_len(1)`: the smallest valid record.
+const MIN_REC_LEN: usize = 12;
+/// The checksum tail record: its size and its file type marker.
+const TAIL_SIZE: usize = 12;
+const TAIL_FILE_TYPE: u8 = 0xDE;
+
+/// One directory record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Byte offset of the record in its buffer.
+    pub offset: usize,
+    pub rec_len: usize,
+    /// 0 for an unused record.
+    pub ino: u32,
+    pub name: &'a [u8],
+    pub file_type: u8,
+}
+
+impl Entry<'_> {
+    /// Whether this is "." or "..".
+    pub fn is_dot(&self) -> bool {
+        self.name == b"." || self.name == b".."
+    }
+}
+
+/// The file type recorded in a record (filetype feature), if valid.
+pub fn file_type(code: u8) -> Option<FileType> {
+    Some(match code {
+        1 => FileType::Regular,
+        2 => FileType::Directory,
+        3 => FileType::CharDevice,
+        4 => FileType::BlockDevice,
+        5 => FileType::Fifo,
+        6 => FileType::Socket,
+        7 => FileType::Symlink,
+        _ => return None,
+    })
+}
+
+/// `ext4_rec_len_from_disk`: 64 KiB blocks store lengths in a folded form.
+fn rec_len_from_disk(raw: u16, block_size: u32) -> usize {
+    if block_size < 65536 {
+        return usize::from(raw);
+    }
+    if raw == 0xFFFF || raw == 0 {
+        return block_size as usize;
+    }
+    usize::from(raw & 0xFFFC) | (usize::from(raw & 3) << 16)
+}
+
+/// The first record's length in `buf` (to recognise htree index nodes).
+pub fn first_rec_len(buf: &[u8], block_size: u32) -> Result<usize> {
+    Ok(rec_len_from_disk(le_u16(buf, 4)?, block_size))
+}
+
+/// Parse every record of `buf`, which holds whole records, checking each.
+/// `inodes_count` bounds the inode numbers.
+pub fn parse(buf: &[u8], block_size: u32, inodes_count: u32) -> Result<Vec<Entry<'_>>> {
+    let size = buf.len();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let ino = le_u32(buf, pos)?;
+        let rec_len = rec_len_from_disk(le_u16(buf, pos + 4)?, block_size);
+        let name_len = usize::from(u8_at(buf, pos + 6)?);
+        let problem = if rec_len < MIN_REC_LEN {
+            Some("rec_len is smaller than minimal")
+        } else if !rec_len.is_multiple_of(4) {
+            Some("!rec_len.is_multiple_of(4)")
+        } else if rec_len < (HEADER_SIZE + name_len + 3) & !3 {
+            Some("rec_len is too small for name_len")
+        } else if pos + rec_len > size {
+            Some("directory entry overrun")
+        } else if pos + rec_len > size - MIN_REC_LEN && pos + rec_len != size {
+            Some("directory entry too close to block end")
+        } else if ino > inodes_count {
+            Some("inode out of bounds")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::corrupted(format!(
+                "bad entry at offset {pos}: {problem} (inode {ino}, rec_len {rec_len}, name_len {name_len})"
+            )));
+        }
+        out.push(Entry {
+            offset: pos,
+            rec_len,
+            ino,
+            name: slice(buf, pos + HEADER_SIZE, name_len)?,
+            file_type: u8_at(buf, pos + 7)?,
+        });
+        pos += rec_len;
+    }
+    Ok(out)
+}
+
+/// Check the crc32c tail of a leaf block (`ext4_dirblock_csum_verify`).
+pub fn verify_leaf(block: &[u8], seed: u32) -> Result<()> {
+    let at = block.len().checked_sub(TAIL_SIZE).ok_or_else(|| Error::corrupted("block too small"))?;
+    let is_tail = le_u32(block, at)? == 0
+        && le_u16(block, at + 4)? == TAIL_SIZE as u16
+        && u8_at(block, at + 6)? == 0
+        && u8_at(block, at + 7)? == TAIL_FILE_TYPE;
+    if !is_tail {
+        return Err(Error::corrupted("no checksum tail at the end of the directory block"));
+    }
+    let stored = le_u32(block, at + 8)?;
+    let computed = crc32c(seed, slice(block, 0, at)?);
+    if stored != computed {
+        return Err(Error::corrupted(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ino: u32, rec_len: u16, name: &[u8]) -> Vec<u8> {
+        let mut r = ino.to_le_bytes().to_vec();
+        r.extend(rec_len.to_le_bytes());
+        r.push(name.len() as u8);
+        r.push(1);
+        r.extend(name);
+        r.resize(usize::from(rec_len), 0);
+        r
+    }
+
+    #[test]
+    fn parses_a_chain_and_refuses_bad_records() {
+        let mut block = record(11, 12, b"a");
+        block.extend(record(12, 20, b"hello"));
+        let entries = parse(&block, 1024, 100).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].name, b"hello");
+        assert_eq!(entries[1].offset, 12);
+
+        assert!(parse(&[0u8; 12], 1024, 100).is_err(), "rec_len 0 must not loop");
+        let overrun = record(11, 16, b"a");
+        assert!(parse(&overrun[..12], 1024, 100).is_err());
+        let out_of_range = record(101, 12, b"a");
+        assert!(parse(&out_of_range, 1024, 100).is_err());
+        let long_name = record(11, 12, b"abcdefgh");
+        assert!(parse(&long_name[..12], 1024, 100).is_err());
+    }
+
+    #[test]
+    fn folds_record_lengths_of_64k_blocks() {
+        assert_eq!(rec_len_from_disk(0, 65536), 65536);
+        assert_eq!(rec_len_from_disk(0xFFFF, 65536), 65536);
+        assert_eq!(rec_len_from_disk(12, 65536), 12);
+        assert_eq!(rec_len_from_disk(12, 4096), 12);
+    }
+}

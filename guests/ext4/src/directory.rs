@@ -1,0 +1,246 @@
+//! A directory as a whole: where its records live (blocks, or inline in the
+//! inode), listing them with resumable cookies, and finding a name.
+//!
+//! Listing walks the directory file in logical order. Htree index blocks
+//! are skipped (their fake records are unused anyway), holes are skipped as
+//! the kernel's `ext4_readdir` does, and leaf checksums are verified. A
+//! cookie is the byte position of the record after the one returned, so it
+//! is never 0 and resuming re-reads one block and skips what came before.
+//! For inline directories the position counts through `i_block` (after the
+//! 4-byte parent number) and then the `system.data` value.
+//!
+//! Lookup uses the htree when the directory has one (O(depth) reads) and
+//! falls back to a linear scan when the index is malformed, like the
+//! kernel. Every loop is bounded by the directory's size in blocks.
+
+use fshost_sdk::bytes::le_u32;
+use fshost_sdk::{Error, Result, ResultExt};
+
+use crate::casefold::{self, Match};
+use crate::dir::{self, Entry};
+use crate::features::{compat, incompat};
+use crate::htree::{self, Probe};
+use crate::inline::Inline;
+use crate::inode::{Inode, flags};
+use crate::mapping;
+use crate::volume::Volume;
+
+/// Bytes of `i_block` before the inline records (the parent's number).
+const INLINE_DOTDOT_SIZE: usize = 4;
+
+/// A record as listing returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub ino: u32,
+    pub name: Vec<u8>,
+    pub file_type: u8,
+    pub cookie: u64,
+}
+
+/// A record found by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub ino: u32,
+    pub file_type: u8,
+}
+
+fn is_inline(dir: &Inode) -> bool {
+    dir.has_flag(flags::INLINE_DATA)
+}
+
+fn is_dx(vol: &Volume, dir: &Inode) -> bool {
+    vol.sb.features.compat(compat::DIR_INDEX) && dir.has_flag(flags::INDEX) && !is_inline(dir)
+}
+
+/// Number of blocks the directory file spans.
+fn block_count(vol: &Volume, dir: &Inode) -> u64 {
+    dir.size.div_ceil(vol.bs())
+}
+
+/// The parent number and the record areas (position, bytes) of an inline
+/// directory.
+type InlineAreas = (u32, [(u64, Vec<u8>); 2]);
+
+fn inline_areas(vol: &Volume, dir: &Inode) -> Result<InlineAreas> {
+    let inline = Inline::read(vol, dir)?;
+    let parent = le_u32(&inline.head, 0)?;
+    let head = inline.head.get(INLINE_DOTDOT_SIZE..).unwrap_or_default().to_vec();
+    let tail_pos = head.len() as u64;
+    Ok((parent, [(0, head), (tail_pos, inline.tail)]))
+}
+
+/// Parse one area of records, with the directory named in errors.
+fn parse<'a>(vol: &Volume, dir: &Inode, data: &'a [u8], what: &dyn Fn() -> String) -> Result<Vec<Entry<'a>>> {
+    dir::parse(data, vol.sb.block_size, vol.sb.inodes_count)
+        .with_context(|| format!("directory {}: {}", dir.ino, what()))
+}
+
+/// Leaf block `blk` of a block directory, checked; `None` for holes and
+/// htree index blocks.
+fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
+    let Some(data) = mapping::read_block(vol, dir, blk)? else {
+        return Ok(None);
+    };
+    if is_dx(vol, dir)
+        && (blk == 0 || (dir::first_rec_len(&data, vol.sb.block_size)? == data.len() && le_u32(&data, 0)? == 0))
+    {
+        return Ok(None);
+    }
+    if vol.csum.metadata {
+        dir::verify_leaf(&data, dir.csum_seed).with_context(|| format!("directory {} block {blk}", dir.ino))?;
+    }
+    Ok(Some(data))
+}
+
+/// Up to `max` records of `dir` after position `cookie`, without "." and "..".
+pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let take = |entries: Vec<Entry<'_>>, base: u64, out: &mut Vec<Listed>| -> bool {
+        for e in entries {
+            let pos = base + e.offset as u64;
+            if pos < cookie || e.ino == 0 || e.is_dot() {
+                continue;
+            }
+            if out.len() >= max {
+                return false;
+            }
+            out.push(Listed {
+                ino: e.ino,
+                name: e.name.to_vec(),
+                file_type: e.file_type,
+                cookie: pos + e.rec_len as u64,
+            });
+        }
+        true
+    };
+    if is_inline(dir) {
+        let (_, areas) = inline_areas(vol, dir)?;
+        for (base, data) in &areas {
+            let entries = parse(vol, dir, data, &|| format!("inline records at {base}"))?;
+            if !take(entries, *base, &mut out) {
+                break;
+            }
+        }
+        return Ok(out);
+    }
+    let bs = vol.bs();
+    for blk in cookie / bs..block_count(vol, dir) {
+        let Some(data) = leaf_block(vol, dir, blk)? else { continue };
+        let entries = parse(vol, dir, &data, &|| format!("block {blk}"))?;
+        if !take(entries, blk * bs, &mut out) || out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The inode number of `dir`'s parent (its ".." record).
+pub fn parent(vol: &Volume, dir: &Inode) -> Result<u32> {
+    if is_inline(dir) {
+        return Ok(inline_areas(vol, dir)?.0);
+    }
+    let data = mapping::read_block(vol, dir, 0)?
+        .ok_or_else(|| Error::corrupted(format!("directory {}: first block is a hole", dir.ino)))?;
+    parse(vol, dir, &data, &|| "block 0".into())?
+        .iter()
+        .take(2)
+        .find(|e| e.name == b"..")
+        .map(|e| e.ino)
+        .ok_or_else(|| Error::corrupted(format!("directory {}: no '..' entry", dir.ino)))
+}
+
+/// Find `name` in `dir`. `Unsupported` when the directory is casefolded and
+/// the answer needs Unicode tables (see casefold.rs).
+pub fn find(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
+    let folded = vol.sb.features.incompat(incompat::CASEFOLD) && dir.has_flag(flags::CASEFOLD);
+    let mut search = Search { name, folded, unsure: false };
+    let found = if is_inline(dir) {
+        let (_, areas) = inline_areas(vol, dir)?;
+        let mut found = None;
+        for (base, data) in &areas {
+            let entries = parse(vol, dir, data, &|| format!("inline records at {base}"))?;
+            found = search.scan(&entries);
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    } else {
+        let key = if folded { casefold::hash_key(name) } else { Some(name.to_vec()) };
+        match key {
+            Some(key) if is_dx(vol, dir) => match htree::probe(vol, dir, &key)? {
+                Probe::Found(cursor) => search.htree(vol, dir, cursor)?,
+                Probe::Bad(why) => {
+                    fshost_sdk::warn!("directory {}: bad htree index ({why}), searching linearly", dir.ino);
+                    search.linear(vol, dir)?
+                }
+            },
+            _ => search.linear(vol, dir)?,
+        }
+    };
+    if found.is_none() && search.unsure {
+        fshost_sdk::warn!("directory {}: casefolded lookup needs Unicode folding tables", dir.ino);
+        return Err(Error::unsupported(format!(
+            "directory {}: case-insensitive lookup of a non-ASCII name is not implemented",
+            dir.ino
+        )));
+    }
+    Ok(found)
+}
+
+struct Search<'a> {
+    name: &'a [u8],
+    folded: bool,
+    /// A casefolded comparison could not be decided.
+    unsure: bool,
+}
+
+impl Search<'_> {
+    fn scan(&mut self, entries: &[Entry<'_>]) -> Option<Found> {
+        for e in entries.iter().filter(|e| e.ino != 0) {
+            let m = if self.folded {
+                casefold::compare(e.name, self.name)
+            } else if e.name == self.name {
+                Match::Yes
+            } else {
+                Match::No
+            };
+            match m {
+                Match::Yes => return Some(Found { ino: e.ino, file_type: e.file_type }),
+                Match::Unsure => self.unsure = true,
+                Match::No => {}
+            }
+        }
+        None
+    }
+
+    fn linear(&mut self, vol: &Volume, dir: &Inode) -> Result<Option<Found>> {
+        for blk in 0..block_count(vol, dir) {
+            let Some(data) = leaf_block(vol, dir, blk)? else { continue };
+            let entries = parse(vol, dir, &data, &|| format!("block {blk}"))?;
+            if let Some(found) = self.scan(&entries) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    fn htree(&mut self, vol: &Volume, dir: &Inode, mut cursor: htree::Cursor) -> Result<Option<Found>> {
+        for _ in 0..block_count(vol, dir) {
+            let blk = u64::from(cursor.leaf());
+            let data = mapping::read_block(vol, dir, blk)?
+                .ok_or_else(|| Error::corrupted(format!("directory {}: htree leaf block {blk} is a hole", dir.ino)))?;
+            if vol.csum.metadata {
+                dir::verify_leaf(&data, dir.csum_seed).with_context(|| format!("directory {} block {blk}", dir.ino))?;
+            }
+            let entries = parse(vol, dir, &data, &|| format!("block {blk}"))?;
+            if let Some(found) = self.scan(&entries) {
+                return Ok(Some(found));
+            }
+            if !cursor.advance(vol, dir)? {
+                return Ok(None);
+            }
+        }
+        Err(Error::corrupted(format!("directory {}: htree leaf chain longer than the directory", dir.ino)))
+    }
+}

@@ -1,0 +1,270 @@
+//! The `Filesystem` the host calls: mount (superblock, journal replay, root
+//! check) and each operation, translating between the contract's types and
+//! the parsers. Requests are checked here (inode ranges, name syntax, file
+//! types) before any parser sees them.
+//!
+//! Mount options (`-o`):
+//! - `sb=N`: read the superblock at N KiB (a backup, e.g. `sb=32768` on a
+//!   4 KiB-block filesystem), and the group descriptors after it, as the
+//!   kernel's `sb=` does.
+//! - `norecovery` (or `noload`): do not replay a journal that needs
+//!   recovery; mount the stale on-disk state and log a warning.
+//! - `nocsum`: do not verify metadata checksums (for salvaging images whose
+//!   checksums are wrong but whose structures are fine).
+
+use std::rc::Rc;
+
+use fshost_sdk::{
+    Attr, Device, DirEntry, Error, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping, MountOptions,
+    Result, ResultExt,
+};
+
+use crate::cache::Lru;
+use crate::disk::Disk;
+use crate::features::{compat, incompat};
+use crate::inode::{self, Inode, ROOT_INO, flags};
+use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
+use crate::volume::Volume;
+use crate::{acl, directory, iomap, journal, mapping, symlink, xattr};
+
+/// Metadata blocks the device keeps cached.
+const BLOCK_CACHE: usize = 4096;
+/// Parsed inodes kept.
+const INODE_CACHE: usize = 8192;
+/// The longest name ext4 stores.
+const NAME_MAX: usize = 255;
+
+/// A mounted ext2/ext3/ext4 filesystem.
+pub struct Ext4 {
+    vol: Volume,
+    inodes: Lru<u32, Rc<Inode>>,
+}
+
+impl Ext4 {
+    /// Inode `ino` if it is live; cached.
+    fn inode(&mut self, ino: Ino) -> Result<Rc<Inode>> {
+        let ino = u32::try_from(ino).map_err(|_| Error::not_found(format!("inode {ino} out of range")))?;
+        if let Some(inode) = self.inodes.get(&ino) {
+            return Ok(inode);
+        }
+        if !self.vol.sb.valid_inum(ino) {
+            return Err(Error::not_found(format!("inode {ino} is reserved or out of range")));
+        }
+        let inode = inode::read(&self.vol, ino)?;
+        if !inode.in_use() {
+            return Err(Error::not_found(format!("inode {ino} is deleted")));
+        }
+        let inode = Rc::new(inode);
+        self.inodes.insert(ino, inode.clone());
+        Ok(inode)
+    }
+
+    /// Inode `ino` if it is a directory this guest can read.
+    fn dir(&mut self, ino: Ino) -> Result<Rc<Inode>> {
+        let dir = self.inode(ino)?;
+        if dir.kind()? != FileType::Directory {
+            return Err(Error::new(ErrorCode::NotDir, format!("inode {ino} is not a directory")));
+        }
+        if dir.has_flag(flags::ENCRYPT) {
+            return Err(Error::new(ErrorCode::Access, format!("directory {ino} is encrypted (no key)")));
+        }
+        Ok(dir)
+    }
+
+    /// Attributes of the inode a directory record names.
+    fn entry_attr(&mut self, dir: Ino, ino: u32) -> Result<Attr> {
+        if !self.vol.sb.valid_inum(ino) {
+            return Err(Error::corrupted(format!("directory {dir}: entry names reserved inode {ino}")));
+        }
+        self.getattr(u64::from(ino))
+    }
+}
+
+/// Mount: superblock, geometry, journal, root directory.
+fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
+    let verify = !options.has("nocsum");
+    let sb_offset = match options.get("sb") {
+        None => PRIMARY_OFFSET,
+        Some(n) => n
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1024))
+            .ok_or_else(|| Error::invalid(format!("mount option sb={n} is not a block number")))?,
+    };
+    let read_sb = |disk: &Disk| -> Result<Superblock> {
+        let raw = disk.read(sb_offset, SUPERBLOCK_SIZE).context("superblock")?;
+        Superblock::parse(&raw, sb_offset, disk.device().size(), verify)
+    };
+    let probe = Disk::new(device, 1024);
+    let sb = read_sb(&probe)?;
+    let device = probe.into_device();
+    device.set_cache(sb.block_size, BLOCK_CACHE);
+    let disk = Disk::new(device, sb.block_size);
+    let csum = sb.checksums(verify);
+    let mut vol = Volume { disk, sb, csum };
+
+    if vol.sb.features.compat(compat::HAS_JOURNAL) && vol.sb.features.incompat(incompat::RECOVER) {
+        if options.has("norecovery") || options.has("noload") {
+            fshost_sdk::warn!("ext4: journal needs recovery but norecovery is set: mounting the stale on-disk state");
+        } else {
+            let replay = replay_journal(&vol)?;
+            fshost_sdk::debug!("ext4: replayed {} blocks from the journal", replay.len());
+            vol.disk.set_overlay(replay);
+            vol.sb = read_sb(&vol.disk).context("after journal replay")?;
+            vol.csum = vol.sb.checksums(verify);
+        }
+    }
+
+    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE) };
+    let root = fs.inode(u64::from(ROOT_INO)).context("root directory")?;
+    if root.kind()? != FileType::Directory {
+        return Err(Error::corrupted("root inode is not a directory"));
+    }
+    Ok(fs)
+}
+
+/// Replay the internal journal into memory.
+fn replay_journal(vol: &Volume) -> Result<journal::Replay> {
+    let sb = &vol.sb;
+    if sb.journal_inum == 0 {
+        return Err(Error::unsupported(
+            "ext4: the journal is on an external device and needs recovery; mount with -o norecovery",
+        ));
+    }
+    if sb.journal_dev != 0 {
+        return Err(Error::corrupted("superblock names both a journal inode and a journal device"));
+    }
+    let journal = inode::read(vol, sb.journal_inum).context("journal inode")?;
+    if !journal.in_use() || journal.kind()? != FileType::Regular {
+        return Err(Error::corrupted(format!("journal inode {} is deleted or not a file", sb.journal_inum)));
+    }
+    let blocks = journal.size / vol.bs();
+    let mut read = |n: u64| -> Result<Vec<u8>> {
+        mapping::read_block(vol, &journal, n)?
+            .ok_or_else(|| Error::corrupted(format!("journal inode: block {n} is a hole")))
+    };
+    journal::replay(sb.block_size, &mut read, blocks)
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::invalid("name is empty or contains '/' or NUL"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::new(ErrorCode::NameTooLong, format!("name of {} bytes", name.len())));
+    }
+    Ok(())
+}
+
+impl Filesystem for Ext4 {
+    fn mount(device: Device, options: &MountOptions) -> Result<Self> {
+        mount(device, options)
+    }
+
+    fn info(&mut self) -> Result<FsInfo> {
+        let sb = &self.vol.sb;
+        Ok(FsInfo {
+            root: u64::from(ROOT_INO),
+            block_size: sb.block_size,
+            name_max: NAME_MAX as u32,
+            total_blocks: sb.blocks_count,
+            free_blocks: sb.free_blocks_count,
+            available_blocks: sb.free_blocks_count.saturating_sub(sb.r_blocks_count),
+            total_inodes: u64::from(sb.inodes_count),
+            free_inodes: u64::from(sb.free_inodes_count),
+            fs_type: sb.features.fs_type().into(),
+            label: sb.label(),
+            uuid: sb.uuid.to_vec(),
+        })
+    }
+
+    fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+        self.inode(ino)?.attr()
+    }
+
+    fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
+        let dir = self.dir(parent)?;
+        if name == b"." {
+            return dir.attr();
+        }
+        if name == b".." {
+            let up = directory::parent(&self.vol, &dir)?;
+            return self.entry_attr(parent, up);
+        }
+        match directory::find(&self.vol, &dir, name)? {
+            Some(found) => self.entry_attr(parent, found.ino),
+            None => {
+                Err(Error::not_found(format!("no entry {:?} in directory {parent}", String::from_utf8_lossy(name))))
+            }
+        }
+    }
+
+    fn readdir(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>> {
+        let dir = self.dir(ino)?;
+        let listed = directory::list(&self.vol, &dir, cookie, max as usize)?;
+        let typed = self.vol.sb.features.incompat(incompat::FILETYPE);
+        listed
+            .into_iter()
+            .map(|e| {
+                let kind = match crate::dir::file_type(e.file_type).filter(|_| typed) {
+                    Some(kind) => kind,
+                    None => self.inode(u64::from(e.ino))?.kind()?,
+                };
+                Ok(DirEntry { ino: u64::from(e.ino), kind, name: e.name, cookie: e.cookie })
+            })
+            .collect()
+    }
+
+    fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        if inode.kind()? != FileType::Symlink {
+            return Err(Error::invalid(format!("inode {ino} is not a symlink")));
+        }
+        if inode.has_flag(flags::ENCRYPT) {
+            return Err(Error::new(ErrorCode::Access, format!("symlink {ino} is encrypted (no key)")));
+        }
+        symlink::target(&self.vol, &inode)
+    }
+
+    fn listxattr(&mut self, ino: Ino) -> Result<Vec<Vec<u8>>> {
+        let inode = self.inode(ino)?;
+        Ok(xattr::all(&self.vol, &inode)?
+            .iter()
+            .filter(|x| !(x.index == xattr::index::SYSTEM && x.name == b"data"))
+            .filter_map(|x| x.full_name())
+            .collect())
+    }
+
+    fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        let (index, short) = xattr::split_name(name).ok_or_else(|| {
+            Error::unsupported(format!("xattr namespace of {:?} not supported", String::from_utf8_lossy(name)))
+        })?;
+        let all = xattr::all(&self.vol, &inode)?;
+        let found = all.iter().find(|x| x.index == index && x.name == short).ok_or(ErrorCode::NoData)?;
+        let value = xattr::value(&self.vol, found)?;
+        if index == xattr::index::POSIX_ACL_ACCESS || index == xattr::index::POSIX_ACL_DEFAULT {
+            return acl::to_xattr(&value)
+                .with_context(|| format!("inode {ino}: {}", String::from_utf8_lossy(name)))?
+                .ok_or_else(|| ErrorCode::NoData.into());
+        }
+        Ok(value)
+    }
+
+    fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, op: IomapFlags) -> Result<Vec<Mapping>> {
+        if op.write {
+            return Err(Error::new(ErrorCode::ReadOnly, "ext4 guest is read-only"));
+        }
+        let inode = self.inode(ino)?;
+        match inode.kind()? {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::new(ErrorCode::IsDir, format!("inode {ino} is a directory"))),
+            other => return Err(Error::invalid(format!("inode {ino} is a {other:?}, not a regular file"))),
+        }
+        if inode.has_flag(flags::ENCRYPT) {
+            return Err(Error::new(ErrorCode::Access, format!("file {ino} is encrypted (no key)")));
+        }
+        iomap::map(&self.vol, &inode, offset, length)
+    }
+}

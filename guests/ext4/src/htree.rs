@@ -1,0 +1,194 @@
+//! The hashed directory index (htree, `dir_index`): finding the leaf blocks
+//! that can hold a name in O(depth) block reads.
+//!
+//! Block 0 of an indexed directory is the root: fake "." and ".." records,
+//! then `dx_root_info` (hash version, depth) and a sorted array of
+//! (hash, block) pairs; interior nodes (at most two more levels with
+//! largedir) are blocks whose single fake record spans the block, holding
+//! another array. Leaves are ordinary directory blocks. The walk follows
+//! the kernel's `dx_probe` and `ext4_htree_next_block`, including the
+//! collision rule: a name's entries continue into the next leaf while the
+//! next index hash equals the name's hash with its low bit set.
+//!
+//! Structural problems in the index (bad limits, unknown hash, cycles) are
+//! reported as [`Probe::Bad`], on which the caller falls back to a linear
+//! scan as the kernel does (`ERR_BAD_DX_DIR`); checksum and read errors are
+//! plain errors.
+
+use fshost_sdk::bytes::{le_u16, le_u32, slice, u8_at};
+use fshost_sdk::{Error, Result};
+
+use crate::csum::crc32c;
+use crate::dir;
+use crate::features::incompat;
+use crate::hash;
+use crate::inode::Inode;
+use crate::mapping;
+use crate::volume::Volume;
+
+/// Size of a dx entry (hash, block) and of the checksum tail.
+const ENTRY_SIZE: usize = 8;
+const TAIL_SIZE: usize = 8;
+/// Where the count/limit pair sits in an interior node.
+const NODE_ENTRIES: usize = 8;
+/// Where `dx_root_info` starts in the root.
+const ROOT_INFO: usize = 24;
+
+/// The result of looking a hash up in the index.
+pub enum Probe {
+    /// The index is sound; the cursor points at the first candidate leaf.
+    Found(Cursor),
+    /// The index is malformed; search the directory linearly instead.
+    Bad(Error),
+}
+
+/// One level of the path from the root to a leaf.
+struct Frame {
+    /// (hash, block) pairs; the first pair's hash is implicitly 0.
+    entries: Vec<(u32, u32)>,
+    at: usize,
+}
+
+/// A position in the index: the path to the current candidate leaf.
+pub struct Cursor {
+    frames: Vec<Frame>,
+    hash: u32,
+    blocks: u64,
+}
+
+/// Parse the count/limit pair at `off` and the entries after it, checking
+/// the limit and (with metadata_csum) the dx tail checksum.
+fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) -> Result<Result<Vec<(u32, u32)>>> {
+    let got_limit = usize::from(le_u16(block, off)?);
+    let count = usize::from(le_u16(block, off + 2)?);
+    if got_limit != limit {
+        return Ok(Err(Error::corrupted(format!("dx limit {got_limit} != expected {limit}"))));
+    }
+    if count == 0 || count > limit {
+        return Ok(Err(Error::corrupted(format!("dx count {count} beyond limit {limit}"))));
+    }
+    if vol.csum.metadata {
+        let tail = off + limit * ENTRY_SIZE;
+        let c = crc32c(dir.csum_seed, slice(block, 0, off + count * ENTRY_SIZE)?);
+        let c = crc32c(c, slice(block, tail, 4)?);
+        let stored = le_u32(block, tail + 4)?;
+        if c != stored {
+            return Err(Error::corrupted(format!(
+                "directory {}: index checksum {stored:#010x} does not match computed {c:#010x}",
+                dir.ino
+            )));
+        }
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = off + i * ENTRY_SIZE;
+        let hash = if i == 0 { 0 } else { le_u32(block, at)? };
+        out.push((hash, le_u32(block, at + 4)? & 0x0fff_ffff));
+    }
+    Ok(Ok(out))
+}
+
+/// Find the first leaf that may hold names hashing like `name`.
+pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
+    let bs = vol.sb.block_size as usize;
+    let blocks = dir.size.div_ceil(vol.bs());
+    let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
+    let Some(root) = mapping::read_block(vol, dir, 0)? else {
+        return Ok(Probe::Bad(Error::corrupted("htree root block is a hole")));
+    };
+    let hash_version = u8_at(&root, ROOT_INFO + 4)?;
+    let info_length = usize::from(u8_at(&root, ROOT_INFO + 5)?);
+    let levels = u8_at(&root, ROOT_INFO + 6)?;
+    let unused_flags = u8_at(&root, ROOT_INFO + 7)?;
+    if ![hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(&hash_version) {
+        return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
+    }
+    if unused_flags & 1 != 0 {
+        return Ok(Probe::Bad(Error::corrupted(format!("unimplemented hash flags {unused_flags:#x}"))));
+    }
+    let max_levels = if vol.sb.features.incompat(incompat::LARGEDIR) { 3 } else { 2 };
+    if levels >= max_levels {
+        return Ok(Probe::Bad(Error::corrupted(format!("htree depth {levels} exceeds {max_levels}"))));
+    }
+    let Some(hash) = hash::dx_hash(hash_version + vol.sb.hash_unsigned, name, &vol.sb.hash_seed) else {
+        return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
+    };
+    let root_off = ROOT_INFO + info_length;
+    let root_limit = bs.saturating_sub(24 + info_length + csum_space) / ENTRY_SIZE;
+    let first = match entries(vol, dir, &root, root_off, root_limit)? {
+        Ok(e) => e,
+        Err(e) => return Ok(Probe::Bad(e)),
+    };
+    let mut cursor = Cursor { frames: Vec::new(), hash, blocks };
+    let mut entries_here = first;
+    let mut visited = vec![0u32];
+    loop {
+        let at = entries_here.partition_point(|&(h, _)| h <= hash).saturating_sub(1);
+        let block = entries_here.get(at).map_or(0, |e| e.1);
+        cursor.frames.push(Frame { entries: entries_here, at });
+        if visited.contains(&block) || u64::from(block) >= blocks {
+            return Ok(Probe::Bad(Error::corrupted(format!(
+                "dx entry points to block {block} (cycle or past the end)"
+            ))));
+        }
+        if cursor.frames.len() > usize::from(levels) {
+            return Ok(Probe::Found(cursor));
+        }
+        visited.push(block);
+        entries_here = match cursor.node(vol, dir, block)? {
+            Ok(e) => e,
+            Err(e) => return Ok(Probe::Bad(e)),
+        };
+    }
+}
+
+impl Cursor {
+    /// The directory block of the current candidate leaf.
+    pub fn leaf(&self) -> u32 {
+        self.frames.last().and_then(|f| f.entries.get(f.at)).map_or(0, |e| e.1)
+    }
+
+    /// Read interior node `block` and parse its entries.
+    fn node(&self, vol: &Volume, dir: &Inode, block: u32) -> Result<Result<Vec<(u32, u32)>>> {
+        let Some(data) = mapping::read_block(vol, dir, u64::from(block))? else {
+            return Ok(Err(Error::corrupted(format!("htree node block {block} is a hole"))));
+        };
+        if dir::first_rec_len(&data, vol.sb.block_size)? != data.len() {
+            return Ok(Err(Error::corrupted(format!("block {block}: leaf found where an index node belongs"))));
+        }
+        let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
+        let limit = (data.len() - NODE_ENTRIES - csum_space) / ENTRY_SIZE;
+        entries(vol, dir, &data, NODE_ENTRIES, limit)
+    }
+
+    /// Move to the next leaf if the name's entries may continue there
+    /// (`ext4_htree_next_block`); false when the search is over.
+    pub fn advance(&mut self, vol: &Volume, dir: &Inode) -> Result<bool> {
+        let mut level = self.frames.len();
+        let bhash = loop {
+            if level == 0 {
+                return Ok(false);
+            }
+            level -= 1;
+            let Some(frame) = self.frames.get_mut(level) else { return Ok(false) };
+            frame.at += 1;
+            if let Some(&(h, _)) = frame.entries.get(frame.at) {
+                break h;
+            }
+        };
+        if bhash & !1 != self.hash {
+            return Ok(false);
+        }
+        for lower in level + 1..self.frames.len() {
+            let block = self.frames.get(lower - 1).and_then(|f| f.entries.get(f.at)).map_or(0, |e| e.1);
+            if u64::from(block) >= self.blocks {
+                return Err(Error::corrupted(format!("directory {}: dx entry points past the end", dir.ino)));
+            }
+            let entries = self.node(vol, dir, block)?.map_err(|e| e.context(format!("directory {}", dir.ino)))?;
+            if let Some(frame) = self.frames.get_mut(lower) {
+                *frame = Frame { entries, at: 0 };
+            }
+        }
+        Ok(true)
+    }
+}

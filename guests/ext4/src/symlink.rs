@@ -1,0 +1,48 @@
+//! Symlink targets, from the three places ext4 keeps them: in `i_block`
+//! ("fast", when no data block is charged to the inode), in inline data, or
+//! in the first data block ("slow"). As `readlink(2)` on Linux returns, the
+//! target stops at the size (at most 59 bytes fast, a block less one slow)
+//! and at the first NUL.
+
+use fshost_sdk::{Error, Result};
+
+use crate::inline::Inline;
+use crate::inode::{Inode, flags};
+use crate::mapping;
+use crate::volume::Volume;
+
+/// `ext4_inode_is_fast_symlink`: no blocks besides a possible xattr block.
+fn is_fast(vol: &Volume, inode: &Inode) -> bool {
+    if inode.has_flag(flags::EA_INODE) {
+        return inode.size != 0 && inode.size < 60;
+    }
+    if inode.has_flag(flags::INLINE_DATA) {
+        return false;
+    }
+    let ea_blocks = if inode.file_acl != 0 { vol.sb.cluster_size >> 9 } else { 0 };
+    inode.blocks.checked_sub(ea_blocks) == Some(0)
+}
+
+/// The target of symlink `inode`.
+pub fn target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
+    let mut bytes = if inode.has_flag(flags::INLINE_DATA) {
+        if inode.size >= vol.bs() {
+            return Err(Error::corrupted(format!("symlink {}: inline target of {} bytes", inode.ino, inode.size)));
+        }
+        Inline::read(vol, inode)?.file_bytes(inode.size as usize)
+    } else if is_fast(vol, inode) {
+        if inode.size == 0 || inode.size >= 60 {
+            return Err(Error::corrupted(format!("symlink {}: invalid fast symlink length {}", inode.ino, inode.size)));
+        }
+        inode.block.get(..inode.size as usize).unwrap_or_default().to_vec()
+    } else {
+        let block = mapping::read_block(vol, inode, 0)?
+            .ok_or_else(|| Error::corrupted(format!("symlink {}: no data block", inode.ino)))?;
+        let len = inode.size.min(vol.bs() - 1) as usize;
+        block.get(..len).unwrap_or_default().to_vec()
+    };
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        bytes.truncate(nul);
+    }
+    Ok(bytes)
+}

@@ -7,15 +7,9 @@ use crate::error::{Error, Result};
 
 /// `len` bytes of `buf` at `offset`, or a `Corrupted` error.
 pub fn slice(buf: &[u8], offset: usize, len: usize) -> Result<&[u8]> {
-    offset
-        .checked_add(len)
-        .and_then(|end| buf.get(offset..end))
-        .ok_or_else(|| {
-            Error::corrupted(format!(
-                "field at byte {offset} ({len} bytes) past the end of a {}-byte structure",
-                buf.len()
-            ))
-        })
+    offset.checked_add(len).and_then(|end| buf.get(offset..end)).ok_or_else(|| {
+        Error::corrupted(format!("field at byte {offset} ({len} bytes) past the end of a {}-byte structure", buf.len()))
+    })
 }
 
 fn array<const N: usize>(buf: &[u8], offset: usize) -> Result<[u8; N]> {

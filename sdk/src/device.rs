@@ -101,16 +101,13 @@ impl Device {
     /// Fill `buf` from byte `offset`, or an `Io` error if the range is not
     /// inside the device.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&end| end <= self.size)
-            .ok_or_else(|| {
-                Error::io(format!(
-                    "read of {} bytes at byte {offset} is past the end of the {}-byte device",
-                    buf.len(),
-                    self.size
-                ))
-            })?;
+        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.size).ok_or_else(|| {
+            Error::io(format!(
+                "read of {} bytes at byte {offset} is past the end of the {}-byte device",
+                buf.len(),
+                self.size
+            ))
+        })?;
         if buf.len() > CACHE_BYPASS {
             return self.io.read_at(offset, buf);
         }

@@ -5,13 +5,13 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use crate::Filesystem;
 pub use crate::bindings;
 use crate::bindings::fshost::plugin::{block_device, types as wit};
 use crate::device::{BlockIo, Device};
 use crate::error::{Error, ErrorCode, Result};
 use crate::log::{Level, log};
 use crate::types::*;
-use crate::Filesystem;
 
 /// Implemented by [`crate::export!`]: names the guest's filesystem type and
 /// the slot its mounted value lives in.
@@ -268,7 +268,7 @@ macro_rules! export_glue {
             fn getattr(ino: u64) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
                 $crate::__private::getattr::<$export>(ino)
             }
-            fn lookup(parent: u64, name: Vec<u8>) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+            fn lookup_name(parent: u64, name: Vec<u8>) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
                 $crate::__private::lookup::<$export>(parent, name)
             }
             fn readdir(ino: u64, cookie: u64, max: u32) -> Result<Vec<__fshost_t::DirEntry>, __fshost_t::ErrorCode> {

@@ -130,8 +130,8 @@ macro_rules! export {
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
-    pub use crate::glue::*;
     pub use crate::export_glue;
+    pub use crate::glue::*;
 }
 
 #[cfg(target_arch = "wasm32")]

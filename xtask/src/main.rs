@@ -1,1 +1,169 @@
-fn main() {}
+//! `cargo xtask`: the two commands of the README, and their parts.
+//!
+//! - `cargo xtask demo`  — set up, build host and guests, make a sample
+//!   image, mount it, list it, unmount.
+//! - `cargo xtask test`  — set up, build, fmt + clippy, the whole test suite.
+//! - `cargo xtask build` — build `fshost` (release) and every guest into
+//!   `target/guests/NAME.wasm`.
+//!
+//! Set-up installs what a fresh machine of this kind lacks: the
+//! wasm32-wasip2 Rust target and, when running as root, the Debian packages
+//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Guests built by `build`: (package, library name).
+const GUESTS: &[(&str, &str)] = &[("fshost-guest-hello", "hello"), ("fshost-guest-ext4", "ext4")];
+/// Debian packages the tests need, with a command that shows each is present.
+const PACKAGES: &[(&str, &str)] = &[
+    ("e2fsprogs", "mkfs.ext4"),
+    ("fuse3", "fusermount3"),
+    ("fuse2fs", "fuse2fs"),
+    ("attr", "setfattr"),
+    ("acl", "setfacl"),
+    ("util-linux", "losetup"),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1 || test -x /usr/sbin/{cmd} || test -x /sbin/{cmd}"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn setup() -> anyhow::Result<()> {
+    let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let has_target = targets.as_ref().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"));
+    if !has_target {
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, cmd)| !have(cmd)).map(|(pkg, _)| *pkg).collect();
+    if !missing.is_empty() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc_geteuid() } != 0 {
+            bail!("missing packages {missing:?}; install them (as root: apt-get install {})", missing.join(" "));
+        }
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn build() -> anyhow::Result<()> {
+    setup()?;
+    run(cargo().args(["build", "--release", "-p", "fshost"]))?;
+    let mut guests = cargo();
+    guests.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for (pkg, _) in GUESTS {
+        guests.args(["-p", pkg]);
+    }
+    run(&mut guests)?;
+    let out = target_dir().join("guests");
+    std::fs::create_dir_all(&out)?;
+    for (_, lib) in GUESTS {
+        let built = target_dir().join("wasm32-wasip2/release").join(format!("{lib}.wasm"));
+        let dest = out.join(format!("{lib}.wasm"));
+        std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
+        eprintln!("guest: {}", dest.display());
+    }
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))?;
+    run(cargo()
+        .args(["clippy", "--release", "--target", "wasm32-wasip2", "-p", "fshost-sdk"])
+        .args(GUESTS.iter().flat_map(|(p, _)| ["-p", p]))
+        .args(["--", "-D", "warnings"]))
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    build()?;
+    lint()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--release"]).args(extra);
+    cmd.env("FSHOST_BIN", target_dir().join("release/fshost"));
+    run(&mut cmd)
+}
+
+/// The main job on a built-in sample: make an image, mount it, list it, unmount.
+fn demo() -> anyhow::Result<()> {
+    build()?;
+    let work = target_dir().join("demo");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let fshost = target_dir().join("release/fshost");
+    let image = work.join("hello.img");
+    std::fs::write(&image, sample_hello_image())?;
+    let mnt = work.join("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let plugin = target_dir().join("guests/hello.wasm");
+    run(Command::new(&fshost).arg("mount").arg("--plugin").arg(&plugin).arg(&image).arg(&mnt))?;
+    let listed = run(Command::new("ls").arg("-lR").arg(&mnt))
+        .and_then(|()| run(Command::new("cat").arg(mnt.join("docs/readme.txt"))));
+    let unmounted = run(Command::new("umount").arg(&mnt));
+    listed?;
+    unmounted?;
+    eprintln!("demo: mounted {} with {}, listed it and unmounted it", image.display(), plugin.display());
+    Ok(())
+}
+
+fn sample_hello_image() -> Vec<u8> {
+    let mut b = hello::image::Builder::new(4096, b"fshost-sample");
+    let docs = b.dir(b.root(), b"docs");
+    b.file(docs, b"readme.txt", b"Hello from a sandboxed filesystem guest.\n");
+    b.symlink(b.root(), b"readme", b"docs/readme.txt");
+    let big: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i % 251) as u8).collect();
+    b.sparse_file(b.root(), b"sparse.bin", 1 << 20, vec![(0, big.clone()), (512 * 1024, big)]);
+    b.build()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => build(),
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("demo") => demo(),
+        Some("setup") => setup(),
+        _ => {
+            bail!("usage: cargo xtask <demo|test|build|lint|setup>")
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The command line: parse, open the device, load the guest, delegate.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::Device;
+use crate::plugin::{CompileCache, GuestOptions, Limits, Plugin};
+use crate::volume::Volume;
+
+/// fshost: mount untrusted filesystem images through sandboxed WebAssembly guests.
+#[derive(Debug, Parser)]
+#[command(name = "fshost", version, about)]
+pub struct Cli {
+    /// More logging (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount SOURCE at MOUNTPOINT through FUSE (read-only, nosuid, nodev).
+    Mount {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where to mount.
+        mountpoint: PathBuf,
+        /// Stay in the foreground until unmounted (or SIGINT/SIGTERM).
+        #[arg(short, long)]
+        foreground: bool,
+    },
+    /// List a directory.
+    Ls {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Path inside the filesystem (default: the root).
+        #[arg(default_value = "/")]
+        path: PathBuf,
+        /// Long format: mode, links, owner, size, mtime, symlink target.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Print every attribute of a path.
+    Stat {
+        #[command(flatten)]
+        source: SourceArgs,
+        path: PathBuf,
+    },
+    /// Write a file's bytes to stdout.
+    Cat {
+        #[command(flatten)]
+        source: SourceArgs,
+        path: PathBuf,
+    },
+    /// Extract a file or subtree to a new host path.
+    CpOut {
+        #[command(flatten)]
+        source: SourceArgs,
+        path: PathBuf,
+        dest: PathBuf,
+    },
+    /// Print what the filesystem reports about itself (type, label, UUID, counts).
+    Info {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+}
+
+/// What every command needs: a guest and a source.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// The guest component (.wasm) that parses this filesystem.
+    #[arg(long, short = 'p')]
+    pub plugin: PathBuf,
+    /// An image file or block device.
+    pub source: PathBuf,
+    /// Mount options, comma-separated: ro, allow_other; others go to the guest
+    /// (e.g. norecovery, sb=N).
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Per-call time limit for the guest, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub guest_timeout_ms: u64,
+    /// Memory limit for the guest, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub guest_memory_mib: usize,
+    /// Do not use or fill the compiled-guest cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// Host-level mount options, split from those meant for the guest.
+#[derive(Debug, Default)]
+struct HostOptions {
+    allow_other: bool,
+    guest: Vec<(String, String)>,
+}
+
+fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
+    let mut out = HostOptions::default();
+    for opt in raw.iter().filter(|o| !o.is_empty()) {
+        let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
+        match name {
+            "ro" | "nosuid" | "nodev" => {}
+            "allow_other" => out.allow_other = true,
+            "rw" => bail!("read-write mounts are not supported: fshost mounts read-only"),
+            "suid" | "dev" => bail!("-o {name} is refused: images are untrusted, so fshost mounts nosuid,nodev"),
+            _ => out.guest.push((name.to_string(), value.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// Open the source, load the guest and mount it.
+fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Result<Volume> {
+    let device = Arc::new(Device::open(&args.source, true)?);
+    let limits = Limits {
+        memory: args.guest_memory_mib.saturating_mul(1 << 20),
+        call_timeout: Duration::from_millis(args.guest_timeout_ms.max(10)),
+        ..Limits::default()
+    };
+    let cache = if args.no_cache { None } else { CompileCache::default_location() };
+    let options = GuestOptions { read_only: true, options: guest };
+    let (plugin, stats) = Plugin::load(&args.plugin, device.clone(), limits, options, cache.as_ref())?;
+    tracing::info!(
+        "guest {} {} in {:.1} ms",
+        args.plugin.display(),
+        if stats.compiled { "compiled" } else { "loaded from cache" },
+        stats.millis
+    );
+    Volume::mount(plugin, device)
+        .with_context(|| format!("mounting {} with {}", args.source.display(), args.plugin.display()))
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match cli.command {
+        Command::Mount { source, mountpoint, foreground } => {
+            drop(out);
+            crate::mount::run(&source, &mountpoint, foreground)?;
+            return Ok(());
+        }
+        Command::Ls { source, path, long } => {
+            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+            crate::offline::ls(&vol, path_bytes(&path), long, &mut out)?;
+        }
+        Command::Stat { source, path } => {
+            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+            crate::offline::stat(&vol, path_bytes(&path), &mut out)?;
+        }
+        Command::Cat { source, path } => {
+            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+            crate::offline::cat(&vol, path_bytes(&path), &mut out)?;
+        }
+        Command::CpOut { source, path, dest } => {
+            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+            crate::offline::cp_out(&vol, path_bytes(&path), &dest)?;
+        }
+        Command::Info { source } => {
+            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+            crate::offline::info(&vol, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub(crate) fn mount_volume(source: &SourceArgs) -> anyhow::Result<(Volume, bool)> {
+    let opts = split_options(&source.options)?;
+    let allow_other = opts.allow_other;
+    Ok((open_volume(source, opts.guest)?, allow_other))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_between_host_and_guest() {
+        let o = split_options(&["ro".into(), "allow_other".into(), "norecovery".into(), "sb=8193".into()]).unwrap();
+        assert!(o.allow_other);
+        assert_eq!(o.guest, vec![("norecovery".into(), "".into()), ("sb".into(), "8193".into())]);
+        assert!(split_options(&["suid".into()]).is_err());
+        assert!(split_options(&["rw".into()]).is_err());
+    }
+}

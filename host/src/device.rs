@@ -1,0 +1,109 @@
+//! The backing image or block device. The only module that reads it.
+//!
+//! Opened read-only for read-only mounts; a block device is opened with
+//! O_EXCL so the kernel refuses it while it is mounted elsewhere (and
+//! refuses to mount it while we hold it). Every read is bounds-checked
+//! against the size taken at open.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::FsError;
+
+nix::ioctl_read!(blk_getsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(blk_sszget, libc::BLKSSZGET, libc::c_int);
+
+/// Why a device could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path} is neither a regular file nor a block device")]
+    NotADevice { path: PathBuf },
+    #[error("cannot read the size of block device {path}: {source}")]
+    Size { path: PathBuf, source: nix::Error },
+}
+
+/// An open backing device.
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+    size: u64,
+    sector_size: u32,
+    read_only: bool,
+    path: PathBuf,
+}
+
+impl Device {
+    /// Open `path` (an image file or a block device).
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenError> {
+        let open_err = |source| OpenError::Open { path: path.to_owned(), source };
+        let meta = std::fs::metadata(path).map_err(open_err)?;
+        let is_block = meta.file_type().is_block_device();
+        if !is_block && !meta.is_file() {
+            return Err(OpenError::NotADevice { path: path.to_owned() });
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(!read_only);
+        let mut flags = libc::O_CLOEXEC | libc::O_NOCTTY;
+        if is_block {
+            flags |= libc::O_EXCL;
+        }
+        opts.custom_flags(flags);
+        let file = opts.open(path).map_err(open_err)?;
+        let (size, sector_size) = if is_block {
+            let mut size = 0u64;
+            let mut ssz: libc::c_int = 0;
+            // SAFETY: both ioctls write one integer of the given type to the pointer.
+            unsafe {
+                blk_getsize64(std::os::fd::AsRawFd::as_raw_fd(&file), &mut size)
+                    .map_err(|source| OpenError::Size { path: path.to_owned(), source })?;
+                blk_sszget(std::os::fd::AsRawFd::as_raw_fd(&file), &mut ssz)
+                    .map_err(|source| OpenError::Size { path: path.to_owned(), source })?;
+            }
+            (size, u32::try_from(ssz).unwrap_or(512).max(512))
+        } else {
+            (meta.len(), 512)
+        };
+        Ok(Device { file, size, sector_size, read_only, path: path.to_owned() })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Logical sector size in bytes.
+    pub fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+
+    /// Whether writes are refused.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether [offset, offset + len) lies inside the device.
+    pub fn contains(&self, offset: u64, len: u64) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.size)
+    }
+
+    /// Fill `buf` from byte `offset`; the whole range must be inside.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        let err = |source| FsError::Device { offset, len: buf.len(), source };
+        if !self.contains(offset, buf.len() as u64) {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "range is past the end of the device",
+            )));
+        }
+        let len = buf.len();
+        self.file.read_exact_at(buf, offset).map_err(|source| FsError::Device { offset, len, source })
+    }
+}

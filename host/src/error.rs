@@ -1,0 +1,78 @@
+//! The host's error for one filesystem operation, and the errno it becomes.
+//!
+//! Every failure a FUSE client or an offline command can see goes through
+//! [`FsError`]: a guest's own answer (not found, corrupted, ...), a guest
+//! that misbehaved (trap, deadline, invalid result), or a device error.
+
+use crate::types::Ino;
+
+/// What a guest said went wrong (the WIT `error-code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestCode {
+    NotFound,
+    NotDir,
+    IsDir,
+    Corrupted,
+    Io,
+    Unsupported,
+    Invalid,
+    NoData,
+    NameTooLong,
+    NoMemory,
+    ReadOnly,
+    Access,
+}
+
+/// Why one operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The guest answered with an error code.
+    #[error("{op}: the filesystem says {code:?}")]
+    Guest { op: &'static str, code: GuestCode },
+    /// The guest trapped, ran out of time or memory, or could not be started.
+    #[error("{op}: guest failed: {reason}")]
+    GuestFailed { op: &'static str, reason: String },
+    /// The guest returned something the host refuses to use.
+    #[error("{op}: guest returned an invalid result: {reason}")]
+    Invalid { op: &'static str, reason: String },
+    /// Reading the backing device failed.
+    #[error("device read of {len} bytes at byte {offset}: {source}")]
+    Device { offset: u64, len: usize, source: std::io::Error },
+    /// The filesystem could not be mounted and will not be retried.
+    #[error("the filesystem is in a failed state: {0}")]
+    Failed(String),
+    /// A request that makes no sense for this inode.
+    #[error("inode {ino}: {what}")]
+    Request { ino: Ino, what: &'static str, errno: i32 },
+}
+
+impl FsError {
+    /// The errno a FUSE reply or an offline command reports.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Guest { code, .. } => match code {
+                GuestCode::NotFound => libc::ENOENT,
+                GuestCode::NotDir => libc::ENOTDIR,
+                GuestCode::IsDir => libc::EISDIR,
+                GuestCode::Corrupted => libc::EUCLEAN,
+                GuestCode::Io => libc::EIO,
+                GuestCode::Unsupported => libc::EOPNOTSUPP,
+                GuestCode::Invalid => libc::EINVAL,
+                GuestCode::NoData => libc::ENODATA,
+                GuestCode::NameTooLong => libc::ENAMETOOLONG,
+                GuestCode::NoMemory => libc::ENOMEM,
+                GuestCode::ReadOnly => libc::EROFS,
+                GuestCode::Access => libc::EACCES,
+            },
+            FsError::Request { errno, .. } => *errno,
+            FsError::GuestFailed { .. } | FsError::Invalid { .. } | FsError::Device { .. } | FsError::Failed(_) => {
+                libc::EIO
+            }
+        }
+    }
+
+    /// Whether the guest reported that the inode or name does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FsError::Guest { code: GuestCode::NotFound, .. })
+    }
+}

@@ -1,0 +1,359 @@
+//! The FUSE adapter: the only module that knows fuser types. It translates
+//! kernel requests into [`Volume`] calls and answers with errnos.
+//!
+//! Node ids: FUSE's root is node 1, so the guest's root inode and inode 1
+//! swap node ids (a bijection); `st_ino` always shows the guest's inode
+//! number. Directory offsets: 1 and 2 are "." and "..", a guest cookie `c`
+//! is offset `c + 2` (cookies are validated to be below 2^62).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::error::FsError;
+use crate::types::{Attr, FileKind, Ino, Timestamp};
+use crate::volume::{Seek, Volume};
+
+/// The image cannot change under us, so the kernel may cache for long.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Largest read the kernel sends (max_pages) and readahead window.
+const MAX_IO: u32 = 1 << 20;
+
+/// A [`Volume`] served over FUSE.
+pub struct FuseFs {
+    volume: Volume,
+    /// Directory inode -> its parent, learnt from lookups and listings.
+    parents: RwLock<HashMap<Ino, Ino>>,
+}
+
+impl FuseFs {
+    pub fn new(volume: Volume) -> Self {
+        FuseFs { volume, parents: RwLock::new(HashMap::new()) }
+    }
+
+    fn ino(&self, node: INodeNo) -> Ino {
+        let root = self.volume.root();
+        match node.0 {
+            1 => root,
+            n if n == root.0 => Ino(1),
+            n => Ino(n),
+        }
+    }
+
+    fn node(&self, ino: Ino) -> INodeNo {
+        let root = self.volume.root();
+        if ino == root {
+            INodeNo(1)
+        } else if ino.0 == 1 {
+            INodeNo(root.0)
+        } else {
+            INodeNo(ino.0)
+        }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino.0),
+            size: a.size,
+            blocks: a.blocks,
+            atime: system_time(a.atime),
+            mtime: system_time(a.mtime),
+            ctime: system_time(a.ctime),
+            crtime: a.crtime.map_or(UNIX_EPOCH, system_time),
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: encode_dev32(a.rdev),
+            blksize: self.volume.info().block_size,
+            flags: 0,
+        }
+    }
+
+    fn note_parent(&self, parent: Ino, child: &Attr) {
+        if child.kind == FileKind::Directory {
+            self.parents.write().unwrap_or_else(|p| p.into_inner()).insert(child.ino, parent);
+        }
+    }
+
+    fn parent_of(&self, dir: Ino) -> Ino {
+        if dir == self.volume.root() {
+            return dir;
+        }
+        self.parents.read().unwrap_or_else(|p| p.into_inner()).get(&dir).copied().unwrap_or(dir)
+    }
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(t.nanoseconds));
+    let whole = if t.seconds >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(t.seconds as u64))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.seconds.unsigned_abs()))
+    };
+    whole.and_then(|w| w.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
+}
+
+/// FUSE carries rdev as the kernel's 32-bit `new_encode_dev`.
+fn encode_dev32((major, minor): (u32, u32)) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    match e {
+        FsError::Guest { .. } | FsError::Request { .. } => tracing::debug!("{e}"),
+        _ => tracing::warn!("{e}"),
+    }
+    Errno::from_i32(e.errno())
+}
+
+/// Directory offset of guest cookie `c`, and back.
+fn offset_of(cookie: u64) -> u64 {
+    cookie + 2
+}
+fn cookie_of(offset: u64) -> u64 {
+    offset.saturating_sub(2)
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(MAX_IO);
+        let _ = config.set_max_write(MAX_IO);
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_SPLICE_READ;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = self.ino(parent);
+        let attr = match name.as_bytes() {
+            b"." => self.volume.getattr(parent),
+            b".." => self.volume.getattr(self.parent_of(parent)),
+            n => self.volume.lookup(parent, n),
+        };
+        match attr {
+            Ok(a) => {
+                self.note_parent(parent, &a);
+                let mut fa = self.file_attr(&a);
+                fa.ino = self.node(a.ino);
+                reply.entry(&TTL, &fa, Generation(u64::from(a.generation)))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, node: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.volume.getattr(self.ino(node)) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, node: INodeNo, reply: ReplyData) {
+        match self.volume.readlink(self.ino(node)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, _node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.volume.read(self.ino(node), offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _node: INodeNo,
+        _fh: FileHandle,
+        _owner: fuser::LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR);
+    }
+
+    fn readdir(&self, _req: &Request, node: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let dir = self.ino(node);
+        if offset == 0 && reply.add(INodeNo(dir.0), 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset <= 1 && reply.add(INodeNo(self.parent_of(dir).0), 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        match self.volume.readdir(dir, cookie_of(offset), 256) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(INodeNo(e.ino.0), offset_of(e.cookie), file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, node: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let dir = self.ino(node);
+        for (off, name, target) in [(0, ".", dir), (1, "..", self.parent_of(dir))] {
+            if offset > off {
+                continue;
+            }
+            match self.volume.getattr(target) {
+                Ok(a) => {
+                    let mut fa = self.file_attr(&a);
+                    fa.ino = self.node(a.ino);
+                    if reply.add(fa.ino, off + 1, name, &TTL, &fa, Generation(u64::from(a.generation))) {
+                        return reply.ok();
+                    }
+                }
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        match self.volume.readdirplus(dir, cookie_of(offset), 128) {
+            Ok(entries) => {
+                for (e, a) in entries {
+                    self.note_parent(dir, &a);
+                    let mut fa = self.file_attr(&a);
+                    fa.ino = self.node(a.ino);
+                    let generation = Generation(u64::from(a.generation));
+                    if reply.add(fa.ino, offset_of(e.cookie), OsStr::from_bytes(&e.name), &TTL, &fa, generation) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _node: INodeNo, reply: ReplyStatfs) {
+        match self.volume.statfs() {
+            Ok(i) => reply.statfs(
+                i.total_blocks,
+                i.free_blocks,
+                i.available_blocks,
+                i.total_inodes,
+                i.free_inodes,
+                i.block_size,
+                i.name_max,
+                i.block_size,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, node: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.volume.getxattr(self.ino(node), name.as_bytes()) {
+            Ok(value) => xattr_reply(reply, &value, size),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, node: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.volume.listxattr(self.ino(node)) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for n in names {
+                    list.extend_from_slice(&n);
+                    list.push(0);
+                }
+                xattr_reply(reply, &list, size)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, node: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let whence = match whence {
+            libc::SEEK_DATA => Seek::Data,
+            libc::SEEK_HOLE => Seek::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else { return reply.error(Errno::ENXIO) };
+        match self.volume.seek(self.ino(node), offset, whence) {
+            Ok(pos) => reply.offset(pos as i64),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, bytes: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(bytes.len() as u32)
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev32_matches_the_kernel_new_encode_dev() {
+        // include/linux/kdev_t.h: new_encode_dev(dev) =
+        // (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
+        assert_eq!(encode_dev32((8, 1)), 0x801);
+        // minor 300000 = 0x493e0: 0xe0 | 0x10300 | 0x4930_0000.
+        assert_eq!(encode_dev32((259, 300_000)), 0x4931_03e0);
+    }
+
+    #[test]
+    fn times_before_the_epoch_keep_their_nanoseconds() {
+        let t = system_time(Timestamp { seconds: -2, nanoseconds: 250_000_000 });
+        assert_eq!(UNIX_EPOCH.duration_since(t).unwrap(), Duration::from_millis(1750));
+    }
+}

@@ -1,0 +1,21 @@
+//! fshost: a trusted host that mounts filesystem images through untrusted
+//! WebAssembly guests. See ARCHITECTURE.md at the repository root for the
+//! map; in short:
+//!
+//! - [`plugin`] owns wasmtime: loads, limits, calls and validates guests;
+//! - [`device`] owns the backing image or block device;
+//! - [`mapping`] caches validated mappings and reads file data itself;
+//! - [`volume`] combines them into the filesystem both front ends use;
+//! - [`fuse`] is the FUSE adapter, [`offline`] the FUSE-free commands;
+//! - [`cli`] and [`mount`] are the edges.
+
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod fuse;
+pub mod mapping;
+pub mod mount;
+pub mod offline;
+pub mod plugin;
+pub mod types;
+pub mod volume;

@@ -1,0 +1,335 @@
+//! Offline commands: read an image through a guest without FUSE, for
+//! scripts, containers and tests (`ls`, `stat`, `cat`, `cp-out`, `info`).
+//!
+//! Output is bytes: names and symlink targets are written as stored.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::error::FsError;
+use crate::types::{Attr, FileKind, Ino, Timestamp};
+use crate::volume::{Seek, Volume};
+
+/// An [`FsError`] as the OS error a user recognises, with what failed.
+fn os(e: FsError, what: impl std::fmt::Display) -> anyhow::Error {
+    let errno = e.errno();
+    anyhow::Error::new(std::io::Error::from_raw_os_error(errno)).context(format!("{what}: {e}"))
+}
+
+/// Most symlinks followed while resolving one path (Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolve `path` (bytes, '/'-separated, from the root; symlinks inside the
+/// image resolve inside the image) to attributes. Symlinks in the middle of
+/// the path are followed; the last component is followed only if `follow`.
+pub fn resolve(vol: &Volume, path: &[u8], follow: bool) -> anyhow::Result<Attr> {
+    let mut stack: Vec<Ino> = vec![vol.root()];
+    // Components still to walk, last first.
+    let mut todo: Vec<Vec<u8>> = path.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+            }
+            name => {
+                let dir = *stack.last().unwrap_or(&vol.root());
+                let attr = vol.lookup(dir, name).map_err(|e| os(e, display(path)))?;
+                let is_last = todo.iter().all(|p| p.is_empty());
+                if attr.kind == FileKind::Symlink && (follow || !is_last) {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        let e = FsError::Request { ino: attr.ino, what: "too many symlinks", errno: libc::ELOOP };
+                        return Err(os(e, display(path)));
+                    }
+                    let target = vol.readlink(attr.ino).map_err(|e| os(e, display(path)))?;
+                    if target.starts_with(b"/") {
+                        stack.truncate(1);
+                    }
+                    todo.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+                } else {
+                    stack.push(attr.ino);
+                }
+            }
+        }
+    }
+    let ino = *stack.last().unwrap_or(&vol.root());
+    vol.getattr(ino).map_err(|e| os(e, display(path)))
+}
+
+fn display(path: &[u8]) -> String {
+    let s = String::from_utf8_lossy(path);
+    if s.is_empty() { "/".into() } else { s.into_owned() }
+}
+
+fn mode_string(a: &Attr) -> String {
+    let t = match a.kind {
+        FileKind::Regular => '-',
+        FileKind::Directory => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::CharDevice => 'c',
+        FileKind::BlockDevice => 'b',
+        FileKind::Fifo => 'p',
+        FileKind::Socket => 's',
+    };
+    let p = u32::from(a.perm);
+    let bit = |mask: u32, c: char| if p & mask != 0 { c } else { '-' };
+    let special = |x: bool, s: bool, lower: char, upper: char| match (x, s) {
+        (true, true) => lower,
+        (false, true) => upper,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    format!(
+        "{t}{}{}{}{}{}{}{}{}{}",
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(p & 0o100 != 0, p & 0o4000 != 0, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(p & 0o010 != 0, p & 0o2000 != 0, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(p & 0o001 != 0, p & 0o1000 != 0, 't', 'T'),
+    )
+}
+
+fn ts(t: Timestamp) -> String {
+    format!("{}.{:09}", t.seconds, t.nanoseconds)
+}
+
+/// `ls`: the entries of a directory (or the name of a file), one per line;
+/// with `long`, mode, links, owner, size, mtime and symlink targets too.
+pub fn ls(vol: &Volume, path: &[u8], long: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let attr = resolve(vol, path, true)?;
+    let entries: Vec<(Vec<u8>, Ino)> = if attr.kind == FileKind::Directory {
+        let mut v: Vec<_> = vol
+            .read_whole_dir(attr.ino)
+            .map_err(|e| os(e, display(path)))?
+            .into_iter()
+            .map(|e| (e.name, e.ino))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![(path.rsplit(|&b| b == b'/').next().unwrap_or(path).to_vec(), attr.ino)]
+    };
+    for (name, ino) in entries {
+        if long {
+            let a = vol.getattr(ino).map_err(|e| os(e, String::from_utf8_lossy(&name)))?;
+            let size = match a.kind {
+                FileKind::CharDevice | FileKind::BlockDevice => format!("{}, {}", a.rdev.0, a.rdev.1),
+                _ => a.size.to_string(),
+            };
+            write!(out, "{} {} {} {} {} {} ", mode_string(&a), a.nlink, a.uid, a.gid, size, ts(a.mtime))?;
+            out.write_all(&name)?;
+            if a.kind == FileKind::Symlink {
+                out.write_all(b" -> ")?;
+                out.write_all(&vol.readlink(ino).map_err(|e| os(e, String::from_utf8_lossy(&name)))?)?;
+            }
+        } else {
+            out.write_all(&name)?;
+        }
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// `stat`: every attribute, one `key: value` per line.
+pub fn stat(vol: &Volume, path: &[u8], out: &mut impl Write) -> anyhow::Result<()> {
+    let a = resolve(vol, path, false)?;
+    let kind = match a.kind {
+        FileKind::Regular => "regular",
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::CharDevice => "char-device",
+        FileKind::BlockDevice => "block-device",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+    };
+    writeln!(out, "ino: {}", a.ino)?;
+    writeln!(out, "type: {kind}")?;
+    writeln!(out, "mode: {:04o}", a.perm)?;
+    writeln!(out, "nlink: {}", a.nlink)?;
+    writeln!(out, "uid: {}", a.uid)?;
+    writeln!(out, "gid: {}", a.gid)?;
+    writeln!(out, "size: {}", a.size)?;
+    writeln!(out, "blocks: {}", a.blocks)?;
+    writeln!(out, "atime: {}", ts(a.atime))?;
+    writeln!(out, "mtime: {}", ts(a.mtime))?;
+    writeln!(out, "ctime: {}", ts(a.ctime))?;
+    writeln!(out, "crtime: {}", a.crtime.map_or("-".into(), ts))?;
+    writeln!(out, "rdev: {},{}", a.rdev.0, a.rdev.1)?;
+    writeln!(out, "generation: {}", a.generation)?;
+    if a.kind == FileKind::Symlink {
+        out.write_all(b"target: ")?;
+        out.write_all(&vol.readlink(a.ino).map_err(|e| os(e, display(path)))?)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Stream regular file `attr` to `out` in 1 MiB reads.
+fn copy_file(vol: &Volume, attr: &Attr, what: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut pos = 0u64;
+    while pos < attr.size {
+        let chunk = vol.read(attr.ino, pos, 1 << 20).map_err(|e| os(e, format!("{what} at byte {pos}")))?;
+        if chunk.is_empty() {
+            bail!("{what}: read at byte {pos} returned nothing before the end ({} bytes)", attr.size);
+        }
+        out.write_all(&chunk)?;
+        pos += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// `cat`: the bytes of a regular file.
+pub fn cat(vol: &Volume, path: &[u8], out: &mut impl Write) -> anyhow::Result<()> {
+    let attr = resolve(vol, path, true)?;
+    if attr.kind != FileKind::Regular {
+        bail!("{}: not a regular file", display(path));
+    }
+    copy_file(vol, &attr, &display(path), out)
+}
+
+/// `info`: what the filesystem reports about itself.
+pub fn info(vol: &Volume, out: &mut impl Write) -> anyhow::Result<()> {
+    let i = vol.statfs().map_err(|e| os(e, "statfs"))?;
+    writeln!(out, "type: {}", i.fs_type)?;
+    out.write_all(b"label: ")?;
+    out.write_all(&i.label)?;
+    writeln!(out)?;
+    writeln!(out, "uuid: {}", format_uuid(&i.uuid))?;
+    writeln!(out, "block size: {}", i.block_size)?;
+    writeln!(out, "blocks: {} total, {} free, {} available", i.total_blocks, i.free_blocks, i.available_blocks)?;
+    writeln!(out, "inodes: {} total, {} free", i.total_inodes, i.free_inodes)?;
+    writeln!(out, "root inode: {}", i.root)?;
+    Ok(())
+}
+
+/// A 16-byte UUID in the usual 8-4-4-4-12 form; other lengths in plain hex.
+pub fn format_uuid(u: &[u8]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    if u.len() == 16 {
+        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    } else {
+        hex
+    }
+}
+
+/// `cp-out`: extract `path` (a file or a whole subtree) to `dest`, which
+/// must not exist. Regular files keep their holes; directories, symlinks,
+/// fifos and hard links are recreated; device nodes and sockets are skipped
+/// with a warning; set-id and sticky bits are dropped (the image is
+/// untrusted); times are kept.
+pub fn cp_out(vol: &Volume, path: &[u8], dest: &Path) -> anyhow::Result<()> {
+    if dest.symlink_metadata().is_ok() {
+        bail!("{} already exists; cp-out only creates new files", dest.display());
+    }
+    let attr = resolve(vol, path, false)?;
+    let mut links = HashMap::new();
+    extract(vol, &attr, display(path), dest, &mut links, 0)
+}
+
+fn extract(
+    vol: &Volume,
+    attr: &Attr,
+    what: String,
+    dest: &Path,
+    links: &mut HashMap<Ino, PathBuf>,
+    depth: usize,
+) -> anyhow::Result<()> {
+    if depth > 4096 {
+        bail!("{what}: directory nesting deeper than 4096");
+    }
+    if attr.kind != FileKind::Directory && attr.nlink > 1 {
+        if let Some(first) = links.get(&attr.ino) {
+            return std::fs::hard_link(first, dest).with_context(|| format!("linking {}", dest.display()));
+        }
+        links.insert(attr.ino, dest.to_owned());
+    }
+    let perm = std::fs::Permissions::from_mode(u32::from(attr.perm) & 0o777);
+    match attr.kind {
+        FileKind::Directory => {
+            std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
+            for e in vol.read_whole_dir(attr.ino).map_err(|e| os(e, &what))? {
+                let child = vol
+                    .getattr(e.ino)
+                    .map_err(|err| os(err, format!("{what}/{}", String::from_utf8_lossy(&e.name))))?;
+                let name = String::from_utf8_lossy(&e.name).into_owned();
+                extract(
+                    vol,
+                    &child,
+                    format!("{what}/{name}"),
+                    &dest.join(OsStr::from_bytes(&e.name)),
+                    links,
+                    depth + 1,
+                )?;
+            }
+            std::fs::set_permissions(dest, perm)?;
+        }
+        FileKind::Regular => {
+            let file = std::fs::File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
+            write_sparse(vol, attr, &what, &file)?;
+            file.set_permissions(perm)?;
+        }
+        FileKind::Symlink => {
+            let target = vol.readlink(attr.ino).map_err(|e| os(e, &what))?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest)
+                .with_context(|| format!("creating symlink {}", dest.display()))?;
+            return Ok(());
+        }
+        FileKind::Fifo => {
+            nix::unistd::mkfifo(dest, nix::sys::stat::Mode::from_bits_truncate(u32::from(attr.perm) & 0o777))
+                .with_context(|| format!("creating fifo {}", dest.display()))?;
+        }
+        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
+            tracing::warn!("{what}: skipping a device node or socket");
+            return Ok(());
+        }
+    }
+    set_times(dest, attr)
+}
+
+/// Write the data ranges of `attr` into `file`, leaving holes as holes.
+fn write_sparse(vol: &Volume, attr: &Attr, what: &str, file: &std::fs::File) -> anyhow::Result<()> {
+    let mut pos = 0u64;
+    while pos < attr.size {
+        let data = match vol.seek(attr.ino, pos, Seek::Data) {
+            Ok(d) => d,
+            Err(e) if e.errno() == libc::ENXIO => break,
+            Err(e) => return Err(os(e, what)),
+        };
+        let hole = vol.seek(attr.ino, data, Seek::Hole).map_err(|e| os(e, what))?;
+        let mut at = data;
+        while at < hole {
+            let want = (hole - at).min(1 << 20) as u32;
+            let chunk = vol.read(attr.ino, at, want).map_err(|e| os(e, format!("{what} at byte {at}")))?;
+            if chunk.is_empty() {
+                bail!("{what}: short read at byte {at}");
+            }
+            file.write_all_at(&chunk, at)?;
+            at += chunk.len() as u64;
+        }
+        pos = hole;
+    }
+    file.set_len(attr.size)?;
+    Ok(())
+}
+
+fn set_times(dest: &Path, attr: &Attr) -> anyhow::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let spec = |t: Timestamp| TimeSpec::new(t.seconds, i64::from(t.nanoseconds));
+    utimensat(nix::fcntl::AT_FDCWD, dest, &spec(attr.atime), &spec(attr.mtime), UtimensatFlags::NoFollowSymlink)
+        .with_context(|| format!("setting times of {}", dest.display()))
+}

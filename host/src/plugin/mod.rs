@@ -1,0 +1,393 @@
+//! The plugin runtime: the one module that owns wasmtime.
+//!
+//! It compiles (or loads from [`cache`]) a guest component, instantiates it
+//! with WASI that grants nothing (no preopens, no environment, no sockets)
+//! plus the `block-device` and `log` imports, and calls it under the
+//! [`Limits`]: a memory cap, a per-call wall-clock deadline (epoch
+//! interruption) and bounds on every answer. Every answer is validated in
+//! [`convert`] before the rest of the host sees it.
+//!
+//! A guest that traps, panics or overruns a limit costs the one operation:
+//! the instance is dropped, the error is logged with the guest's backtrace
+//! and stderr, and the next call starts a fresh instance and mounts again.
+//! After `max_mount_failures` failed mounts in a row the filesystem is in a
+//! failed state and every call fails at once.
+
+mod bindings;
+pub mod cache;
+mod convert;
+mod imports;
+mod limits;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyhow::Context;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::device::Device;
+use crate::error::FsError;
+use crate::types::{Attr, DirEntry, FsInfo, Ino, Mapping};
+use bindings::{FilesystemGuest, FilesystemGuestPre, types as wit};
+pub use cache::CompileCache;
+pub use convert::{MAX_COOKIE, NAME_MAX};
+pub use limits::Limits;
+
+/// Per-instance state the imports see.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: wasmtime::StoreLimits,
+    device: Arc<Device>,
+    max_read: u32,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Options handed to the guest's `mount`.
+#[derive(Debug, Clone, Default)]
+pub struct GuestOptions {
+    pub read_only: bool,
+    pub options: Vec<(String, String)>,
+}
+
+struct Live {
+    store: Store<State>,
+    guest: FilesystemGuest,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Option<Live>,
+    mount_failures: u32,
+    failed: Option<String>,
+    info: Option<FsInfo>,
+}
+
+/// A loaded guest bound to one device: instantiated on demand, restarted
+/// after failures. Calls are serialised (one instance).
+pub struct Plugin {
+    engine: Engine,
+    pre: FilesystemGuestPre<State>,
+    device: Arc<Device>,
+    limits: Limits,
+    options: GuestOptions,
+    slot: Mutex<Slot>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// How long loading took, for `-v` and the benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadStats {
+    pub compiled: bool,
+    pub millis: f64,
+}
+
+fn engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    Ok(Engine::new(&config)?)
+}
+
+impl Plugin {
+    /// Load the guest at `path` for `device`, compiling it unless `cache`
+    /// holds it already.
+    pub fn load(
+        path: &Path,
+        device: Arc<Device>,
+        limits: Limits,
+        options: GuestOptions,
+        cache: Option<&CompileCache>,
+    ) -> anyhow::Result<(Self, LoadStats)> {
+        let started = Instant::now();
+        let wasm = std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?;
+        let engine = engine()?;
+        let cached = cache.and_then(|c| c.load(&engine, &wasm));
+        let compiled = cached.is_none();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&engine, &wasm)
+                    .map_err(|e| anyhow::anyhow!("{} is not a valid WebAssembly component: {e}", path.display()))?;
+                if let Some(cache) = cache {
+                    cache.store(&engine, &wasm, &c);
+                }
+                c
+            }
+        };
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        FilesystemGuest::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| incompatible(path, &component, &engine, e))?;
+        let pre = FilesystemGuestPre::new(pre).map_err(|e| incompatible(path, &component, &engine, e))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new().name("fshost-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(limits::EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+
+        let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
+        let plugin = Plugin { engine, pre, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
+        Ok((plugin, stats))
+    }
+
+    fn new_store(&self) -> Store<State> {
+        let stderr = MemoryOutputPipe::new(1 << 20);
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory)
+            .table_elements(self.limits.table_elements)
+            .instances(self.limits.instances)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            device: self.device.clone(),
+            max_read: self.limits.max_read,
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding the lock cannot leave a half-updated slot
+        // that matters: the worst case is a live instance we then reuse.
+        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Instantiate and mount a fresh instance into `slot`.
+    fn start(&self, slot: &mut Slot) -> Result<(), FsError> {
+        if let Some(reason) = &slot.failed {
+            return Err(FsError::Failed(reason.clone()));
+        }
+        let result = self.try_start();
+        match result {
+            Ok((live, info)) => {
+                if let Some(previous) = &slot.info
+                    && previous.root != info.root
+                {
+                    let reason = format!("guest restarted with root inode {} instead of {}", info.root, previous.root);
+                    slot.failed = Some(reason.clone());
+                    return Err(FsError::Failed(reason));
+                }
+                slot.mount_failures = 0;
+                slot.info = Some(info);
+                slot.live = Some(live);
+                Ok(())
+            }
+            Err(e) => {
+                slot.mount_failures += 1;
+                if slot.mount_failures >= self.limits.max_mount_failures && slot.info.is_some() {
+                    let reason = format!("{} mounts in a row failed, the last with: {e}", slot.mount_failures);
+                    tracing::error!("{reason}");
+                    slot.failed = Some(reason);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn try_start(&self) -> Result<(Live, FsInfo), FsError> {
+        const OP: &str = "mount";
+        let mut store = self.new_store();
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let guest = self.pre.instantiate(&mut store).map_err(|e| failure(OP, e, &store))?;
+        let opts = wit::MountOptions { read_only: self.options.read_only, options: self.options.options.clone() };
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let answer = guest.fshost_plugin_filesystem().call_mount(&mut store, &opts);
+        let info = match answer {
+            Ok(Ok(info)) => convert::info(OP, info)?,
+            Ok(Err(code)) => return Err(FsError::Guest { op: OP, code: convert::code(code) }),
+            Err(e) => return Err(failure(OP, e, &store)),
+        };
+        Ok((Live { store, guest }, info))
+    }
+
+    /// Mount: start an instance (if none runs) and return what it reported.
+    pub fn mount(&self) -> Result<FsInfo, FsError> {
+        let mut slot = self.lock();
+        if slot.live.is_none() {
+            self.start(&mut slot)?;
+        }
+        slot.info.clone().ok_or_else(|| FsError::Failed("mounted without filesystem info".into()))
+    }
+
+    /// Call into the guest with the limits armed; map traps to `GuestFailed`
+    /// and drop the instance after one.
+    fn call<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&bindings::guest::Guest, &mut Store<State>) -> wasmtime::Result<Result<T, wit::ErrorCode>>,
+    ) -> Result<T, FsError> {
+        let mut slot = self.lock();
+        if slot.live.is_none() {
+            self.start(&mut slot)?;
+        }
+        let Some(live) = slot.live.as_mut() else {
+            return Err(FsError::Failed("no guest instance".into()));
+        };
+        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let Live { store, guest } = live;
+        match f(guest.fshost_plugin_filesystem(), store) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(code)) => Err(FsError::Guest { op, code: convert::code(code) }),
+            Err(e) => {
+                let err = failure(op, e, store);
+                slot.live = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Filesystem-wide counters now.
+    pub fn statfs(&self) -> Result<FsInfo, FsError> {
+        let info = self.call("statfs", |g, s| g.call_statfs(s))?;
+        convert::info("statfs", info)
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let a = self.call("getattr", |g, s| g.call_getattr(s, ino.0))?;
+        convert::attr("getattr", a, Some(ino))
+    }
+
+    /// Look `name` up in `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        convert::name("lookup", name).map_err(|_| FsError::Request {
+            ino: parent,
+            what: "lookup of an invalid name",
+            errno: libc::EINVAL,
+        })?;
+        let a = self.call("lookup", |g, s| g.call_lookup_name(s, parent.0, name))?;
+        convert::attr("lookup", a, None)
+    }
+
+    /// Up to `max` entries of `dir` after `cookie`.
+    pub fn readdir(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>, FsError> {
+        let max = max.min(self.limits.max_dir_entries);
+        let raw = self.call("readdir", |g, s| g.call_readdir(s, dir.0, cookie, max))?;
+        convert::entries("readdir", raw, cookie, &self.limits)
+    }
+
+    /// Up to `max` entries of `dir` after `cookie`, with attributes.
+    pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<(DirEntry, Attr)>, FsError> {
+        let max = max.min(self.limits.max_dir_entries);
+        let raw = self.call("readdirplus", |g, s| g.call_readdirplus(s, dir.0, cookie, max))?;
+        let (entries, attrs): (Vec<_>, Vec<_>) = raw.into_iter().map(|p| (p.entry, p.attr)).unzip();
+        let entries = convert::entries("readdirplus", entries, cookie, &self.limits)?;
+        entries
+            .into_iter()
+            .zip(attrs)
+            .map(|(e, a)| {
+                let attr = convert::attr("readdirplus", a, Some(e.ino))?;
+                Ok((e, attr))
+            })
+            .collect()
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let target = self.call("readlink", |g, s| g.call_readlink(s, ino.0))?;
+        if target.is_empty() || target.len() > 4096 * 16 || target.contains(&0) {
+            return Err(FsError::Invalid {
+                op: "readlink",
+                reason: format!("inode {ino}: target of {} bytes", target.len()),
+            });
+        }
+        Ok(target)
+    }
+
+    /// Names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
+        let names = self.call("listxattr", |g, s| g.call_listxattr(s, ino.0))?;
+        let total: usize = names.iter().map(|n| n.len() + 1).sum();
+        if total > 65536 || names.iter().any(|n| n.is_empty() || n.len() > 255 || n.contains(&0)) {
+            return Err(FsError::Invalid { op: "listxattr", reason: format!("inode {ino}: invalid xattr names") });
+        }
+        Ok(names)
+    }
+
+    /// The value of xattr `name` of `ino`.
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let value = self.call("getxattr", |g, s| g.call_getxattr(s, ino.0, name))?;
+        if value.len() > self.limits.max_value.max(65536) {
+            return Err(FsError::Invalid {
+                op: "getxattr",
+                reason: format!("inode {ino}: value of {} bytes", value.len()),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Validated mappings of `ino` starting with the one containing `offset`.
+    pub fn iomap_begin(&self, ino: Ino, offset: u64, length: u64, report: bool) -> Result<Vec<Mapping>, FsError> {
+        let flags = if report { wit::IomapFlags::REPORT } else { wit::IomapFlags::empty() };
+        let raw = self.call("iomap-begin", |g, s| g.call_iomap_begin(s, ino.0, offset, length, flags))?;
+        let block_size = self.lock().info.as_ref().map_or(512, |i| u64::from(i.block_size));
+        let check = convert::MapCheck { ino, offset, device_size: self.device.size(), block_size };
+        convert::mappings(raw, &check, &self.limits)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Describe a trap: the error chain with the guest's backtrace, and the
+/// tail of what the guest wrote to stderr (a Rust panic message lands there).
+fn failure(op: &'static str, e: wasmtime::Error, store: &Store<State>) -> FsError {
+    let stderr = store.data().stderr.contents();
+    let tail = &stderr[stderr.len().saturating_sub(2048)..];
+    let trap = e.downcast_ref::<wasmtime::Trap>().copied();
+    let reason = match trap {
+        Some(wasmtime::Trap::Interrupt) => "deadline exceeded (guest ran past its per-call time limit)".to_string(),
+        _ => format!("{e:?}"),
+    };
+    let stderr_note = if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; guest stderr: {}", String::from_utf8_lossy(tail).trim())
+    };
+    tracing::error!(target: "fshost::guest", "{op}: guest trapped: {reason}{stderr_note}");
+    FsError::GuestFailed { op, reason: format!("{reason}{stderr_note}") }
+}
+
+/// A clear message for a component that does not fit this host's world,
+/// naming the contract versions involved.
+fn incompatible(path: &Path, component: &Component, engine: &Engine, e: wasmtime::Error) -> anyhow::Error {
+    let ty = component.component_type();
+    let mut names: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    names.extend(ty.exports(engine).map(|(n, _)| n.to_string()));
+    let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("fshost:plugin/")).collect();
+    anyhow::anyhow!(
+        "{} does not implement this host's contract fshost:plugin@{} (it uses {:?}): {e}",
+        path.display(),
+        CONTRACT_VERSION,
+        ours
+    )
+}
+
+/// The WIT package version this host implements.
+pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -1,0 +1,193 @@
+//! A mounted filesystem as the rest of the host sees it: a guest, the
+//! device, and the caches in front of them. The FUSE adapter and the offline
+//! commands both talk to a [`Volume`]; neither knows about wasmtime.
+//!
+//! The image is read-only, so attributes and mappings never go stale and are
+//! cached until the caches are full.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::device::Device;
+use crate::error::FsError;
+use crate::mapping::cache::MappingCache;
+use crate::mapping::read::fill_from;
+use crate::plugin::Plugin;
+use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
+
+/// How far ahead the host asks the guest to map when it misses the cache.
+const MAP_AHEAD: u64 = 8 << 20;
+/// Most attributes kept.
+const ATTR_CACHE: usize = 1 << 20;
+
+/// A guest-backed, read-only filesystem.
+pub struct Volume {
+    plugin: Plugin,
+    device: Arc<Device>,
+    info: FsInfo,
+    attrs: RwLock<HashMap<Ino, Attr>>,
+    mappings: MappingCache,
+}
+
+/// Where `seek` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    Data,
+    Hole,
+}
+
+fn not_regular(attr: &Attr) -> FsError {
+    let errno = if attr.kind == FileKind::Directory { libc::EISDIR } else { libc::EINVAL };
+    FsError::Request { ino: attr.ino, what: "not a regular file", errno }
+}
+
+impl Volume {
+    /// Mount `plugin` (starts the guest and reads its filesystem info).
+    pub fn mount(plugin: Plugin, device: Arc<Device>) -> Result<Self, FsError> {
+        let info = plugin.mount()?;
+        Ok(Volume { plugin, device, info, attrs: RwLock::new(HashMap::new()), mappings: MappingCache::new(1 << 20) })
+    }
+
+    /// What the guest reported at mount.
+    pub fn info(&self) -> &FsInfo {
+        &self.info
+    }
+
+    /// The root directory's inode.
+    pub fn root(&self) -> Ino {
+        self.info.root
+    }
+
+    /// Current filesystem-wide counters.
+    pub fn statfs(&self) -> Result<FsInfo, FsError> {
+        self.plugin.statfs()
+    }
+
+    fn remember(&self, attr: &Attr) {
+        let mut attrs = self.attrs.write().unwrap_or_else(|p| p.into_inner());
+        if attrs.len() >= ATTR_CACHE {
+            attrs.clear();
+        }
+        attrs.insert(attr.ino, attr.clone());
+    }
+
+    /// Attributes of `ino` (cached).
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        if let Some(a) = self.attrs.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
+            return Ok(a.clone());
+        }
+        let attr = self.plugin.getattr(ino)?;
+        self.remember(&attr);
+        Ok(attr)
+    }
+
+    /// Look `name` up in directory `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let attr = self.plugin.lookup(parent, name)?;
+        self.remember(&attr);
+        Ok(attr)
+    }
+
+    /// Up to `max` entries of `dir` after guest cookie `cookie`.
+    pub fn readdir(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>, FsError> {
+        self.plugin.readdir(dir, cookie, max)
+    }
+
+    /// As [`Volume::readdir`], with attributes (which are cached).
+    pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<(DirEntry, Attr)>, FsError> {
+        let entries = self.plugin.readdirplus(dir, cookie, max)?;
+        for (_, attr) in &entries {
+            self.remember(attr);
+        }
+        Ok(entries)
+    }
+
+    /// Every entry of `dir`, in the guest's order.
+    pub fn read_whole_dir(&self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
+        let mut all: Vec<DirEntry> = Vec::new();
+        let mut cookie = 0;
+        loop {
+            let batch = self.readdir(dir, cookie, 1024)?;
+            let Some(last) = batch.last() else { break };
+            cookie = last.cookie;
+            all.extend(batch);
+            if all.len() > 100_000_000 {
+                return Err(FsError::Invalid { op: "readdir", reason: format!("directory {dir} never ends") });
+            }
+        }
+        Ok(all)
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        self.plugin.readlink(ino)
+    }
+
+    /// Extended attribute names of `ino`.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
+        self.plugin.listxattr(ino)
+    }
+
+    /// Extended attribute `name` of `ino`.
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        self.plugin.getxattr(ino, name)
+    }
+
+    /// The mapping of `ino` containing `pos`: from the cache, or from the
+    /// guest (which then fills the cache).
+    fn mapping(&self, ino: Ino, pos: u64) -> Result<Mapping, FsError> {
+        if let Some(m) = self.mappings.get(ino, pos) {
+            return Ok(m);
+        }
+        let maps = self.plugin.iomap_begin(ino, pos, MAP_AHEAD, false)?;
+        self.mappings.insert(ino, &maps);
+        // Validated: the first mapping contains `pos`.
+        maps.into_iter().next().ok_or_else(|| FsError::Invalid { op: "iomap-begin", reason: "no mapping".into() })
+    }
+
+    /// Up to `size` bytes of regular file `ino` at `offset` (fewer at EOF).
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let attr = self.getattr(ino)?;
+        if attr.kind != FileKind::Regular {
+            return Err(not_regular(&attr));
+        }
+        let end = offset.saturating_add(u64::from(size)).min(attr.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut pos = offset;
+        while pos < end {
+            let m = self.mapping(ino, pos)?;
+            let at = (pos - offset) as usize;
+            pos += fill_from(&self.device, &m, pos, &mut buf[at..])? as u64;
+        }
+        Ok(buf)
+    }
+
+    /// SEEK_DATA / SEEK_HOLE from `offset`, as lseek(2) defines them:
+    /// unwritten ranges are holes; past the last data, SEEK_DATA is ENXIO
+    /// and SEEK_HOLE is the file size.
+    pub fn seek(&self, ino: Ino, offset: u64, whence: Seek) -> Result<u64, FsError> {
+        let attr = self.getattr(ino)?;
+        if attr.kind != FileKind::Regular {
+            return Err(not_regular(&attr));
+        }
+        let enxio = FsError::Request { ino, what: "seek past the end", errno: libc::ENXIO };
+        if offset >= attr.size {
+            return Err(enxio);
+        }
+        let mut pos = offset;
+        while pos < attr.size {
+            let m = self.mapping(ino, pos)?;
+            if m.is_data() == (whence == Seek::Data) {
+                return Ok(pos);
+            }
+            pos = m.end();
+        }
+        match whence {
+            Seek::Data => Err(enxio),
+            Seek::Hole => Ok(attr.size),
+        }
+    }
+}

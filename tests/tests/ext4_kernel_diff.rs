@@ -13,10 +13,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
-use stand_in::FshostMount;
-
 use fshost_tests::compare::{Difference, compare_trees};
-use fshost_tests::fshost::guest;
+use fshost_tests::fshost::{FshostMount, guest};
 use fshost_tests::kernel::{Image, KernelMount, require_root};
 use fshost_tests::tree::{self, TreeSize};
 
@@ -328,87 +326,5 @@ fn a_crashed_image_needs_its_journal_replayed() {
             "replaying the journal must change {path} ({what}); the differences were:\n{}",
             diffs.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
         );
-    }
-}
-
-/// Until tests/src/fshost.rs provides `FshostMount` (same API: `mount`,
-/// `path`, Drop unmounts and waits), this runs the CLI the same way:
-/// `fshost mount --plugin PLUGIN SOURCE MNT [-o OPTIONS]`, serving in the
-/// foreground until unmounted. Replace this module with
-/// `use fshost_tests::fshost::FshostMount;` when that lands.
-mod stand_in {
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use anyhow::{Context, bail};
-    use fshost_tests::fshost::fshost_bin;
-    use fshost_tests::scratch::ScratchDir;
-
-    pub struct FshostMount {
-        child: Child,
-        mountpoint: ScratchDir,
-    }
-
-    impl FshostMount {
-        pub fn mount(plugin: &Path, source: &Path, options: &[&str]) -> anyhow::Result<FshostMount> {
-            let bin = fshost_bin();
-            let mountpoint = ScratchDir::new("fshost-mnt")?;
-            let mut command = Command::new(&bin);
-            command.arg("mount").arg("--plugin").arg(plugin).arg(source).arg(mountpoint.path());
-            if !options.is_empty() {
-                command.arg("-o").arg(options.join(","));
-            }
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            let mut mount = FshostMount { child, mountpoint };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !is_mount_point(mount.mountpoint.path())? {
-                if let Some(status) = mount.child.try_wait()? {
-                    bail!("{} exited ({status}) before mounting {}", bin.display(), source.display());
-                }
-                if Instant::now() > deadline {
-                    bail!("{} did not mount {} within 30 s", bin.display(), source.display());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(mount)
-        }
-
-        pub fn path(&self) -> &Path {
-            self.mountpoint.path()
-        }
-    }
-
-    /// A mount point sits on a different device than its parent.
-    fn is_mount_point(path: &Path) -> anyhow::Result<bool> {
-        use std::os::unix::fs::MetadataExt;
-        let parent = path.parent().context("a mountpoint has a parent")?;
-        Ok(std::fs::metadata(path)?.dev() != std::fs::metadata(parent)?.dev())
-    }
-
-    impl Drop for FshostMount {
-        fn drop(&mut self) {
-            if is_mount_point(self.path()).unwrap_or(false) {
-                let ok = Command::new("umount").arg(self.path()).status().is_ok_and(|s| s.success());
-                if !ok {
-                    let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) {
-                if Instant::now() > deadline {
-                    eprintln!("warning: fshost did not exit after unmount; killing it");
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
     }
 }

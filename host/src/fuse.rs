@@ -2,8 +2,8 @@
 //! kernel requests into [`Volume`] calls and answers with errnos.
 //!
 //! Node ids: FUSE's root is node 1, so the guest's root inode and inode 1
-//! swap node ids (a bijection); `st_ino` always shows the guest's inode
-//! number. Directory offsets: 1 and 2 are "." and "..", a guest cookie `c`
+//! swap node ids (a bijection); `st_ino`, and `d_ino` of "." and "..",
+//! always show the guest's inode number. Directory offsets: 1 and 2 are "." and "..", a guest cookie `c`
 //! is offset `c + 2` (cookies are validated to be below 2^62).
 
 use std::collections::HashMap;
@@ -251,8 +251,9 @@ impl Filesystem for FuseFs {
             }
             match self.volume.getattr(target) {
                 Ok(a) => {
-                    let mut fa = self.file_attr(&a);
-                    fa.ino = self.node(a.ino);
+                    // The kernel links no dentry for "." and "..", so their
+                    // node id is only shown as d_ino: use the real inode.
+                    let fa = self.file_attr(&a);
                     if reply.add(fa.ino, off + 1, name, &TTL, &fa, Generation(u64::from(a.generation))) {
                         return reply.ok();
                     }

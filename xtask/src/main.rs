@@ -122,32 +122,53 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
-/// The main job on a built-in sample: make an image, mount it, list it, unmount.
+/// The main job on built-in samples: make an ext4 image (mkfs.ext4 -d from
+/// a small tree) and a hellofs image, mount each through its guest, list
+/// it, read a file, unmount.
 fn demo() -> anyhow::Result<()> {
     build()?;
     let work = target_dir().join("demo");
+    for mnt in ["ext4-mnt", "hello-mnt"] {
+        // A previous demo interrupted mid-way may have left a mount behind.
+        let _ = Command::new("umount").arg("-l").arg(work.join(mnt)).status();
+    }
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let fshost = target_dir().join("release/fshost");
-    let image = work.join("hello.img");
-    std::fs::write(&image, sample_hello_image())?;
-    let mnt = work.join("mnt");
-    std::fs::create_dir_all(&mnt)?;
-    let plugin = target_dir().join("guests/hello.wasm");
-    run(Command::new(&fshost).arg("mount").arg("--plugin").arg(&plugin).arg(&image).arg(&mnt))?;
-    let listed = run(Command::new("ls").arg("-lR").arg(&mnt))
-        .and_then(|()| run(Command::new("cat").arg(mnt.join("docs/readme.txt"))));
-    let unmounted = run(Command::new("umount").arg(&mnt));
-    listed?;
-    unmounted?;
-    eprintln!("demo: mounted {} with {}, listed it and unmounted it", image.display(), plugin.display());
+
+    let tree = work.join("tree");
+    std::fs::create_dir_all(tree.join("docs"))?;
+    std::fs::write(tree.join("docs/readme.txt"), "Hello from ext4, parsed by a sandboxed guest.\n")?;
+    std::os::unix::fs::symlink("docs/readme.txt", tree.join("readme"))?;
+    std::fs::write(tree.join("numbers.txt"), (0..20_000).map(|i| format!("{i}\n")).collect::<String>())?;
+    let ext4 = work.join("sample-ext4.img");
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "fshost-sample", "-d"]).arg(&tree).arg(&ext4).arg("16M"))?;
+    show(&ext4, "ext4", &work.join("ext4-mnt"))?;
+
+    let hello = work.join("sample-hello.img");
+    std::fs::write(&hello, sample_hello_image())?;
+    show(&hello, "hello", &work.join("hello-mnt"))?;
+    eprintln!("demo: mounted, listed and unmounted both samples");
     Ok(())
+}
+
+/// Mount `image` with guest `guest` at `mnt`, list it, read a file, unmount.
+fn show(image: &std::path::Path, guest: &str, mnt: &std::path::Path) -> anyhow::Result<()> {
+    let fshost = target_dir().join("release/fshost");
+    let plugin = target_dir().join("guests").join(format!("{guest}.wasm"));
+    std::fs::create_dir_all(mnt)?;
+    run(Command::new(&fshost).arg("info").arg("--plugin").arg(&plugin).arg(image))?;
+    run(Command::new(&fshost).arg("mount").arg("--plugin").arg(&plugin).arg(image).arg(mnt))?;
+    let listed =
+        run(Command::new("ls").arg("-lR").arg(mnt)).and_then(|()| run(Command::new("cat").arg(mnt.join("readme"))));
+    let unmounted = run(Command::new("umount").arg(mnt));
+    listed?;
+    unmounted
 }
 
 fn sample_hello_image() -> Vec<u8> {
     let mut b = hello::image::Builder::new(4096, b"fshost-sample");
     let docs = b.dir(b.root(), b"docs");
-    b.file(docs, b"readme.txt", b"Hello from a sandboxed filesystem guest.\n");
+    b.file(docs, b"readme.txt", b"Hello from hellofs, the smallest fshost guest.\n");
     b.symlink(b.root(), b"readme", b"docs/readme.txt");
     let big: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i % 251) as u8).collect();
     b.sparse_file(b.root(), b"sparse.bin", 1 << 20, vec![(0, big.clone()), (512 * 1024, big)]);

@@ -53,7 +53,9 @@ impl Header {
         }
         let block_size = le_u32(&raw, 8)?;
         if !(512..=65536).contains(&block_size) || !block_size.is_power_of_two() {
-            return Err(Error::corrupted(format!("header: block size {block_size} is not a power of two in 512..=65536")));
+            return Err(Error::corrupted(format!(
+                "header: block size {block_size} is not a power of two in 512..=65536"
+            )));
         }
         let inode_count = le_u32(&raw, 12)?;
         if inode_count == 0 {

@@ -114,9 +114,10 @@ impl Filesystem for Hello {
         if FileType::from_mode(inode.mode) != Some(FileType::Symlink) {
             return Err(Error::invalid(format!("inode {ino} is not a symlink")));
         }
-        let len = usize::try_from(inode.size).ok().filter(|&l| l <= 4096).ok_or_else(|| {
-            Error::corrupted(format!("inode {ino}: symlink target of {} bytes", inode.size))
-        })?;
+        let len = usize::try_from(inode.size)
+            .ok()
+            .filter(|&l| l <= 4096)
+            .ok_or_else(|| Error::corrupted(format!("inode {ino}: symlink target of {} bytes", inode.size)))?;
         self.device.read(inode.payload, len)
     }
 

@@ -151,3 +151,69 @@ fn tea_transform(buf: &mut [u32; 4], x: &[u32; 4]) {
     buf[0] = buf[0].wrapping_add(b0);
     buf[1] = buf[1].wrapping_add(b1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Names of every length to 70 (chunk boundaries at 16 and 32), with
+    /// bytes above 0x7f where signed and unsigned hashes differ.
+    fn names() -> Vec<Vec<u8>> {
+        let alphabet: Vec<u8> = (b'!'..=b'~').filter(|&b| b != b'"' && b != b'\\').chain(0x80..=0xff).collect();
+        (1..=70).map(|len| (0..len).map(|i| alphabet[(i * 7 + len * 13) % alphabet.len()]).collect()).collect()
+    }
+
+    /// Every hash version and two seeds against e2fsprogs' `debugfs dx_hash`.
+    #[test]
+    fn matches_debugfs_dx_hash() {
+        let seed_text = "01234567-89ab-cdef-0123-456789abcdef";
+        let seed_bytes: Vec<u8> = seed_text
+            .split('-')
+            .collect::<String>()
+            .as_bytes()
+            .chunks(2)
+            .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+            .collect();
+        let seed: [u32; 4] =
+            std::array::from_fn(|i| u32::from_le_bytes(seed_bytes[i * 4..i * 4 + 4].try_into().unwrap()));
+        // debugfs takes the numeric DX_HASH_* value (it has no names for
+        // the unsigned variants).
+        let versions = [("0", 0), ("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5)];
+        let mut script = Vec::new();
+        let mut expected = Vec::new();
+        for (alg, version) in versions {
+            for (seed_arg, seed) in [("", [0u32; 4]), (seed_text, seed)] {
+                for name in names() {
+                    script.extend_from_slice(format!("dx_hash -h {alg} ").as_bytes());
+                    if !seed_arg.is_empty() {
+                        script.extend_from_slice(format!("-s {seed_arg} ").as_bytes());
+                    }
+                    script.extend_from_slice(&name);
+                    script.push(b'\n');
+                    expected.push(dx_hash(version, &name, &seed).unwrap());
+                }
+            }
+        }
+        let mut child = Command::new("debugfs")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run debugfs");
+        child.stdin.take().unwrap().write_all(&script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let got: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.split(" is 0x").nth(1))
+            .map(|rest| u32::from_str_radix(rest.split_whitespace().next().unwrap(), 16).unwrap())
+            .collect();
+        assert_eq!(got.len(), expected.len(), "debugfs answered {} of {} hashes", got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g, e, "hash #{i} differs");
+        }
+    }
+}

@@ -70,7 +70,9 @@ fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) ->
     if vol.csum.metadata {
         let tail = off + limit * ENTRY_SIZE;
         let c = crc32c(dir.csum_seed, slice(block, 0, off + count * ENTRY_SIZE)?);
+        // The tail's reserved word, then its checksum field as zero.
         let c = crc32c(c, slice(block, tail, 4)?);
+        let c = crc32c(c, &[0; 4]);
         let stored = le_u32(block, tail + 4)?;
         if c != stored {
             return Err(Error::corrupted(format!(

@@ -1,0 +1,183 @@
+//! Directories: htree lookups of every name (indexes built by e2fsck -D,
+//! with signed and unsigned hashes, with and without checksums, three levels
+//! with large_dir), casefolded directories, and listing through cookies.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use fshost_sdk::{ErrorCode, Filesystem};
+
+/// `e2fsck -fyD`: rebuild (index) every directory. Exit 1 means "changed".
+fn reindex(image: &Path) {
+    let out = Command::new("e2fsck").args(["-fyD"]).arg(image).output().unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 1, "e2fsck -fyD: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Names of `n` entries, some with bytes above 0x7f (where signed and
+/// unsigned hashes differ) and some long.
+fn names(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut name = format!("entry-{i:05}-").into_bytes();
+            if i % 3 == 0 {
+                name.extend_from_slice(b"\xe9\xff\x80");
+            }
+            name.extend(std::iter::repeat_n(b'x', i % 40));
+            name
+        })
+        .collect()
+}
+
+/// Build `src/big` with `n` hard links to one file (names only, no inodes).
+fn big_dir(src: &Path, n: usize) -> Vec<Vec<u8>> {
+    fs::create_dir_all(src.join("big")).unwrap();
+    fs::write(src.join("target"), b"linked").unwrap();
+    let names = names(n);
+    for name in &names {
+        fs::hard_link(src.join("target"), src.join("big").join(OsStr::from_bytes(name))).unwrap();
+    }
+    names
+}
+
+/// Check that the guest lists exactly `names` in `big` and finds each one.
+fn check_big(image: &Path, names: &[Vec<u8>], levels: u32) {
+    let dump = debugfs(image, "htree_dump /big");
+    assert!(
+        dump.contains(&format!("Indirect levels: {levels}")),
+        "not an htree of {levels} levels:\n{}",
+        &dump[..400.min(dump.len())]
+    );
+    let mut fs = mount(image, &[]).unwrap();
+    let dir = resolve(&mut fs, b"big").unwrap();
+    let target = resolve(&mut fs, b"target").unwrap();
+    let listed: BTreeSet<Vec<u8>> = list_dir(&mut fs, dir.ino, 500).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed, names.iter().cloned().collect::<BTreeSet<_>>());
+    for name in names {
+        let attr =
+            fs.lookup(dir.ino, name).unwrap_or_else(|e| panic!("lookup {:?}: {e}", String::from_utf8_lossy(name)));
+        assert_eq!(attr.ino, target.ino);
+    }
+    for missing in [&b"entry-99999-"[..], b"nope", b"entry-00001-\xe9\xff\x80"] {
+        assert_eq!(fs.lookup(dir.ino, missing).unwrap_err().code(), ErrorCode::NotFound);
+    }
+    assert_eq!(fs.lookup(dir.ino, b"..").unwrap().ino, fs.info().unwrap().root);
+}
+
+#[test]
+fn htree_lookup_of_every_name() {
+    let s = Scratch::new("htree");
+    let names = big_dir(&s.join("src"), 3000);
+    mkfs(&s.join("src"), &s.join("img"), &["-b", "1024"], "64M");
+    reindex(&s.join("img"));
+    check_big(&s.join("img"), &names, 1);
+}
+
+#[test]
+fn htree_without_checksums_4k_blocks() {
+    let s = Scratch::new("htree4k");
+    let names = big_dir(&s.join("src"), 3000);
+    mkfs(&s.join("src"), &s.join("img"), &["-b", "4096", "-O", "^metadata_csum"], "64M");
+    reindex(&s.join("img"));
+    check_big(&s.join("img"), &names, 0);
+}
+
+#[test]
+fn htree_with_unsigned_hash() {
+    let s = Scratch::new("unsigned");
+    let names = big_dir(&s.join("src"), 3000);
+    mkfs(&s.join("src"), &s.join("img"), &["-b", "1024"], "64M");
+    // Flip the superblock to "unsigned char" hashing, then let e2fsck
+    // rebuild every index with it.
+    debugfs_w(&s.join("img"), "ssv flags 2");
+    reindex(&s.join("img"));
+    assert!(run(Command::new("dumpe2fs").arg("-h").arg(s.join("img"))).contains("unsigned_directory_hash"));
+    check_big(&s.join("img"), &names, 1);
+}
+
+/// Three index levels need about 47,000 long names in 1 KiB blocks, and
+/// mke2fs -d links them in quadratic time (about 8 minutes): run by hand
+/// with `cargo test -- --ignored`.
+#[test]
+#[ignore]
+fn htree_three_levels_with_large_dir() {
+    let s = Scratch::new("largedir");
+    let src = s.join("src");
+    fs::create_dir_all(src.join("big")).unwrap();
+    fs::write(src.join("target"), b"linked").unwrap();
+    let names: Vec<Vec<u8>> = (0..50_000).map(|i| format!("{i:06}-{}", "x".repeat(240)).into_bytes()).collect();
+    for name in &names {
+        fs::hard_link(src.join("target"), src.join("big").join(OsStr::from_bytes(name))).unwrap();
+    }
+    mkfs(&src, &s.join("img"), &["-b", "1024", "-O", "large_dir", "-N", "2000"], "128M");
+    reindex(&s.join("img"));
+    check_big(&s.join("img"), &names, 2);
+}
+
+#[test]
+fn casefolded_directories() {
+    let s = Scratch::new("casefold");
+    let src = s.join("src");
+    fs::create_dir_all(src.join("small")).unwrap();
+    fs::create_dir_all(src.join("big")).unwrap();
+    for name in ["Hello.TXT", "MiXeD", "caf\u{e9}"] {
+        fs::write(src.join("small").join(name), name).unwrap();
+    }
+    for i in 0..2000 {
+        fs::write(src.join("big").join(format!("File-{i:04}-Name")), b"").unwrap();
+    }
+    let img = s.join("img");
+    mkfs(&src, &img, &["-b", "1024", "-O", "casefold"], "64M");
+    // Mark both directories casefolded (+F), keeping the extents flag, and
+    // let e2fsck index the big one with casefolded hashes.
+    for dir in ["/small", "/big"] {
+        debugfs_w(&img, &format!("set_inode_field {dir} flags 0x40080000"));
+    }
+    reindex(&img);
+    assert!(debugfs(&img, "htree_dump /big").contains("Indirect levels"), "big must be indexed");
+
+    let mut fs = mount(&img, &[]).unwrap();
+    let small = resolve(&mut fs, b"small").unwrap();
+    assert!(small.flags.casefold);
+    let hello = fs.lookup(small.ino, b"hello.txt").unwrap();
+    assert_eq!(hello.ino, fs.lookup(small.ino, b"HELLO.txt").unwrap().ino);
+    assert_eq!(fs.lookup(small.ino, b"mixed").unwrap().size, 5);
+    assert_eq!(fs.lookup(small.ino, "caf\u{e9}".as_bytes()).unwrap().size, 5, "exact bytes always match");
+    // Folding a non-ASCII name needs Unicode tables: refused, not guessed.
+    assert_eq!(fs.lookup(small.ino, "CAF\u{c9}".as_bytes()).unwrap_err().code(), ErrorCode::Unsupported);
+    let listed: BTreeSet<Vec<u8>> = list_dir(&mut fs, small.ino, 2).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed.len(), 3);
+
+    let big = resolve(&mut fs, b"big").unwrap();
+    assert_eq!(list_dir(&mut fs, big.ino, 100).unwrap().len(), 2000);
+    for i in (0..2000).step_by(7) {
+        let exact = fs.lookup(big.ino, format!("File-{i:04}-Name").as_bytes()).unwrap();
+        let folded = fs.lookup(big.ino, format!("FILE-{i:04}-name").as_bytes()).unwrap();
+        assert_eq!(exact.ino, folded.ino);
+    }
+    assert_eq!(fs.lookup(big.ino, b"file-9999-name").unwrap_err().code(), ErrorCode::NotFound);
+}
+
+#[test]
+fn listing_resumes_from_any_cookie() {
+    let s = Scratch::new("cookies");
+    let names = big_dir(&s.join("src"), 300);
+    mkfs(&s.join("src"), &s.join("img"), &["-b", "1024"], "32M");
+    let mut fs = mount(&s.join("img"), &[]).unwrap();
+    let dir = resolve(&mut fs, b"big").unwrap();
+    let all = list_dir(&mut fs, dir.ino, 1000).unwrap();
+    assert_eq!(all.len(), names.len());
+    // Resuming after entry i gives exactly the entries after it.
+    for i in (0..all.len()).step_by(37) {
+        let rest = fs.readdir(dir.ino, all[i].cookie, 1000).unwrap();
+        assert_eq!(rest, all[i + 1..].to_vec());
+    }
+    assert!(fs.readdir(dir.ino, all.last().unwrap().cookie, 10).unwrap().is_empty());
+}

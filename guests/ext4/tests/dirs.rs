@@ -181,3 +181,18 @@ fn listing_resumes_from_any_cookie() {
     }
     assert!(fs.readdir(dir.ino, all.last().unwrap().cookie, 10).unwrap().is_empty());
 }
+
+#[test]
+fn directory_claiming_a_huge_size_is_walked_by_its_allocated_blocks() {
+    let s = Scratch::new("hugedir");
+    let names = big_dir(&s.join("src"), 50);
+    mkfs(&s.join("src"), &s.join("img"), &["-b", "1024", "-O", "^metadata_csum"], "32M");
+    // 4 GiB of directory in 1 KiB blocks: four million holes to skip.
+    debugfs_w(&s.join("img"), "set_inode_field /big size 0xfffffc00");
+    let mut fs = mount(&s.join("img"), &[]).unwrap();
+    let dir = resolve(&mut fs, b"big").unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(list_dir(&mut fs, dir.ino, 1000).unwrap().len(), names.len());
+    assert_eq!(fs.lookup(dir.ino, b"absent").unwrap_err().code(), ErrorCode::NotFound);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+}

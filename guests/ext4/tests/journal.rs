@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use fshost_sdk::{ErrorCode, Filesystem, MappingKind};
+use fshost_sdk::{ErrorCode, MappingKind};
 
 const BS: u64 = 4096;
 

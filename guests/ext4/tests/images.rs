@@ -52,6 +52,11 @@ fn build_tree(root: &Path) {
     symlink("hello.txt", root.join("fast-link")).unwrap();
     symlink("x".repeat(200), root.join("slow-link")).unwrap();
     symlink("a/b/c/deep.bin", root.join("a/b/rel-link")).unwrap();
+    symlink("m".repeat(100), root.join("medium-link")).unwrap();
+    // A fast symlink that also has an xattr block (i_blocks counts it).
+    symlink("hello.txt", root.join("fast-link-xattr")).unwrap();
+    let big_link_value = format!("0x{}", pattern(900, 8).iter().map(|b| format!("{b:02x}")).collect::<String>());
+    sh(&["setfattr", "-h", "-n", "trusted.big", "-v", &big_link_value, root.join("fast-link-xattr").to_str().unwrap()]);
     sh(&["mknod", root.join("null").to_str().unwrap(), "c", "1", "3"]);
     sh(&["mknod", root.join("sda1").to_str().unwrap(), "b", "8", "1"]);
     sh(&["mknod", root.join("bigdev").to_str().unwrap(), "c", "300", "70000"]);
@@ -325,4 +330,51 @@ fn ext4_ea_inode_values() {
     // 3000 bytes fit neither in the inode nor (with the other attributes'
     // room) anywhere but an EA inode: no xattr block is used.
     assert!(debugfs_stat(&fx.image(), attr.ino)["raw"].contains("File ACL: 0"));
+}
+
+#[test]
+fn ext2_without_filetype_gets_types_from_inodes() {
+    let fx = Fixture::new("nofiletype");
+    fx.check(&["-t", "ext2", "-O", "^filetype"], "64M");
+}
+
+#[test]
+fn ext4_64k_blocks() {
+    let fx = Fixture::new("64k");
+    fx.check(&["-b", "65536"], "128M");
+}
+
+#[test]
+fn unknown_incompat_features_refuse_the_mount() {
+    let fx = Fixture::new("incompat");
+    mkfs(&fx.src(), &fx.image(), &["-b", "4096"], "32M");
+    // Add dirdata (0x1000) to whatever is set.
+    let sb = fs::read(fx.image()).unwrap();
+    let incompat = u32::from_le_bytes(sb[1024 + 0x60..1024 + 0x64].try_into().unwrap());
+    debugfs_w(&fx.image(), &format!("ssv feature_incompat {:#x}", incompat | 0x1000));
+    let err = mount(&fx.image(), &[]).err().expect("must refuse");
+    assert_eq!(err.code(), ErrorCode::Unsupported);
+    assert!(err.message().contains("dirdata"), "{err}");
+}
+
+#[test]
+fn symlink_kinds_are_stored_as_expected() {
+    // The tree check reads every link; this makes sure each storage kind
+    // was really exercised, by asking debugfs how each inode stores it.
+    let fx = Fixture::new("links");
+    let (mut fs, _) = fx.check(&["-O", "inline_data", "-b", "4096", "-I", "256"], "64M");
+    let flags = |fs: &mut ext4::Ext4, p: &[u8]| {
+        let ino = resolve(fs, p).unwrap().ino;
+        let stat = debugfs_stat(&fx.image(), ino);
+        (u32::from_str_radix(stat["Flags"].trim_start_matches("0x"), 16).unwrap(), stat)
+    };
+    let (fast, _) = flags(&mut fs, b"fast-link");
+    assert_eq!(fast & 0x1008_0000, 0, "fast link: neither extents nor inline");
+    let (xattr_fast, stat) = flags(&mut fs, b"fast-link-xattr");
+    assert_eq!(xattr_fast & 0x1008_0000, 0);
+    assert!(!stat["raw"].contains("File ACL: 0\n"), "the fast link has an xattr block:\n{}", stat["raw"]);
+    let (medium, _) = flags(&mut fs, b"medium-link");
+    assert_ne!(medium & 0x1000_0000, 0, "100-byte target stored inline");
+    let (slow, _) = flags(&mut fs, b"slow-link");
+    assert_ne!(slow & 0x0008_0000, 0, "200-byte target in an extent-mapped block");
 }

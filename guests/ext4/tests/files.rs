@@ -123,11 +123,17 @@ fn inode_flags_encryption_and_verity() {
 
     debugfs_w(&img, "set_inode_field /hello flags 0x80800");
     debugfs_w(&img, "set_inode_field /frag flags 0x180000");
+    debugfs_w(&img, "set_inode_field /dir flags 0x80800");
     let mut fs = mount(&img, &[]).unwrap();
     let hello = resolve(&mut fs, b"hello").unwrap();
     assert!(hello.flags.encrypted);
     let err = fs.iomap_begin(hello.ino, 0, 5, IomapFlags::default()).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Access, "{err}");
+    // Encrypted directories cannot be listed or searched without the key.
+    let dir = resolve(&mut fs, b"dir").unwrap();
+    assert!(dir.flags.encrypted);
+    assert_eq!(fs.readdir(dir.ino, 0, 10).unwrap_err().code(), ErrorCode::Access);
+    assert_eq!(fs.lookup(dir.ino, b"inside").unwrap_err().code(), ErrorCode::Access);
     // Verity files map their data normally.
     let frag = resolve(&mut fs, b"frag").unwrap();
     assert!(frag.flags.verity);

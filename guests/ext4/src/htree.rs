@@ -61,25 +61,38 @@ pub struct Cursor {
 fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) -> Result<Result<Vec<(u32, u32)>>> {
     let got_limit = usize::from(le_u16(block, off)?);
     let count = usize::from(le_u16(block, off + 2)?);
+    // As the kernel, verify the checksum (with the limit as stored) before
+    // trusting anything else in the block.
+    if vol.csum.metadata {
+        let tail = off + got_limit * ENTRY_SIZE;
+        let computed = slice(block, 0, off + count.min(got_limit) * ENTRY_SIZE).and_then(|covered| {
+            let c = crc32c(dir.csum_seed, covered);
+            // The tail's reserved word, then its checksum field as zero.
+            let c = crc32c(c, slice(block, tail, 4)?);
+            Ok(crc32c(c, &[0; 4]))
+        });
+        let stored = le_u32(block, tail + 4);
+        match (computed, stored) {
+            (Ok(c), Ok(stored)) if c == stored => {}
+            (Ok(c), Ok(stored)) => {
+                return Err(Error::corrupted(format!(
+                    "directory {}: index checksum {stored:#010x} does not match computed {c:#010x}",
+                    dir.ino
+                )));
+            }
+            _ => {
+                return Err(Error::corrupted(format!(
+                    "directory {}: index checksum: no room for the tail (limit {got_limit})",
+                    dir.ino
+                )));
+            }
+        }
+    }
     if got_limit != limit {
         return Ok(Err(Error::corrupted(format!("dx limit {got_limit} != expected {limit}"))));
     }
     if count == 0 || count > limit {
         return Ok(Err(Error::corrupted(format!("dx count {count} beyond limit {limit}"))));
-    }
-    if vol.csum.metadata {
-        let tail = off + limit * ENTRY_SIZE;
-        let c = crc32c(dir.csum_seed, slice(block, 0, off + count * ENTRY_SIZE)?);
-        // The tail's reserved word, then its checksum field as zero.
-        let c = crc32c(c, slice(block, tail, 4)?);
-        let c = crc32c(c, &[0; 4]);
-        let stored = le_u32(block, tail + 4)?;
-        if c != stored {
-            return Err(Error::corrupted(format!(
-                "directory {}: index checksum {stored:#010x} does not match computed {c:#010x}",
-                dir.ino
-            )));
-        }
     }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
@@ -102,6 +115,9 @@ pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
     let info_length = usize::from(u8_at(&root, ROOT_INFO + 5)?);
     let levels = u8_at(&root, ROOT_INFO + 6)?;
     let unused_flags = u8_at(&root, ROOT_INFO + 7)?;
+    let root_off = ROOT_INFO + info_length;
+    let root_limit = bs.saturating_sub(24 + info_length + csum_space) / ENTRY_SIZE;
+    let first = entries(vol, dir, &root, root_off, root_limit)?;
     if ![hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(&hash_version) {
         return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
     }
@@ -115,9 +131,7 @@ pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
     let Some(hash) = hash::dx_hash(hash_version + vol.sb.hash_unsigned, name, &vol.sb.hash_seed) else {
         return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
     };
-    let root_off = ROOT_INFO + info_length;
-    let root_limit = bs.saturating_sub(24 + info_length + csum_space) / ENTRY_SIZE;
-    let first = match entries(vol, dir, &root, root_off, root_limit)? {
+    let first = match first {
         Ok(e) => e,
         Err(e) => return Ok(Probe::Bad(e)),
     };

@@ -15,6 +15,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod bench;
+
 /// Guests built by `build`: (package, library name).
 const GUESTS: &[(&str, &str)] = &[("fshost-guest-hello", "hello"), ("fshost-guest-ext4", "ext4")];
 /// Debian packages the tests need, with a command that shows each is present.
@@ -183,8 +185,9 @@ fn main() -> anyhow::Result<()> {
         Some("lint") => lint(),
         Some("demo") => demo(),
         Some("setup") => setup(),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
-            bail!("usage: cargo xtask <demo|test|build|lint|setup>")
+            bail!("usage: cargo xtask <demo|test|build|lint|setup|bench>")
         }
     }
 }

@@ -18,7 +18,8 @@ use anyhow::{Context, bail};
 mod bench;
 
 /// Guests built by `build`: (package, library name).
-const GUESTS: &[(&str, &str)] = &[("fshost-guest-hello", "hello"), ("fshost-guest-ext4", "ext4")];
+const GUESTS: &[(&str, &str)] =
+    &[("fshost-guest-hello-component", "hello"), ("fshost-guest-ext4", "ext4"), ("fshost-guest-evil", "evil")];
 /// Debian packages the tests need, with a command that shows each is present.
 const PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "mkfs.ext4"),

@@ -4,6 +4,9 @@
 //! contract can be tested without ext4. It deliberately trusts the extent
 //! table's device offsets: checking them against the device is the host's job,
 //! and tests rely on this guest to hand the host a bad mapping.
+//!
+//! This crate is the filesystem; `component/` exports it as hello.wasm (one
+//! line), so that other guests can wrap [`Hello`] (guests/evil does).
 
 mod format;
 #[cfg(not(target_arch = "wasm32"))]
@@ -164,8 +167,6 @@ fn map_range(extents: &[format::Extent], offset: u64, length: u64, size: u64, bl
     }
     out
 }
-
-fshost_sdk::export!(Hello);
 
 #[cfg(test)]
 mod tests {

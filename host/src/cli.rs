@@ -35,6 +35,8 @@ pub enum Command {
         /// Stay in the foreground until unmounted (or SIGINT/SIGTERM).
         #[arg(short, long)]
         foreground: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// List a directory.
     Ls {
@@ -46,20 +48,26 @@ pub enum Command {
         /// Long format: mode, links, owner, size, mtime, symlink target.
         #[arg(short, long)]
         long: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Print every attribute of a path.
     Stat {
         #[command(flatten)]
         source: SourceArgs,
         path: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Write a file's bytes to stdout.
     Cat {
         #[command(flatten)]
         source: SourceArgs,
         path: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
-    /// Extract a file or subtree to a new host path.
+    /// Extract a file or subtree to a new host path (not sandboxed: it writes host files).
     CpOut {
         #[command(flatten)]
         source: SourceArgs,
@@ -70,7 +78,33 @@ pub enum Command {
     Info {
         #[command(flatten)]
         source: SourceArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
+    /// Internal: the unmount helper a sandboxed mount starts (see sandbox/unmounter.rs).
+    #[command(name = crate::sandbox::unmounter::COMMAND, hide = true)]
+    SandboxUnmounter { mountpoint: PathBuf },
+}
+
+/// The process sandbox, entered once the source, the guest and /dev/fuse are
+/// open (ARCHITECTURE.md, "Sandbox").
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// When started as root, serve as this user [default: nobody].
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+    /// When started as root, serve as this group [default: the user's primary group, else nogroup].
+    #[arg(long, value_name = "NAME|GID")]
+    pub group: Option<String>,
+    /// Debugging only: keep every privilege (no uid change, no Landlock, no seccomp).
+    #[arg(long, conflicts_with_all = ["user", "group"])]
+    pub no_sandbox: bool,
+}
+
+impl SandboxArgs {
+    pub fn options(&self) -> crate::sandbox::Options {
+        crate::sandbox::Options { disabled: self.no_sandbox, user: self.user.clone(), group: self.group.clone() }
+    }
 }
 
 /// What every command needs: a guest and a source.
@@ -148,34 +182,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match cli.command {
-        Command::Mount { source, mountpoint, foreground } => {
+        Command::Mount { source, mountpoint, foreground, sandbox } => {
             drop(out);
-            crate::mount::run(&source, &mountpoint, foreground)?;
+            crate::mount::run(&source, &mountpoint, foreground, &sandbox.options())?;
             return Ok(());
         }
-        Command::Ls { source, path, long } => {
-            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+        Command::Ls { source, path, long, sandbox } => {
+            let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::ls(&vol, path_bytes(&path), long, &mut out)?;
         }
-        Command::Stat { source, path } => {
-            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+        Command::Stat { source, path, sandbox } => {
+            let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::stat(&vol, path_bytes(&path), &mut out)?;
         }
-        Command::Cat { source, path } => {
-            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+        Command::Cat { source, path, sandbox } => {
+            let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::cat(&vol, path_bytes(&path), &mut out)?;
         }
         Command::CpOut { source, path, dest } => {
             let vol = open_volume(&source, split_options(&source.options)?.guest)?;
             crate::offline::cp_out(&vol, path_bytes(&path), &dest)?;
         }
-        Command::Info { source } => {
-            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
+        Command::Info { source, sandbox } => {
+            let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::info(&vol, &mut out)?;
         }
+        Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
     }
     out.flush()?;
     Ok(())
+}
+
+/// Open the volume for a command that only writes to stdout, then enter
+/// the sandbox before the command reads anything through the guest.
+fn open_sandboxed(source: &SourceArgs, sandbox: &SandboxArgs) -> anyhow::Result<Volume> {
+    let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
+    let vol = open_volume(source, split_options(&source.options)?.guest)?;
+    if let Some(report) = jail.enter()?.report {
+        tracing::info!("{report}");
+    }
+    Ok(vol)
 }
 
 pub(crate) fn mount_volume(source: &SourceArgs) -> anyhow::Result<(Volume, bool)> {

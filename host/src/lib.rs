@@ -17,5 +17,6 @@ pub mod mapping;
 pub mod mount;
 pub mod offline;
 pub mod plugin;
+pub mod sandbox;
 pub mod types;
 pub mod volume;

@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::SourceArgs;
 use crate::fuse::FuseFs;
+use crate::sandbox;
 
 /// The filesystem type the kernel shows (`fuse.fshost`).
 pub const SUBTYPE: &str = "fshost";
@@ -22,7 +24,7 @@ pub const SUBTYPE: &str = "fshost";
 /// Set in the environment of the detached child of a background mount.
 const DETACHED: &str = "FSHOST_DETACHED";
 
-pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool) -> anyhow::Result<()> {
+pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &sandbox::Options) -> anyhow::Result<()> {
     let mountpoint = mountpoint.canonicalize().with_context(|| format!("mountpoint {}", mountpoint.display()))?;
     if !foreground {
         return daemonize(&mountpoint);
@@ -31,6 +33,9 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool) -> anyhow::
     // one thread waits for them and unmounts, which ends the session.
     let signals = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
+    // Still one thread: start the unmount helper, drop the capability sets
+    // that threads inherit.
+    let jail = sandbox::prepare(sandbox, sandbox::Profile::Mount { mountpoint: &mountpoint })?;
 
     let (volume, allow_other) = crate::cli::mount_volume(source)?;
     let mut options = vec![
@@ -52,29 +57,62 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool) -> anyhow::
     config.mount_options = options;
     config.acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(threads);
-    config.clone_fd = true;
+    // Workers share the session's /dev/fuse fd. clone_fd would open
+    // /dev/fuse again for each worker inside `run()`, after the sandbox has
+    // closed the filesystem; the input queue is shared by cloned fds anyway.
+    config.clone_fd = false;
     let mut session = Session::new(FuseFs::new(volume), &mountpoint, &config)
         .with_context(|| format!("mounting FUSE at {}", mountpoint.display()))?;
     tracing::info!("mounted {} at {}", source.source.display(), mountpoint.display());
-    if std::env::var_os(DETACHED).is_some() {
-        // The parent reported success and stopped reading our stderr; later
-        // log lines would go to a closed pipe. Foreground mode keeps them.
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    // A detached child's stderr is its parent's pipe, read until we close it.
+    let null = match std::env::var_os(DETACHED) {
+        Some(_) => Some(std::fs::OpenOptions::new().write(true).open("/dev/null")?),
+        None => None,
+    };
+
+    // Everything is open and mounted: from here on only the guest, the
+    // device fd and the /dev/fuse fd are used.
+    let jailed = jail.enter().context("entering the sandbox")?;
+    if let Some(report) = &jailed.report {
+        tracing::info!("{report}");
+    }
+    if let Some(null) = null {
+        // The parent shows what we logged so far and returns; later lines
+        // would go to a closed pipe. Foreground mode keeps them.
         nix::unistd::dup2_stderr(&null).context("redirecting stderr")?;
     }
-
-    let mut unmounter = session.unmount_callable();
-    std::thread::Builder::new().name("fshost-signals".into()).spawn(move || {
-        if let Ok(sig) = signals.wait() {
-            tracing::info!("{sig:?}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::warn!("unmount after {sig:?}: {e}");
-            }
+    // Unsandboxed, fuser unmounts itself; sandboxed, only the helper can.
+    let helper = jailed.unmounter.map(Arc::new);
+    let unmount: Box<dyn FnMut() -> std::io::Result<()> + Send> = match &helper {
+        Some(h) => {
+            let h = h.clone();
+            Box::new(move || h.unmount())
         }
-    })?;
-    session.run().context("serving FUSE")?;
+        None => {
+            let mut fuser = session.unmount_callable();
+            Box::new(move || fuser.unmount())
+        }
+    };
+    std::thread::Builder::new().name("fshost-signals".into()).spawn(move || wait_and_unmount(&signals, unmount))?;
+    let served = session.run().context("serving FUSE");
+    if let Some(h) = helper {
+        h.finish();
+    }
+    served?;
     tracing::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// Wait for a stop signal and unmount, which ends the session. A busy
+/// filesystem stays mounted; the next signal tries again.
+fn wait_and_unmount(signals: &SigSet, mut unmount: impl FnMut() -> std::io::Result<()>) {
+    while let Ok(sig) = signals.wait() {
+        tracing::info!("{sig:?}: unmounting");
+        match unmount() {
+            Ok(()) => return,
+            Err(e) => tracing::warn!("unmount after {sig:?}: {e}"),
+        }
+    }
 }
 
 /// Whether `mountpoint` is a FUSE mount now (fuser's own mount code shows
@@ -103,17 +141,28 @@ fn daemonize(mountpoint: &Path) -> anyhow::Result<()> {
         });
     }
     let mut child = cmd.spawn().context("starting the mount process")?;
+    // The child closes its stderr once it serves (mounted and sandboxed);
+    // until then what it logs is ours to show.
+    let (done, logged) = std::sync::mpsc::channel();
+    if let Some(mut e) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = e.read_to_string(&mut err);
+            let _ = done.send(err);
+        });
+    }
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        if is_mounted(mountpoint) {
-            return Ok(());
-        }
         if let Some(status) = child.try_wait()? {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = logged.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
             bail!("mount failed ({status}):\n{}", err.trim_end());
+        }
+        if let Ok(err) = logged.try_recv() {
+            eprint!("{err}");
+            if is_mounted(mountpoint) {
+                return Ok(());
+            }
+            bail!("the mount process closed its log but {} is not mounted", mountpoint.display());
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -108,10 +108,34 @@ impl FshostMount {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Wait (at most `timeout`) for the serving process to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("fshost did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `umount` the mountpoint from outside, as a user would, and wait for
+    /// the serving process to exit; its status.
+    pub fn unmount(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("umount").arg(self.path()).status().context("running umount")?;
+        if !status.success() {
+            bail!("umount {} failed: {status}", self.path().display());
+        }
+        self.wait_exit(Duration::from_secs(10))
+    }
 }
 
 /// A mount point sits on a different device than its parent.
-fn is_mount_point(path: &Path) -> anyhow::Result<bool> {
+pub fn is_mount_point(path: &Path) -> anyhow::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let parent = path.parent().context("a mountpoint has a parent")?;
     Ok(std::fs::metadata(path)?.dev() != std::fs::metadata(parent)?.dev())

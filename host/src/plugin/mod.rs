@@ -142,6 +142,12 @@ impl Plugin {
             }
         })?;
 
+        // WASI's synchronous bindings (a guest writing to stderr, e.g. a
+        // panic message) run on an ambient Tokio runtime started on first
+        // use: epoll, eventfd, worker threads. Start it now; once the host
+        // is sandboxed it could not.
+        wasmtime_wasi::runtime::in_tokio(async {});
+
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
         let plugin = Plugin { engine, pre, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
         Ok((plugin, stats))

@@ -25,7 +25,7 @@ use crate::features::{compat, incompat};
 use crate::inode::{self, Inode, ROOT_INO, flags};
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
-use crate::{acl, directory, iomap, journal, mapping, symlink, xattr};
+use crate::{acl, directory, iomap, journal, mapping, statfs, symlink, xattr};
 
 /// Metadata blocks the device keeps cached.
 const BLOCK_CACHE: usize = 4096;
@@ -38,9 +38,39 @@ const NAME_MAX: usize = 255;
 pub struct Ext4 {
     vol: Volume,
     inodes: Lru<u32, Rc<Inode>>,
+    /// statfs counters, computed on first use (they read every descriptor).
+    counts: Option<statfs::Counts>,
 }
 
 impl Ext4 {
+    /// The statfs counters as the kernel computes them; if the group
+    /// descriptors cannot be read, the superblock's own counters.
+    fn counts(&mut self) -> statfs::Counts {
+        if let Some(c) = self.counts {
+            return c;
+        }
+        let sb = &self.vol.sb;
+        let journal_blocks = if sb.features.compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
+            let inum = u64::from(sb.journal_inum);
+            let bs = self.vol.bs();
+            self.inode(inum).map(|j| j.size / bs).unwrap_or(0)
+        } else {
+            0
+        };
+        let counts = statfs::counts(&self.vol, journal_blocks).unwrap_or_else(|e| {
+            fshost_sdk::warn!("ext4: statfs from the superblock only: {e}");
+            let sb = &self.vol.sb;
+            statfs::Counts {
+                total_blocks: sb.blocks_count,
+                free_blocks: sb.free_blocks_count,
+                available_blocks: sb.free_blocks_count.saturating_sub(sb.r_blocks_count),
+                free_inodes: u64::from(sb.free_inodes_count),
+            }
+        });
+        self.counts = Some(counts);
+        counts
+    }
+
     /// Inode `ino` if it is live; cached.
     fn inode(&mut self, ino: Ino) -> Result<Rc<Inode>> {
         let ino = u32::try_from(ino).map_err(|_| Error::not_found(format!("inode {ino} out of range")))?;
@@ -115,7 +145,7 @@ fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
         }
     }
 
-    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE) };
+    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), counts: None };
     let root = fs.inode(u64::from(ROOT_INO)).context("root directory")?;
     if root.kind()? != FileType::Directory {
         return Err(Error::corrupted("root inode is not a directory"));
@@ -162,16 +192,17 @@ impl Filesystem for Ext4 {
     }
 
     fn info(&mut self) -> Result<FsInfo> {
+        let counts = self.counts();
         let sb = &self.vol.sb;
         Ok(FsInfo {
             root: u64::from(ROOT_INO),
             block_size: sb.block_size,
             name_max: NAME_MAX as u32,
-            total_blocks: sb.blocks_count,
-            free_blocks: sb.free_blocks_count,
-            available_blocks: sb.free_blocks_count.saturating_sub(sb.r_blocks_count),
+            total_blocks: counts.total_blocks,
+            free_blocks: counts.free_blocks,
+            available_blocks: counts.available_blocks,
             total_inodes: u64::from(sb.inodes_count),
-            free_inodes: u64::from(sb.free_inodes_count),
+            free_inodes: counts.free_inodes,
             fs_type: sb.features.fs_type().into(),
             label: sb.label(),
             uuid: sb.uuid.to_vec(),
@@ -265,6 +296,6 @@ impl Filesystem for Ext4 {
         if inode.has_flag(flags::ENCRYPT) {
             return Err(Error::new(ErrorCode::Access, format!("file {ino} is encrypted (no key)")));
         }
-        iomap::map(&self.vol, &inode, offset, length)
+        iomap::map(&self.vol, &inode, offset, length, op.report)
     }
 }

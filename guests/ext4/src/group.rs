@@ -22,6 +22,14 @@ const CHECKSUM_OFFSET: usize = 0x1E;
 pub struct GroupDesc {
     /// First block of the group's inode table.
     pub inode_table: u64,
+    /// The group's block bitmap block.
+    pub block_bitmap: u64,
+    /// The group's inode bitmap block.
+    pub inode_bitmap: u64,
+    /// Free clusters in the group.
+    pub free_clusters: u64,
+    /// Free inodes in the group.
+    pub free_inodes: u64,
 }
 
 /// The filesystem block holding descriptor block `nr` of the table.
@@ -73,7 +81,21 @@ fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
             "inode table at block {inode_table} ({table_blocks} blocks) outside the filesystem"
         )));
     }
-    Ok(GroupDesc { inode_table })
+    let wide = |lo: u64, hi_off: usize, shift: u32| -> Result<u64> {
+        Ok(if big { lo | u64::from(le_u16(&raw, hi_off)?) << shift } else { lo })
+    };
+    Ok(GroupDesc {
+        inode_table,
+        block_bitmap: u64::from(le_u32(&raw, 0x0)?) | hi_at(&raw, big, 0x20)? << 32,
+        inode_bitmap: u64::from(le_u32(&raw, 0x4)?) | hi_at(&raw, big, 0x24)? << 32,
+        free_clusters: wide(u64::from(le_u16(&raw, 0xC)?), 0x2C, 16)?,
+        free_inodes: wide(u64::from(le_u16(&raw, 0xE)?), 0x2E, 16)?,
+    })
+}
+
+/// The high 32 bits of a 64-bit descriptor field, 0 for 32-byte descriptors.
+fn hi_at(raw: &[u8], big: bool, offset: usize) -> Result<u64> {
+    if big { Ok(u64::from(le_u32(raw, offset)?)) } else { Ok(0) }
 }
 
 /// `ext4_group_desc_csum_verify`.

@@ -26,7 +26,9 @@ pub const MAX_MAPPINGS: usize = 256;
 const MAX_REPLAYED_RUN: u64 = 16;
 
 /// The mappings of `[offset, offset + length)` of regular file `inode`.
-pub fn map(vol: &Volume, inode: &Inode, offset: u64, length: u64) -> Result<Vec<Mapping>> {
+/// `report` asks for the layout only (SEEK_DATA/SEEK_HOLE), which the
+/// kernel answers differently for inline data (`ext4_iomap_begin_report`).
+pub fn map(vol: &Volume, inode: &Inode, offset: u64, length: u64, report: bool) -> Result<Vec<Mapping>> {
     let bs = vol.bs();
     let size = inode.size;
     let first = offset / bs;
@@ -36,12 +38,32 @@ pub fn map(vol: &Volume, inode: &Inode, offset: u64, length: u64) -> Result<Vec<
         let end = offset.saturating_add(length.max(1)).div_ceil(bs).max(first + 1);
         return Ok(vec![Mapping { offset: first * bs, length: (end - first) * bs, kind: MappingKind::Hole }]);
     }
-    if inode.has_flag(flags::INLINE_DATA) {
-        if size > bs {
-            return Err(Error::corrupted(format!("inode {}: inline data file of {size} bytes", inode.ino)));
+    if inode.has_flag(flags::INLINE_DATA) && report {
+        // The kernel reports one inline extent of min(inline size, i_size)
+        // and ENOENT past it, even when i_size is larger: SEEK_HOLE then
+        // fails on such a file. Mirror it so lseek agrees with the kernel.
+        let inline = Inline::read(vol, inode)?;
+        let stored = (inline.head.len() + inline.tail.len()) as u64;
+        let len = size.min(stored);
+        if offset >= len {
+            return Err(Error::not_found(format!(
+                "inode {}: offset {offset} is past its {len} bytes of inline data",
+                inode.ino
+            )));
         }
-        let bytes = Inline::read(vol, inode)?.file_bytes(size as usize);
-        return Ok(vec![Mapping { offset: 0, length: size, kind: MappingKind::Inline(bytes) }]);
+        let bytes = inline.file_bytes(len as usize);
+        return Ok(vec![Mapping { offset: 0, length: len, kind: MappingKind::Inline(bytes) }]);
+    }
+    if inode.has_flag(flags::INLINE_DATA) {
+        // The kernel (ext4_read_inline_folio) serves the inline bytes and
+        // zeros after them up to i_size, however large i_size claims to be.
+        let head = size.min(bs);
+        let bytes = Inline::read(vol, inode)?.file_bytes(head as usize);
+        let mut out = vec![Mapping { offset: 0, length: head, kind: MappingKind::Inline(bytes) }];
+        if size > bs {
+            out.push(Mapping { offset: bs, length: (size.div_ceil(bs) - 1) * bs, kind: MappingKind::Hole });
+        }
+        return Ok(out);
     }
     let eof = size.div_ceil(bs);
     let want = offset.saturating_add(length.max(1)).div_ceil(bs).clamp(first + 1, eof);

@@ -41,6 +41,7 @@ mod inode;
 mod iomap;
 mod journal;
 mod mapping;
+mod statfs;
 mod superblock;
 mod symlink;
 mod time;

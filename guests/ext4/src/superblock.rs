@@ -41,6 +41,12 @@ pub struct Superblock {
     pub block_size: u32,
     /// Cluster size in bytes (the block size unless bigalloc).
     pub cluster_size: u64,
+    /// Blocks per cluster (1 without bigalloc).
+    pub cluster_ratio: u64,
+    /// `s_reserved_gdt_blocks`: descriptor blocks kept for online resize.
+    pub reserved_gdt_blocks: u16,
+    /// `s_overhead_clusters`, 0 when not recorded.
+    pub overhead_clusters: u32,
     pub blocks_per_group: u32,
     pub inodes_per_group: u32,
     /// Whether `s_creator_os` is Linux (the checksummed inode layout).
@@ -217,6 +223,9 @@ impl Superblock {
             first_data_block,
             block_size,
             cluster_size,
+            cluster_ratio,
+            reserved_gdt_blocks: le_u16(buf, 0xCE)?,
+            overhead_clusters: le_u32(buf, 0x248)?,
             blocks_per_group,
             inodes_per_group,
             creator_linux: le_u32(buf, 0x48)? == OS_LINUX,

@@ -115,17 +115,17 @@ pub fn name(op: &'static str, n: &[u8]) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Validate a readdir answer: at most the entries asked for, valid names,
-/// and cookies that are non-zero, bounded and not the one asked (cookies are
-/// opaque, so this is what guarantees a listing makes progress).
+/// Validate a readdir answer: at most the `asked_max` entries asked for,
+/// valid names, and cookies that are non-zero, bounded and not the one asked
+/// (cookies are opaque, so this is what guarantees a listing makes progress).
 pub fn entries(
     op: &'static str,
     raw: Vec<wit::DirEntry>,
     asked_cookie: u64,
-    limits: &Limits,
+    asked_max: u32,
 ) -> Result<Vec<DirEntry>, FsError> {
-    if raw.len() > limits.max_dir_entries as usize {
-        return Err(invalid(op, format!("{} entries, more than the {} asked", raw.len(), limits.max_dir_entries)));
+    if raw.len() > asked_max as usize {
+        return Err(invalid(op, format!("{} entries, more than the {asked_max} asked", raw.len())));
     }
     raw.into_iter()
         .map(|e| {
@@ -289,6 +289,25 @@ mod tests {
         }
         let many = (0..5000).map(|i| m(i * 4096, 4096, wit::MappingKind::Hole)).collect();
         assert!(mappings(many, &check(0), &limits).is_err());
+    }
+
+    #[test]
+    fn entries_are_at_most_those_asked_and_make_progress() {
+        let e =
+            |name: &[u8], ino, cookie| wit::DirEntry { ino, kind: wit::FileType::Regular, name: name.to_vec(), cookie };
+        let two = || vec![e(b"a", 12, 1), e(b"b", 13, 2)];
+        assert_eq!(entries("readdir", two(), 0, 2).unwrap().len(), 2);
+        let err = entries("readdir", two(), 0, 1).expect_err("more than asked");
+        assert!(err.to_string().contains("2 entries, more than the 1 asked"), "{err}");
+        for (what, bad, asked) in [
+            ("inode 0", e(b"a", 0, 1), 0),
+            ("cookie 0", e(b"a", 12, 0), 0),
+            ("cookie too large", e(b"a", 12, MAX_COOKIE + 1), 0),
+            ("cookie asked", e(b"a", 12, 5), 5),
+            ("bad name", e(b"a/b", 12, 1), 0),
+        ] {
+            assert!(entries("readdir", vec![bad], asked, 10).is_err(), "{what}");
+        }
     }
 
     #[test]

@@ -292,7 +292,7 @@ impl Plugin {
     pub fn readdir(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>, FsError> {
         let max = max.min(self.limits.max_dir_entries);
         let raw = self.call("readdir", |g, s| g.call_readdir(s, dir.0, cookie, max))?;
-        convert::entries("readdir", raw, cookie, &self.limits)
+        convert::entries("readdir", raw, cookie, max)
     }
 
     /// Up to `max` entries of `dir` after `cookie`, with attributes.
@@ -300,7 +300,7 @@ impl Plugin {
         let max = max.min(self.limits.max_dir_entries);
         let raw = self.call("readdirplus", |g, s| g.call_readdirplus(s, dir.0, cookie, max))?;
         let (entries, attrs): (Vec<_>, Vec<_>) = raw.into_iter().map(|p| (p.entry, p.attr)).unzip();
-        let entries = convert::entries("readdirplus", entries, cookie, &self.limits)?;
+        let entries = convert::entries("readdirplus", entries, cookie, max)?;
         entries
             .into_iter()
             .zip(attrs)

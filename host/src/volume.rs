@@ -5,7 +5,7 @@
 //! The image is read-only, so attributes and mappings never go stale and are
 //! cached until the caches are full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::device::Device;
@@ -19,6 +19,12 @@ use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
 const MAP_AHEAD: u64 = 8 << 20;
 /// Most attributes kept.
 const ATTR_CACHE: usize = 1 << 20;
+/// Most entries [`Volume::read_whole_dir`] collects (4 Mi: a few hundred
+/// MiB of host memory; real directories this large are rare, and an
+/// answer that never ends must not exhaust the host).
+pub const MAX_WHOLE_DIR_ENTRIES: usize = 1 << 22;
+/// Most bytes of names [`Volume::read_whole_dir`] collects.
+pub const MAX_WHOLE_DIR_NAME_BYTES: usize = 256 << 20;
 
 /// A guest-backed, read-only filesystem.
 pub struct Volume {
@@ -102,17 +108,33 @@ impl Volume {
         Ok(entries)
     }
 
-    /// Every entry of `dir`, in the guest's order.
+    /// Every entry of `dir`, in the guest's order. Fails (EIO) when the
+    /// listing loops (a cookie comes back) or grows past
+    /// [`MAX_WHOLE_DIR_ENTRIES`] entries or [`MAX_WHOLE_DIR_NAME_BYTES`]
+    /// bytes of names, so a guest cannot make it run or grow forever.
     pub fn read_whole_dir(&self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
+        let refuse = |reason: String| FsError::Invalid { op: "readdir", reason: format!("directory {dir}: {reason}") };
         let mut all: Vec<DirEntry> = Vec::new();
+        let mut cookies = HashSet::new();
+        let mut name_bytes = 0usize;
         let mut cookie = 0;
         loop {
             let batch = self.readdir(dir, cookie, 1024)?;
             let Some(last) = batch.last() else { break };
             cookie = last.cookie;
+            for e in &batch {
+                if !cookies.insert(e.cookie) {
+                    return Err(refuse(format!("cookie {} came back: the listing loops", e.cookie)));
+                }
+                name_bytes += e.name.len();
+            }
             all.extend(batch);
-            if all.len() > 100_000_000 {
-                return Err(FsError::Invalid { op: "readdir", reason: format!("directory {dir} never ends") });
+            if all.len() > MAX_WHOLE_DIR_ENTRIES || name_bytes > MAX_WHOLE_DIR_NAME_BYTES {
+                return Err(refuse(format!(
+                    "{} entries with {name_bytes} bytes of names and no end yet (the most kept is \
+                     {MAX_WHOLE_DIR_ENTRIES} entries, {MAX_WHOLE_DIR_NAME_BYTES} bytes)",
+                    all.len()
+                )));
             }
         }
         Ok(all)

@@ -19,6 +19,11 @@ use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
 const MAP_AHEAD: u64 = 8 << 20;
 /// Most attributes kept.
 const ATTR_CACHE: usize = 1 << 20;
+/// Most guest answers one SEEK_DATA/SEEK_HOLE may take (about a second of
+/// guest calls). A guest returns whole extents, up to 8 MiB or more per
+/// answer, so this is terabytes of a real file; a guest that answers a byte
+/// at a time would otherwise keep a 1 TiB file's seek going for days.
+const MAX_SEEK_GUEST_CALLS: u32 = 1 << 20;
 /// Most entries [`Volume::read_whole_dir`] collects (4 Mi: a few hundred
 /// MiB of host memory; real directories this large are rare, and an
 /// answer that never ends must not exhaust the host).
@@ -156,15 +161,17 @@ impl Volume {
     }
 
     /// The mapping of `ino` containing `pos`: from the cache, or from the
-    /// guest (which then fills the cache).
-    fn mapping(&self, ino: Ino, pos: u64) -> Result<Mapping, FsError> {
+    /// guest (which then fills the cache). The flag says the guest was asked.
+    fn mapping(&self, ino: Ino, pos: u64) -> Result<(Mapping, bool), FsError> {
         if let Some(m) = self.mappings.get(ino, pos) {
-            return Ok(m);
+            return Ok((m, false));
         }
         let maps = self.plugin.iomap_begin(ino, pos, MAP_AHEAD, false)?;
         self.mappings.insert(ino, &maps);
         // Validated: the first mapping contains `pos`.
-        maps.into_iter().next().ok_or_else(|| FsError::Invalid { op: "iomap-begin", reason: "no mapping".into() })
+        let first = maps.into_iter().next();
+        let first = first.ok_or_else(|| FsError::Invalid { op: "iomap-begin", reason: "no mapping".into() })?;
+        Ok((first, true))
     }
 
     /// Up to `size` bytes of regular file `ino` at `offset` (fewer at EOF).
@@ -180,7 +187,7 @@ impl Volume {
         let mut buf = vec![0u8; (end - offset) as usize];
         let mut pos = offset;
         while pos < end {
-            let m = self.mapping(ino, pos)?;
+            let (m, _) = self.mapping(ino, pos)?;
             let at = (pos - offset) as usize;
             pos += fill_from(&self.device, &m, pos, &mut buf[at..])? as u64;
         }
@@ -200,8 +207,20 @@ impl Volume {
             return Err(enxio);
         }
         let mut pos = offset;
+        let mut guest_calls = 0;
         while pos < attr.size {
-            let m = self.mapping(ino, pos)?;
+            if guest_calls >= MAX_SEEK_GUEST_CALLS {
+                return Err(FsError::Invalid {
+                    op: "iomap-begin",
+                    reason: format!(
+                        "inode {ino}: seek from {offset} still at {pos} of {} after {guest_calls} answers \
+                         (the guest maps the file in too many pieces)",
+                        attr.size
+                    ),
+                });
+            }
+            let (m, asked) = self.mapping(ino, pos)?;
+            guest_calls += u32::from(asked);
             if m.is_data() == (whence == Seek::Data) {
                 return Ok(pos);
             }

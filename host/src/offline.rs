@@ -230,7 +230,8 @@ pub fn format_uuid(u: &[u8]) -> String {
 /// must not exist. Regular files keep their holes; directories, symlinks,
 /// fifos and hard links are recreated; device nodes and sockets are skipped
 /// with a warning; set-id and sticky bits are dropped (the image is
-/// untrusted); times are kept.
+/// untrusted); times are kept. A directory met under a second name (a
+/// cycle) fails the copy instead of recursing without end.
 pub fn cp_out(vol: &Volume, path: &[u8], dest: &Path) -> anyhow::Result<()> {
     if dest.symlink_metadata().is_ok() {
         bail!("{} already exists; cp-out only creates new files", dest.display());
@@ -251,7 +252,18 @@ fn extract(
     if depth > 4096 {
         bail!("{what}: directory nesting deeper than 4096");
     }
-    if attr.kind != FileKind::Directory && attr.nlink > 1 {
+    if attr.kind == FileKind::Directory {
+        // A directory has one name. A second one is a cycle (a directory
+        // inside itself) or a DAG whose paths multiply; both would make the
+        // copy endless, so refuse.
+        if let Some(first) = links.insert(attr.ino, dest.to_owned()) {
+            bail!(
+                "{what}: directory inode {} is also {}: a directory has one name (a cycle or a corrupted entry)",
+                attr.ino,
+                first.display()
+            );
+        }
+    } else if attr.nlink > 1 {
         if let Some(first) = links.get(&attr.ino) {
             return std::fs::hard_link(first, dest).with_context(|| format!("linking {}", dest.display()));
         }

@@ -38,6 +38,9 @@ pub struct Volume {
     info: FsInfo,
     attrs: RwLock<HashMap<Ino, Attr>>,
     mappings: MappingCache,
+    /// Layout-only answers (iomap REPORT) for SEEK_DATA/SEEK_HOLE: a guest
+    /// may answer them differently, as ext4 does for inline data.
+    reports: MappingCache,
 }
 
 /// Where `seek` looks.
@@ -56,7 +59,14 @@ impl Volume {
     /// Mount `plugin` (starts the guest and reads its filesystem info).
     pub fn mount(plugin: Plugin, device: Arc<Device>) -> Result<Self, FsError> {
         let info = plugin.mount()?;
-        Ok(Volume { plugin, device, info, attrs: RwLock::new(HashMap::new()), mappings: MappingCache::new(1 << 20) })
+        Ok(Volume {
+            plugin,
+            device,
+            info,
+            attrs: RwLock::new(HashMap::new()),
+            mappings: MappingCache::new(1 << 20),
+            reports: MappingCache::new(1 << 16),
+        })
     }
 
     /// What the guest reported at mount.
@@ -162,12 +172,13 @@ impl Volume {
 
     /// The mapping of `ino` containing `pos`: from the cache, or from the
     /// guest (which then fills the cache). The flag says the guest was asked.
-    fn mapping(&self, ino: Ino, pos: u64) -> Result<(Mapping, bool), FsError> {
-        if let Some(m) = self.mappings.get(ino, pos) {
+    fn mapping(&self, ino: Ino, pos: u64, report: bool) -> Result<(Mapping, bool), FsError> {
+        let cache = if report { &self.reports } else { &self.mappings };
+        if let Some(m) = cache.get(ino, pos) {
             return Ok((m, false));
         }
-        let maps = self.plugin.iomap_begin(ino, pos, MAP_AHEAD, false)?;
-        self.mappings.insert(ino, &maps);
+        let maps = self.plugin.iomap_begin(ino, pos, MAP_AHEAD, report)?;
+        cache.insert(ino, &maps);
         // Validated: the first mapping contains `pos`.
         let first = maps.into_iter().next();
         let first = first.ok_or_else(|| FsError::Invalid { op: "iomap-begin", reason: "no mapping".into() })?;
@@ -187,7 +198,7 @@ impl Volume {
         let mut buf = vec![0u8; (end - offset) as usize];
         let mut pos = offset;
         while pos < end {
-            let (m, _) = self.mapping(ino, pos)?;
+            let (m, _) = self.mapping(ino, pos, false)?;
             let at = (pos - offset) as usize;
             pos += fill_from(&self.device, &m, pos, &mut buf[at..])? as u64;
         }
@@ -219,7 +230,7 @@ impl Volume {
                     ),
                 });
             }
-            let (m, asked) = self.mapping(ino, pos)?;
+            let (m, asked) = self.mapping(ino, pos, true)?;
             guest_calls += u32::from(asked);
             if m.is_data() == (whence == Seek::Data) {
                 return Ok(pos);

@@ -1,6 +1,6 @@
 //! What the host hands a guest: the device (bounds-checked, read-only on a
 //! read-only mount whatever the guest believes) and a log routed into
-//! `tracing`. Nothing else.
+//! `tracing`, truncated and limited per call. Nothing else.
 
 use super::State;
 use super::bindings::{block_device, log, types};
@@ -45,8 +45,51 @@ impl block_device::Host for State {
 /// Longest guest log message kept.
 const MAX_MESSAGE: usize = 4096;
 
+/// How much a guest may log in one call. Without it a guest (or a guest
+/// looping over a corrupted structure, warning each time) writes to the
+/// host's log as fast as it can until the deadline: 250 MB in one second.
+#[derive(Debug, Clone)]
+pub(crate) struct LogBudget {
+    messages: u32,
+    bytes: usize,
+    per_call: (u32, usize),
+    dropped: u32,
+}
+
+impl LogBudget {
+    /// A budget of `messages` messages and `bytes` bytes per call.
+    pub(crate) fn new(messages: u32, bytes: usize) -> Self {
+        LogBudget { messages, bytes, per_call: (messages, bytes), dropped: 0 }
+    }
+
+    /// Start a call: a full budget, no message dropped.
+    pub(crate) fn refill(&mut self) {
+        (self.messages, self.bytes) = self.per_call;
+        self.dropped = 0;
+    }
+
+    /// Whether a message of `len` bytes fits; counts it as dropped if not.
+    fn take(&mut self, len: usize) -> bool {
+        if self.messages == 0 || len > self.bytes {
+            self.dropped = self.dropped.saturating_add(1);
+            return false;
+        }
+        self.messages -= 1;
+        self.bytes -= len;
+        true
+    }
+
+    /// Messages dropped since the last refill.
+    pub(crate) fn dropped(&self) -> u32 {
+        self.dropped
+    }
+}
+
 impl log::Host for State {
     fn log(&mut self, level: log::Level, mut message: String) {
+        if !self.log_budget.take(message.len().min(MAX_MESSAGE)) {
+            return;
+        }
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {
@@ -61,5 +104,23 @@ impl log::Host for State {
             log::Level::Debug => tracing::debug!(target: "fshost::guest", "{message}"),
             log::Level::Trace => tracing::trace!(target: "fshost::guest", "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_counts_what_it_drops_and_refills() {
+        let mut b = LogBudget::new(2, 100);
+        assert!(b.take(60));
+        assert!(!b.take(60), "over the bytes");
+        assert!(b.take(40));
+        assert!(!b.take(1), "over the messages");
+        assert_eq!(b.dropped(), 2);
+        b.refill();
+        assert_eq!(b.dropped(), 0);
+        assert!(b.take(100));
     }
 }

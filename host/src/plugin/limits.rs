@@ -23,6 +23,11 @@ pub struct Limits {
     pub max_value: usize,
     /// Consecutive failed mounts after which the filesystem is marked failed.
     pub max_mount_failures: u32,
+    /// Most guest log messages kept per call; the rest are counted, and
+    /// the count is logged once after the call.
+    pub log_messages_per_call: u32,
+    /// Most bytes of guest log messages kept per call.
+    pub log_bytes_per_call: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +42,8 @@ impl Default for Limits {
             max_mappings: 4096,
             max_value: 1 << 20,
             max_mount_failures: 3,
+            log_messages_per_call: 100,
+            log_bytes_per_call: 64 << 10,
         }
     }
 }

@@ -46,6 +46,7 @@ pub(crate) struct State {
     device: Arc<Device>,
     max_read: u32,
     stderr: MemoryOutputPipe,
+    log_budget: imports::LogBudget,
 }
 
 impl WasiView for State {
@@ -169,6 +170,7 @@ impl Plugin {
             device: self.device.clone(),
             max_read: self.limits.max_read,
             stderr,
+            log_budget: imports::LogBudget::new(self.limits.log_messages_per_call, self.limits.log_bytes_per_call),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -216,17 +218,24 @@ impl Plugin {
     fn try_start(&self) -> Result<(Live, FsInfo), FsError> {
         const OP: &str = "mount";
         let mut store = self.new_store();
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        self.arm(&mut store);
         let guest = self.pre.instantiate(&mut store).map_err(|e| failure(OP, e, &store))?;
         let opts = wit::MountOptions { read_only: self.options.read_only, options: self.options.options.clone() };
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        self.arm(&mut store);
         let answer = guest.fshost_plugin_filesystem().call_mount(&mut store, &opts);
+        note_dropped_logs(OP, &store);
         let info = match answer {
             Ok(Ok(info)) => convert::info(OP, info)?,
             Ok(Err(code)) => return Err(FsError::Guest { op: OP, code: convert::code(code) }),
             Err(e) => return Err(failure(OP, e, &store)),
         };
         Ok((Live { store, guest }, info))
+    }
+
+    /// Arm the per-call limits: the deadline and the log budget.
+    fn arm(&self, store: &mut Store<State>) {
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        store.data_mut().log_budget.refill();
     }
 
     /// Mount: start an instance (if none runs) and return what it reported.
@@ -252,9 +261,11 @@ impl Plugin {
         let Some(live) = slot.live.as_mut() else {
             return Err(FsError::Failed("no guest instance".into()));
         };
-        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        self.arm(&mut live.store);
         let Live { store, guest } = live;
-        match f(guest.fshost_plugin_filesystem(), store) {
+        let answer = f(guest.fshost_plugin_filesystem(), store);
+        note_dropped_logs(op, store);
+        match answer {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(code)) => Err(FsError::Guest { op, code: convert::code(code) }),
             Err(e) => {
@@ -358,6 +369,14 @@ impl Plugin {
 impl Drop for Plugin {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Say how many log messages the guest's last call lost to its budget.
+fn note_dropped_logs(op: &'static str, store: &Store<State>) {
+    let dropped = store.data().log_budget.dropped();
+    if dropped > 0 {
+        tracing::warn!(target: "fshost::guest", "{op}: dropped {dropped} guest log messages over the per-call budget");
     }
 }
 

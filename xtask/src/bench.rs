@@ -331,6 +331,8 @@ struct Env {
     plugin: PathBuf,
     cache: PathBuf,
     log: PathBuf,
+    /// When the snapshotted fshost binary was built.
+    built: String,
 }
 
 impl Env {
@@ -753,6 +755,7 @@ fn header(env: &Env, opts: &Opts, images: &[&Image]) -> String {
     let dirty =
         quiet(Command::new("git").arg("-C").arg(&root).args(["status", "--porcelain", "host", "guests/ext4", "sdk"]))
             .is_ok_and(|s| !s.is_empty());
+    let built = &env.built;
     let f2fs = quiet(Command::new("sh").args(["-c", "fuse2fs -V 2>&1 | head -1"])).unwrap_or_default();
     let mut s = format!(
         "fshost bench {} — {date} — {}: {model}, {cores} cores, {mem}, Linux {}\n",
@@ -762,10 +765,9 @@ fn header(env: &Env, opts: &Opts, images: &[&Image]) -> String {
     );
     let _ = writeln!(
         s,
-        "fshost {commit}{} ({}), guest {}; {f2fs}; {} runs per workload, interleaved across peers, medians",
+        "fshost {commit}{} (release build of {built}, copied to {}); {f2fs}; {} runs per workload, interleaved across peers, medians",
         if dirty { " + uncommitted changes" } else { "" },
-        env.fshost.display(),
-        env.plugin.file_name().unwrap_or_default().to_string_lossy(),
+        env.fshost.parent().unwrap_or(Path::new("")).display(),
         opts.runs
     );
     for img in images {
@@ -794,18 +796,28 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Canonical, as /proc/self/mountinfo shows mount points.
     let dir = dir.canonicalize()?;
     let target = dir.parent().context("target dir")?;
+    // Others may rebuild target/release/fshost during a long run: measure
+    // one snapshot of the binary and the guest throughout.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let built = quiet(Command::new("date").arg("-u").arg("-r").arg(target.join("release/fshost")).arg("+%H:%M UTC"))
+        .unwrap_or_default();
+    let mut snapshot = Vec::new();
+    for (from, name) in [("release/fshost", "fshost"), ("guests/ext4.wasm", "ext4.wasm")] {
+        let from = target.join(from);
+        let to = bin.join(name);
+        let _ = std::fs::remove_file(&to);
+        std::fs::copy(&from, &to).with_context(|| format!("copying {} (run cargo xtask build)", from.display()))?;
+        snapshot.push(to);
+    }
     let env = Env {
-        fshost: target.join("release/fshost"),
-        plugin: target.join("guests/ext4.wasm"),
+        fshost: snapshot[0].clone(),
+        plugin: snapshot[1].clone(),
         cache: dir.join("guest-cache"),
         log: dir.join("servers.log"),
+        built,
         dir: dir.clone(),
     };
-    for p in [&env.fshost, &env.plugin] {
-        if !p.exists() {
-            bail!("{} is missing: run cargo xtask build", p.display());
-        }
-    }
     clean_stale(&env);
     let load_start = loadavg();
 
@@ -840,6 +852,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     eprintln!("bench: seq run {}/{runs}: {}", i + 1, peer.name());
                     let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
                     let file = m.mnt.join(BIG_NAME);
+                    if i == 0
+                        && let Some(dev) = &m.loopdev
+                    {
+                        let name = dev.trim_start_matches("/dev/");
+                        let ra = std::fs::read_to_string(format!("/sys/block/{name}/queue/read_ahead_kb"));
+                        res.notes.push(format!(
+                            "kernel: ext4 on a loop device (buffered, read_ahead_kb {}); the FUSE peers read the image file directly.",
+                            ra.as_deref().unwrap_or("?").trim()
+                        ));
+                    }
                     drop_caches()?;
                     res.add("seq_cold", peer, seq_read(&file)?);
                     res.add("seq_warm", peer, seq_read(&file)?);

@@ -70,10 +70,12 @@ fn spin() -> ! {
     }
 }
 
+/// Grow memory 16 MiB at a time (untouched, so it is quick) until the
+/// host's memory limit traps.
 fn alloc_forever() -> ! {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
-        hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+        hoard.push(std::hint::black_box(Vec::with_capacity(16 << 20)));
     }
 }
 
@@ -354,6 +356,12 @@ impl Filesystem for Evil {
                 Err(why) => format!("refused: {why}").into_bytes(),
             }),
             BadXattr::BadNames => Err(ErrorCode::NoData.into()),
+            BadXattr::LogFlood => {
+                let line = "evil: flood ".repeat(4096 / 12);
+                loop {
+                    fshost_sdk::error!("{line}");
+                }
+            }
         }
     }
 

@@ -111,6 +111,8 @@ pub enum BadXattr {
     Writer,
     /// listxattr names with NUL in them.
     BadNames,
+    /// Logs 4 KiB error messages until the deadline.
+    LogFlood,
 }
 
 /// readlink answers.
@@ -180,6 +182,7 @@ pub const TRICKS: &[(&str, Trick)] = &[
     ("flaky", Trick::Xattr(BadXattr::Flaky)),
     ("writer", Trick::Xattr(BadXattr::Writer)),
     ("badxattr-names", Trick::Xattr(BadXattr::BadNames)),
+    ("logflood", Trick::Xattr(BadXattr::LogFlood)),
     ("badlink-empty", Trick::Link(BadLink::Empty)),
     ("badlink-nul", Trick::Link(BadLink::Nul)),
     ("badlink-huge", Trick::Link(BadLink::Huge)),

@@ -4,7 +4,7 @@
 //!   image, mount it, list it, unmount.
 //! - `cargo xtask test`  — set up, build, fmt + clippy, the whole test suite.
 //! - `cargo xtask build` — build `fshost` (release) and every guest into
-//!   `target/guests/NAME.wasm`.
+//!   `target/guests/NAME.wasm`; `build-c` only the guests written in C.
 //!
 //! Set-up installs what a fresh machine of this kind lacks: the
 //! wasm32-wasip2 Rust target and, when running as root, the Debian packages
@@ -16,11 +16,15 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 mod bench;
+mod cguest;
 
 /// Guests built by `build`: (package, library name).
 const GUESTS: &[(&str, &str)] =
     &[("fshost-guest-hello-component", "hello"), ("fshost-guest-ext4", "ext4"), ("fshost-guest-evil", "evil")];
-/// Debian packages the tests need, with a command that shows each is present.
+/// Guests written in C (guests/NAME/*.c), built by `cguest`.
+const C_GUESTS: &[&str] = &["hello-c"];
+/// Debian packages the tests and the C guests need, with a command (or an
+/// absolute path to a file) that shows each is present.
 const PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "mkfs.ext4"),
     ("fuse3", "fusermount3"),
@@ -28,6 +32,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("attr", "setfattr"),
     ("acl", "setfacl"),
     ("util-linux", "losetup"),
+    ("clang-14", cguest::CLANG),
+    ("lld-14", "wasm-ld-14"),
+    ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
+    ("libclang-rt-14-dev-wasm32", "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a"),
 ];
 
 fn root() -> PathBuf {
@@ -54,6 +62,9 @@ fn cargo() -> Command {
 }
 
 fn have(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return std::path::Path::new(cmd).exists();
+    }
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {cmd} >/dev/null 2>&1 || test -x /usr/sbin/{cmd} || test -x /sbin/{cmd}"))
@@ -103,6 +114,16 @@ fn build() -> anyhow::Result<()> {
         let dest = out.join(format!("{lib}.wasm"));
         std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
         eprintln!("guest: {}", dest.display());
+    }
+    build_c_guests()
+}
+
+/// The C guests alone (`cargo xtask build-c`, quicker while writing C).
+fn build_c_guests() -> anyhow::Result<()> {
+    let out = target_dir().join("guests");
+    std::fs::create_dir_all(&out)?;
+    for name in C_GUESTS {
+        cguest::build(&root(), name, &target_dir().join("c-guests").join(name), &out.join(format!("{name}.wasm")))?;
     }
     Ok(())
 }
@@ -182,13 +203,14 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("build") => build(),
+        Some("build-c") => setup().and_then(|()| build_c_guests()),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
         Some("demo") => demo(),
         Some("setup") => setup(),
         Some("bench") => bench::run(&args[1..]),
         _ => {
-            bail!("usage: cargo xtask <demo|test|build|lint|setup|bench>")
+            bail!("usage: cargo xtask <demo|test|build|build-c|lint|setup|bench>")
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The foundation, end to end, with the hello guest: the same images read
-//! through a real FUSE mount and through the offline commands must give
+//! The foundation, end to end, with the hellofs guests (the Rust one and
+//! the same format in other languages, `HELLOFS_GUESTS`): the same images
+//! read through a real FUSE mount and through the offline commands must give
 //! back exactly the bytes and attributes the image was built with.
 
 use std::ffi::OsStr;
@@ -13,6 +14,24 @@ use hello::image::Builder;
 
 const BS: u64 = 4096;
 const NON_UTF8: &[u8] = b"caf\xe9-\xff\xfe.txt";
+
+/// Every implementation of hellofs (guests/hello/README.md): each test
+/// below runs against each of them, as target/guests/NAME.wasm.
+const HELLOFS_GUESTS: &[&str] = &["hello", "hello-c"];
+
+/// Run `test` with each guest of [`HELLOFS_GUESTS`], all of them even when
+/// one fails, and fail naming those that did.
+fn for_each_guest(test: impl Fn(&str) + std::panic::RefUnwindSafe) {
+    let failed: Vec<&str> = HELLOFS_GUESTS
+        .iter()
+        .copied()
+        .filter(|name| {
+            eprintln!("--- hellofs guest {name}");
+            std::panic::catch_unwind(|| test(name)).is_err()
+        })
+        .collect();
+    assert!(failed.is_empty(), "failed with the hellofs guests {failed:?} (their panics are above)");
+}
 
 /// Deterministic bytes that differ at every offset of interest.
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -86,10 +105,14 @@ fn hash(path: &Path) -> Vec<u8> {
 
 #[test]
 fn mount_shows_the_tree_attributes_and_bytes() {
+    for_each_guest(mount_shows_the_tree_attributes_and_bytes_with);
+}
+
+fn mount_shows_the_tree_attributes_and_bytes_with(name: &str) {
     let s = sample();
     let before = hash(&s.image);
     {
-        let m = FshostMount::mount(&guest("hello"), &s.image, &[]).unwrap();
+        let m = FshostMount::mount(&guest(name), &s.image, &[]).unwrap();
         let p = m.path();
         let mut names: Vec<Vec<u8>> =
             std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
@@ -140,8 +163,12 @@ fn mount_shows_the_tree_attributes_and_bytes() {
 
 #[test]
 fn seek_data_and_hole_report_the_real_layout() {
+    for_each_guest(seek_data_and_hole_report_the_real_layout_with);
+}
+
+fn seek_data_and_hole_report_the_real_layout_with(name: &str) {
     let s = sample();
-    let m = FshostMount::mount(&guest("hello"), &s.image, &[]).unwrap();
+    let m = FshostMount::mount(&guest(name), &s.image, &[]).unwrap();
     let f = std::fs::File::open(m.path().join("sparse.bin")).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let seek = |off: i64, whence| {
@@ -167,8 +194,12 @@ fn stdout_ok(out: std::process::Output) -> Vec<u8> {
 
 #[test]
 fn offline_commands_agree_with_the_image() {
+    for_each_guest(offline_commands_agree_with_the_image_with);
+}
+
+fn offline_commands_agree_with_the_image_with(name: &str) {
     let s = sample();
-    let g = guest("hello");
+    let g = guest(name);
     let ls = stdout_ok(offline("ls", &g, &s.image, &[OsStr::new("/")]).unwrap());
     let names: Vec<&[u8]> = ls.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     assert!(names.contains(&NON_UTF8), "non-UTF-8 name missing from {names:?}");
@@ -201,10 +232,14 @@ fn offline_commands_agree_with_the_image() {
 
 #[test]
 fn cp_out_extracts_a_sparse_exact_copy() {
+    for_each_guest(cp_out_extracts_a_sparse_exact_copy_with);
+}
+
+fn cp_out_extracts_a_sparse_exact_copy_with(name: &str) {
     let s = sample();
     let out = ScratchDir::new("cp-out").unwrap();
     let dest = out.path().join("tree");
-    stdout_ok(offline("cp-out", &guest("hello"), &s.image, &[OsStr::new("/"), dest.as_os_str()]).unwrap());
+    stdout_ok(offline("cp-out", &guest(name), &s.image, &[OsStr::new("/"), dest.as_os_str()]).unwrap());
     assert_eq!(std::fs::read(dest.join("docs/small.bin")).unwrap(), s.small);
     assert!(std::fs::read(dest.join("big.bin")).unwrap() == s.big);
     let sparse = dest.join("sparse.bin");
@@ -220,7 +255,7 @@ fn cp_out_extracts_a_sparse_exact_copy() {
     let meta = std::fs::metadata(dest.join("docs/small.bin")).unwrap();
     assert_eq!((meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec()), (0o640, -86_400, 123_456_789));
     // cp-out never overwrites.
-    let again = offline("cp-out", &guest("hello"), &s.image, &[OsStr::new("/"), dest.as_os_str()]).unwrap();
+    let again = offline("cp-out", &guest(name), &s.image, &[OsStr::new("/"), dest.as_os_str()]).unwrap();
     assert!(!again.status.success());
 }
 
@@ -234,6 +269,10 @@ fn first_extent_record(image: &[u8], ino: usize) -> usize {
 
 #[test]
 fn a_mapping_past_the_device_is_eio_and_logged() {
+    for_each_guest(a_mapping_past_the_device_is_eio_and_logged_with);
+}
+
+fn a_mapping_past_the_device_is_eio_and_logged_with(name: &str) {
     let dir = ScratchDir::new("bad-map").unwrap();
     let mut b = Builder::new(BS as u32, b"bad");
     let good = pattern(8192, 5);
@@ -245,7 +284,7 @@ fn a_mapping_past_the_device_is_eio_and_logged() {
     let image = dir.path().join("bad.img");
     std::fs::write(&image, &img).unwrap();
 
-    let mut m = FshostMount::mount(&guest("hello"), &image, &[]).unwrap();
+    let mut m = FshostMount::mount(&guest(name), &image, &[]).unwrap();
     let err = std::fs::read(m.path().join("bad")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     assert_eq!(std::fs::read(m.path().join("good")).unwrap(), good, "the rest still reads");
@@ -253,16 +292,20 @@ fn a_mapping_past_the_device_is_eio_and_logged() {
     let log = m.log();
     assert!(log.contains("outside the") && log.contains("device"), "no reason logged:\n{log}");
 
-    let out = offline("cat", &guest("hello"), &image, &[OsStr::new("bad")]).unwrap();
+    let out = offline("cat", &guest(name), &image, &[OsStr::new("bad")]).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"));
 }
 
 #[test]
 fn a_truncated_image_fails_cleanly() {
+    for_each_guest(a_truncated_image_fails_cleanly_with);
+}
+
+fn a_truncated_image_fails_cleanly_with(name: &str) {
     let s = sample();
     let full = std::fs::read(&s.image).unwrap();
-    let g = guest("hello");
+    let g = guest(name);
     // Cut inside the header, inside the inode table, and inside the data.
     for cut in [20usize, BS as usize + 100, full.len() / 2] {
         let dir = ScratchDir::new("truncated").unwrap();
@@ -290,6 +333,6 @@ fn a_truncated_image_fails_cleanly() {
     let dir = ScratchDir::new("truncated").unwrap();
     let image = dir.path().join("cut.img");
     std::fs::write(&image, &full[..20]).unwrap();
-    let err = FshostMount::mount(&guest("hello"), &image, &[]).err().expect("mounting 20 bytes must fail");
+    let err = FshostMount::mount(&guest(name), &image, &[]).err().expect("mounting 20 bytes must fail");
     assert!(format!("{err:#}").contains("mount"), "{err:#}");
 }

@@ -43,6 +43,13 @@ pub struct Ext4 {
 }
 
 impl Ext4 {
+    /// An `Ext4` over a volume built by hand, without the mount-time checks
+    /// (the fuzz fixture's way in).
+    #[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
+    pub(crate) fn from_volume(vol: Volume) -> Self {
+        Ext4 { vol, inodes: Lru::new(INODE_CACHE), counts: None }
+    }
+
     /// The statfs counters as the kernel computes them; if the group
     /// descriptors cannot be read, the superblock's own counters.
     fn counts(&mut self) -> statfs::Counts {

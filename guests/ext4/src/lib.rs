@@ -33,6 +33,8 @@ mod disk;
 mod extent;
 mod features;
 mod fs;
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
+pub mod fuzzing;
 mod group;
 mod hash;
 mod htree;

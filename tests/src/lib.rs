@@ -9,4 +9,6 @@ pub mod compare;
 pub mod fshost;
 pub mod kernel;
 pub mod scratch;
+pub mod snapshot;
 pub mod tree;
+pub mod uml;

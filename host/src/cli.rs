@@ -1,5 +1,6 @@
 //! The command line: parse, open the device, load the guest, delegate.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::Device;
+use crate::plugin::search::{Kind, SearchPath};
 use crate::plugin::{CompileCache, GuestOptions, Limits, Plugin};
 use crate::volume::Volume;
 
@@ -81,6 +83,13 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// List the guests `--plugin NAME` can find: name, contract version,
+    /// size, path, status (ok, shadowed, incompatible, not-a-guest).
+    Plugins {
+        /// Print the search path's directories instead, in search order.
+        #[arg(long)]
+        dirs: bool,
+    },
     /// Internal: the unmount helper a sandboxed mount starts (see sandbox/unmounter.rs).
     #[command(name = crate::sandbox::unmounter::COMMAND, hide = true)]
     SandboxUnmounter { mountpoint: PathBuf },
@@ -110,9 +119,11 @@ impl SandboxArgs {
 /// What every command needs: a guest and a source.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// The guest component (.wasm) that parses this filesystem.
-    #[arg(long, short = 'p')]
-    pub plugin: PathBuf,
+    /// The guest that parses this filesystem: a name ("ext4", looked up as
+    /// ext4.wasm in $FSHOST_PLUGIN_PATH, $XDG_DATA_HOME/fshost/plugins, ...;
+    /// see `fshost plugins --dirs`) or a path (contains '/' or ends in .wasm).
+    #[arg(long, short = 'p', value_name = "NAME|PATH")]
+    pub plugin: OsString,
     /// An image file or block device.
     pub source: PathBuf,
     /// Mount options, comma-separated: ro, allow_other; others go to the guest
@@ -154,6 +165,7 @@ fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
 
 /// Open the source, load the guest and mount it.
 fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Result<Volume> {
+    let path = SearchPath::from_env().resolve(&args.plugin)?;
     let device = Arc::new(Device::open(&args.source, true)?);
     let limits = Limits {
         memory: args.guest_memory_mib.saturating_mul(1 << 20),
@@ -162,15 +174,14 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Resul
     };
     let cache = if args.no_cache { None } else { CompileCache::default_location() };
     let options = GuestOptions { read_only: true, options: guest };
-    let (plugin, stats) = Plugin::load(&args.plugin, device.clone(), limits, options, cache.as_ref())?;
+    let (plugin, stats) = Plugin::load(&path, device.clone(), limits, options, cache.as_ref())?;
     tracing::info!(
         "guest {} {} in {:.1} ms",
-        args.plugin.display(),
+        path.display(),
         if stats.compiled { "compiled" } else { "loaded from cache" },
         stats.millis
     );
-    Volume::mount(plugin, device)
-        .with_context(|| format!("mounting {} with {}", args.source.display(), args.plugin.display()))
+    Volume::mount(plugin, device).with_context(|| format!("mounting {} with {}", args.source.display(), path.display()))
 }
 
 fn path_bytes(p: &Path) -> &[u8] {
@@ -207,9 +218,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::info(&vol, &mut out)?;
         }
+        Command::Plugins { dirs } => plugins(dirs, &mut out)?,
         Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `fshost plugins`: one tab-separated line per guest file on the search
+/// path, in search order; or the directories themselves.
+fn plugins(dirs: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let search = SearchPath::from_env();
+    if dirs {
+        for dir in search.dirs() {
+            out.write_all(path_bytes(dir))?;
+            out.write_all(if dir.is_dir() { b"\n" } else { b"\t(missing)\n" })?;
+        }
+        return Ok(());
+    }
+    for found in search.list() {
+        let (version, status) = match &found.kind {
+            Kind::Guest(v) => (v.as_str(), "ok"),
+            Kind::Incompatible(v) => (v.as_str(), "incompatible"),
+            Kind::NotAGuest(_) => ("-", "not-a-guest"),
+        };
+        let status = if found.shadowed_by.is_some() { "shadowed" } else { status };
+        out.write_all(found.name.as_bytes())?;
+        write!(out, "\t{version}\t{}\t", found.size)?;
+        out.write_all(path_bytes(&found.path))?;
+        writeln!(out, "\t{status}")?;
+    }
     Ok(())
 }
 

@@ -16,8 +16,10 @@
 mod bindings;
 pub mod cache;
 mod convert;
+pub mod identity;
 mod imports;
 mod limits;
+pub mod search;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +38,7 @@ use crate::types::{Attr, DirEntry, FsInfo, Ino, Mapping};
 use bindings::{FilesystemGuest, FilesystemGuestPre, types as wit};
 pub use cache::CompileCache;
 pub use convert::{MAX_COOKIE, NAME_MAX};
+pub use identity::{CONTRACT_VERSION, Identity};
 pub use limits::Limits;
 
 /// Per-instance state the imports see.
@@ -114,6 +117,8 @@ impl Plugin {
     ) -> anyhow::Result<(Self, LoadStats)> {
         let started = Instant::now();
         let wasm = std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?;
+        // Refuse a component built for another contract before compiling it.
+        Identity::read(&wasm).and_then(|id| id.check()).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
         let engine = engine()?;
         let cached = cache.and_then(|c| c.load(&engine, &wasm));
         let compiled = cached.is_none();
@@ -413,6 +418,3 @@ fn incompatible(path: &Path, component: &Component, engine: &Engine, e: wasmtime
         ours
     )
 }
-
-/// The WIT package version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";

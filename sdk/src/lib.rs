@@ -4,33 +4,146 @@
 //! WebAssembly component (a *guest*) inside a sandbox. The guest parses
 //! metadata and answers one data question, "which device bytes hold this
 //! range of this file?" ([`Filesystem::iomap_begin`]); the host does all
-//! file data IO itself. This crate hides the WIT bindings: implement
-//! [`Filesystem`], call [`export!`], build for `wasm32-wasip2`.
+//! file data IO itself, after checking every number the guest returned.
+//! This crate hides the WIT bindings (`wit/fshost.wit`, package
+//! `fshost:plugin`): implement [`Filesystem`], call [`export!`], build a
+//! `cdylib` for `wasm32-wasip2`.
 //!
-//! ```ignore
-//! use fshost_sdk::*;
+//! ## A complete guest
 //!
-//! struct MyFs { device: Device }
+//! A filesystem whose root directory holds one file, `disk`, which is the
+//! whole device:
 //!
-//! impl Filesystem for MyFs {
-//!     fn mount(device: Device, _options: &MountOptions) -> Result<Self> {
-//!         Ok(MyFs { device })
-//!     }
-//!     fn info(&mut self) -> Result<FsInfo> { todo!() }
-//!     fn getattr(&mut self, ino: Ino) -> Result<Attr> { todo!() }
-//!     fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> { todo!() }
-//!     fn readdir(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>> { todo!() }
-//!     fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> { todo!() }
-//!     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, flags: IomapFlags)
-//!         -> Result<Vec<Mapping>> { todo!() }
+//! ```
+//! use fshost_sdk::{
+//!     Attr, Device, DirEntry, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping, MappingKind,
+//!     MountOptions, Result, Timestamp,
+//! };
+//!
+//! const ROOT: Ino = 1;
+//! const DISK: Ino = 2;
+//!
+//! pub struct WholeDisk {
+//!     size: u64,
 //! }
 //!
-//! fshost_sdk::export!(MyFs);
+//! impl WholeDisk {
+//!     fn attr(&self, ino: Ino) -> Result<Attr> {
+//!         let (kind, perm, size) = match ino {
+//!             ROOT => (FileType::Directory, 0o555, 0),
+//!             DISK => (FileType::Regular, 0o444, self.size),
+//!             _ => return Err(ErrorCode::NotFound.into()),
+//!         };
+//!         let t = Timestamp::default();
+//!         Ok(Attr {
+//!             ino, kind, perm, nlink: 1, uid: 0, gid: 0, size, blocks: size.div_ceil(512),
+//!             atime: t, mtime: t, ctime: t, crtime: None, rdev: 0, generation: 0, flags: Default::default(),
+//!         })
+//!     }
+//! }
+//!
+//! impl Filesystem for WholeDisk {
+//!     fn mount(device: Device, _options: &MountOptions) -> Result<Self> {
+//!         Ok(WholeDisk { size: device.size() })
+//!     }
+//!     fn info(&mut self) -> Result<FsInfo> {
+//!         let blocks = self.size / 512;
+//!         Ok(FsInfo { root: ROOT, block_size: 512, name_max: 255, total_blocks: blocks, fs_type: "wholedisk".into(), ..Default::default() })
+//!     }
+//!     fn getattr(&mut self, ino: Ino) -> Result<Attr> {
+//!         self.attr(ino)
+//!     }
+//!     fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
+//!         match (parent, name) {
+//!             (ROOT, b"disk") => self.attr(DISK),
+//!             (ROOT, _) => Err(ErrorCode::NotFound.into()),
+//!             _ => Err(ErrorCode::NotDir.into()),
+//!         }
+//!     }
+//!     fn readdir(&mut self, ino: Ino, cookie: u64, _max: u32) -> Result<Vec<DirEntry>> {
+//!         match (ino, cookie) {
+//!             (ROOT, 0) => Ok(vec![DirEntry { ino: DISK, kind: FileType::Regular, name: b"disk".to_vec(), cookie: 1 }]),
+//!             (ROOT, _) => Ok(Vec::new()),
+//!             _ => Err(ErrorCode::NotDir.into()),
+//!         }
+//!     }
+//!     fn readlink(&mut self, _ino: Ino) -> Result<Vec<u8>> {
+//!         Err(ErrorCode::Invalid.into())
+//!     }
+//!     // The file's bytes are the device's: one mapping covers all of it.
+//!     fn iomap_begin(&mut self, ino: Ino, _offset: u64, _length: u64, _flags: IomapFlags) -> Result<Vec<Mapping>> {
+//!         if ino != DISK {
+//!             return Err(ErrorCode::IsDir.into());
+//!         }
+//!         Ok(vec![Mapping { offset: 0, length: self.size, kind: MappingKind::Mapped(0) }])
+//!     }
+//! }
+//!
+//! // On wasm32 this exports the component's `filesystem` interface; on
+//! // other targets it expands to nothing, so native tests build.
+//! fshost_sdk::export!(WholeDisk);
+//! # fn main() -> Result<()> {
+//! #     let mut fs = WholeDisk::mount(fshost_sdk::testing::memory_device(vec![7; 4096]), &MountOptions::default())?;
+//! #     assert_eq!(fs.lookup(ROOT, b"disk")?.size, 4096);
+//! #     Ok(())
+//! # }
 //! ```
 //!
-//! The on-disk helpers in [`bytes`] turn short buffers into `Corrupted`
-//! errors instead of panics; [`Device`] caches metadata blocks; [`testing`]
-//! runs the same trait natively against an image file.
+//! Its `Cargo.toml` makes the crate a `cdylib`; `cargo build --release
+//! --target wasm32-wasip2` then writes the component to
+//! `target/wasm32-wasip2/release/NAME.wasm`, ready for
+//! `fshost ls --plugin path/to/NAME.wasm IMAGE`. `cargo xtask new-plugin
+//! NAME DIR` in the fshost repository starts such a crate from a template
+//! (sdk/template: a small format with a header and several files), with
+//! the SDK dependency and the build set up.
+//!
+//! ## What the host expects
+//!
+//! - **Inode numbers are stable**: read them from disk. The host restarts
+//!   a guest after a trap and calls `mount` again; the kernel still holds
+//!   the old numbers.
+//! - **Errors, not panics**: a panic costs the operation (EIO) and the
+//!   instance. Read on-disk structures with [`bytes`], which turns short
+//!   buffers into [`ErrorCode::Corrupted`], and say what and where
+//!   ([`ResultExt::context`]).
+//! - **Mappings** are sorted, contiguous, start with the one containing the
+//!   asked offset, stay inside the device and are aligned to
+//!   [`FsInfo::block_size`] (a file's last mapping may end at the device's
+//!   end). Whole extents are welcome; the host caches them.
+//! - **Cookies** are stable per directory, never 0, below 2^62.
+//! - **Names are bytes**: 1..=255, no '/' or NUL.
+//!
+//! ## Testing your guest natively
+//!
+//! The same trait runs natively, without wasm or FUSE: [`testing`] gives a
+//! [`Device`] over an image file ([`testing::open_image`]) or over bytes
+//! ([`testing::memory_device`]), so `cargo test` exercises the parser
+//! against real images, e.g. ones `mkfs` made:
+//!
+//! ```no_run
+//! use fshost_sdk::{Filesystem, MountOptions, testing};
+//!
+//! fn walk_root<F: Filesystem>() -> fshost_sdk::Result<()> {
+//!     let device = testing::open_image("tests/images/small.img")?;
+//!     let mut fs = F::mount(device, &MountOptions { read_only: true, ..Default::default() })?;
+//!     let root = fs.info()?.root;
+//!     for entry in fs.readdir(root, 0, 100)? {
+//!         let attr = fs.getattr(entry.ino)?;
+//!         println!("{} {} bytes", String::from_utf8_lossy(&entry.name), attr.size);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Then test the component itself through the real host:
+//! `fshost ls|cat|stat --plugin target/wasm32-wasip2/release/NAME.wasm IMAGE`.
+//!
+//! ## Logging
+//!
+//! [`log::log`] and the [`warn!`] macro send messages to the host's log
+//! (`fshost -v` shows them); natively, warnings and errors go to stderr.
+
+#![deny(missing_docs)]
 
 pub mod bytes;
 pub mod device;
@@ -40,7 +153,10 @@ pub mod log;
 pub mod testing;
 mod types;
 
+// The plumbing `export!` expands to; public only so the macro can name it
+// from the guest's crate, hidden from the docs (`__private`).
 #[cfg(target_arch = "wasm32")]
+#[allow(missing_docs)]
 mod glue;
 
 pub use device::{BlockIo, Device};

@@ -5,10 +5,15 @@
 /// Severity of a log message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Something failed: corrupted metadata, a refused feature.
     Error,
+    /// Something is off but the guest carries on.
     Warn,
+    /// What a user may want to know (shown with `fshost -v`).
     Info,
+    /// Detail for whoever debugs the guest (`-vv`).
     Debug,
+    /// Every step (`-vvv`).
     Trace,
 }
 

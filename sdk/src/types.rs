@@ -7,12 +7,19 @@ pub type Ino = u64;
 /// The type of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
+    /// A regular file (S_IFREG).
     Regular,
+    /// A directory (S_IFDIR).
     Directory,
+    /// A symbolic link (S_IFLNK).
     Symlink,
+    /// A character device (S_IFCHR); its number is in [`Attr::rdev`].
     CharDevice,
+    /// A block device (S_IFBLK); its number is in [`Attr::rdev`].
     BlockDevice,
+    /// A named pipe (S_IFIFO).
     Fifo,
+    /// A Unix socket (S_IFSOCK).
     Socket,
 }
 
@@ -35,43 +42,67 @@ impl FileType {
 /// Seconds since the epoch (negative before 1970) and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Timestamp {
+    /// Whole seconds since 1970-01-01 00:00:00 UTC.
     pub seconds: i64,
+    /// Nanoseconds past `seconds`, below 1_000_000_000 (the host checks).
     pub nanoseconds: u32,
 }
 
 /// Inode flags FUSE can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct InodeFlags {
+    /// FS_IMMUTABLE_FL: the file cannot be changed.
     pub immutable: bool,
+    /// FS_APPEND_FL: writes may only append.
     pub append: bool,
+    /// FS_NODUMP_FL: dump(8) skips the file.
     pub no_dump: bool,
+    /// FS_NOATIME_FL: access times are not updated.
     pub no_atime: bool,
+    /// FS_SYNC_FL: writes are synchronous.
     pub sync: bool,
+    /// FS_ENCRYPT_FL: the contents (or names) are encrypted.
     pub encrypted: bool,
+    /// FS_VERITY_FL: the file is protected by fs-verity.
     pub verity: bool,
+    /// FS_CASEFOLD_FL: a directory whose lookups ignore case.
     pub casefold: bool,
 }
 
 /// The attributes of one inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
+    /// The inode these attributes belong to (the host checks it is the one
+    /// it asked for).
     pub ino: Ino,
+    /// The file type (the S_IFMT part of st_mode).
     pub kind: FileType,
-    /// mode & 0o7777.
+    /// Permission bits: mode & 0o7777 (rwx, setuid, setgid, sticky).
     pub perm: u16,
+    /// Number of hard links.
     pub nlink: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Size in bytes; for a symlink, the length of its target.
     pub size: u64,
-    /// In 512-byte units.
+    /// Space used, in 512-byte units.
     pub blocks: u64,
+    /// Last access.
     pub atime: Timestamp,
+    /// Last change of the contents.
     pub mtime: Timestamp,
+    /// Last change of the inode.
     pub ctime: Timestamp,
+    /// Creation, where the format records it.
     pub crtime: Option<Timestamp>,
-    /// Linux new_encode_dev encoding (see [`encode_rdev`]).
+    /// Device number of a device node, in Linux's new_encode_dev encoding
+    /// (see [`encode_rdev`]); 0 otherwise.
     pub rdev: u64,
+    /// The inode's generation number (for NFS-style file handles).
     pub generation: u32,
+    /// Inode flags FUSE can report.
     pub flags: InodeFlags,
 }
 
@@ -85,31 +116,49 @@ pub fn encode_rdev(major: u32, minor: u32) -> u64 {
 /// One directory entry; `cookie` resumes the listing after it (never 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The inode the entry names.
     pub ino: Ino,
+    /// Its file type.
     pub kind: FileType,
+    /// The name, as bytes: 1..=255 of them, no '/' or NUL, not "." or "..".
     pub name: Vec<u8>,
+    /// Where a listing resumes after this entry: stable for the directory,
+    /// never 0, below 2^62.
     pub cookie: u64,
 }
 
 /// Filesystem-wide facts and counters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FsInfo {
+    /// The root directory's inode.
     pub root: Ino,
+    /// The allocation unit: mapped and unwritten mappings are aligned to it
+    /// (except that a file's last mapping may end at the device's end).
     pub block_size: u32,
+    /// The longest name a directory can hold, in bytes.
     pub name_max: u32,
+    /// Size of the filesystem, in `block_size` units.
     pub total_blocks: u64,
+    /// Free blocks.
     pub free_blocks: u64,
+    /// Free blocks available to unprivileged users.
     pub available_blocks: u64,
+    /// Number of inodes.
     pub total_inodes: u64,
+    /// Free inodes.
     pub free_inodes: u64,
+    /// A short format name, e.g. "ext4".
     pub fs_type: String,
+    /// The volume label as stored (may be empty).
     pub label: Vec<u8>,
+    /// The volume UUID or serial as stored (may be empty).
     pub uuid: Vec<u8>,
 }
 
 /// Options for mount.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountOptions {
+    /// The host will never write; the guest must not either.
     pub read_only: bool,
     /// `(name, value)` pairs from `-o`, value empty for flags.
     pub options: Vec<(String, String)>,
@@ -145,16 +194,21 @@ pub enum MappingKind {
 pub struct Mapping {
     /// File byte offset.
     pub offset: u64,
-    /// Length in bytes.
+    /// Length in bytes (> 0).
     pub length: u64,
+    /// What backs the range.
     pub kind: MappingKind,
 }
 
 /// What the host is about to do with a mapped range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IomapFlags {
+    /// A write is coming (never on read-only mounts).
     pub write: bool,
+    /// Only the layout is wanted (SEEK_DATA/SEEK_HOLE, FIEMAP); report
+    /// what the format stores, e.g. inline data as inline.
     pub report: bool,
+    /// Direct IO.
     pub direct: bool,
 }
 

@@ -1,0 +1,193 @@
+//! One directory's entries as Linux's vfat lists them: the walk of
+//! `__fat_readdir` and `fat_search_long` (which share it), with
+//! `fat_parse_long`'s rules for long-name sequences. A sequence counts only
+//! if its slots come in order with one checksum and end at a live short
+//! entry; a broken sequence is skipped slot by slot or restarted at the
+//! next slot that opens one, and a checksum that does not match the short
+//! entry leaves the short name in force. Free (0x00 or 0xE5) and volume
+//! label entries are skipped; Linux does not stop at the first 0x00 entry.
+
+use fshost_sdk::Result;
+
+use crate::dir::{ENTRY_SIZE, ShortEntry, attr, checksum};
+use crate::lfn::{self, LAST_SLOT, MAX_SLOTS, Slot, UNITS_PER_SLOT};
+
+/// One listed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The name readdir shows: the long name if there is a valid one.
+    pub name: Vec<u8>,
+    /// The short name as shown (lookup matches it too).
+    pub short: Vec<u8>,
+    /// Index of the short entry among the directory's 32-byte slots.
+    pub index: u32,
+    pub entry: ShortEntry,
+}
+
+/// A parsed directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Entries in directory order, without "." and "..".
+    pub entries: Vec<Listed>,
+    /// Live short entries with the directory bit, "." and ".." included
+    /// (the kernel's `fat_subdirs`, which sets a directory's link count).
+    pub subdirs: u32,
+    /// The first volume label entry's name, trailing spaces removed.
+    pub label: Option<Vec<u8>>,
+}
+
+impl Listing {
+    /// The entry `name` names, as vfat's lookup finds it: trailing dots
+    /// ignored, ASCII letters matched without case, short name first.
+    pub fn find(&self, name: &[u8]) -> Option<&Listed> {
+        let end = name.iter().rposition(|&b| b != b'.').map_or(0, |p| p + 1);
+        let name = &name[..end];
+        if name.is_empty() {
+            return None;
+        }
+        self.entries.iter().find(|e| e.short.eq_ignore_ascii_case(name) || e.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Entries whose cookie (index + 1) comes after `cookie`.
+    pub fn after(&self, cookie: u64) -> &[Listed] {
+        let start = self.entries.partition_point(|e| u64::from(e.index) < cookie);
+        &self.entries[start..]
+    }
+}
+
+/// What a long-name sequence turned out to be (`fat_parse_long`'s answers).
+enum Long {
+    /// A sequence and the short entry at `at`; `units` empty if the
+    /// checksum did not match.
+    Name { at: usize, units: Vec<u16> },
+    /// Skip the slot at `at`.
+    Invalid { at: usize },
+    /// The slot at `at` is not a long-name slot: parse it afresh.
+    NotSlot { at: usize },
+    /// The directory ended inside the sequence.
+    Eof,
+}
+
+/// Parse the directory's bytes (a whole number of 32-byte entries; a
+/// partial entry at the end is ignored).
+pub fn parse(raw: &[u8]) -> Result<Listing> {
+    let slots: Vec<&[u8]> = raw.chunks_exact(ENTRY_SIZE).collect();
+    let mut out = Listing::default();
+    for s in &slots {
+        let e = ShortEntry::parse(s)?;
+        if e.is_free() || e.attr & attr::VOLUME != 0 {
+            if out.label.is_none() && !e.is_free() && e.attr != attr::LONG_NAME && e.attr & attr::DIRECTORY == 0 {
+                out.label = Some(crate::boot::trim_spaces(&e.name).to_vec());
+            }
+            continue;
+        }
+        if e.is_dir() {
+            out.subdirs += 1;
+        }
+    }
+    let mut i = 0;
+    while i < slots.len() {
+        let mut e = ShortEntry::parse(slots[i])?;
+        let mut units = Vec::new();
+        if e.attr == attr::LONG_NAME {
+            match long_name(&slots, i)? {
+                Long::Name { at, units: u } => {
+                    i = at;
+                    units = u;
+                    e = ShortEntry::parse(slots[i])?;
+                }
+                Long::Invalid { at } => {
+                    i = at + 1;
+                    continue;
+                }
+                Long::NotSlot { at } => {
+                    i = at;
+                    continue;
+                }
+                Long::Eof => break,
+            }
+        } else if e.name[0] == crate::dir::DELETED || e.attr & attr::VOLUME != 0 || e.is_free() {
+            i += 1;
+            continue;
+        }
+        let index = i as u32;
+        i += 1;
+        let short = lfn::to_utf8(&e.display_name());
+        if short.is_empty() || e.is_dot() {
+            continue;
+        }
+        let long = lfn::to_utf8(&units);
+        let name = if long.is_empty() { short.clone() } else { long };
+        if !usable(&name) || !usable(&short) {
+            fshost_sdk::warn!(
+                "fat: directory entry {index}: name {:?} cannot be a Linux name; skipped",
+                name.escape_ascii().to_string()
+            );
+            continue;
+        }
+        out.entries.push(Listed { name, short, index, entry: e });
+    }
+    Ok(out)
+}
+
+/// A name the host accepts: 1..=255 bytes, no '/' or NUL, not "." or "..".
+fn usable(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && name != b"."
+        && name != b".."
+}
+
+/// `fat_parse_long` from the slot at `i` (a long-name slot).
+fn long_name(slots: &[&[u8]], mut i: usize) -> Result<Long> {
+    'sequence: loop {
+        let first = Slot::parse(slots[i])?;
+        if first.id & LAST_SLOT == 0 {
+            return Ok(Long::Invalid { at: i });
+        }
+        let count = first.id & !LAST_SLOT;
+        if count == 0 || count > MAX_SLOTS {
+            return Ok(Long::Invalid { at: i });
+        }
+        let alias = first.checksum;
+        let mut units = vec![0u16; usize::from(count) * UNITS_PER_SLOT];
+        let mut slot = first;
+        let mut number = count;
+        loop {
+            number -= 1;
+            let offset = usize::from(number) * UNITS_PER_SLOT;
+            units[offset..offset + UNITS_PER_SLOT].copy_from_slice(&slot.units);
+            if slot.id & LAST_SLOT != 0 {
+                units.truncate(offset + UNITS_PER_SLOT);
+            }
+            i += 1;
+            let Some(raw) = slots.get(i) else { return Ok(Long::Eof) };
+            if number == 0 {
+                break;
+            }
+            if fshost_sdk::bytes::u8_at(raw, 11)? != attr::LONG_NAME {
+                return Ok(Long::NotSlot { at: i });
+            }
+            slot = Slot::parse(raw)?;
+            if slot.id & !LAST_SLOT != number || slot.checksum != alias {
+                continue 'sequence;
+            }
+        }
+        let e = ShortEntry::parse(slots[i])?;
+        if e.name[0] == crate::dir::DELETED {
+            return Ok(Long::Invalid { at: i });
+        }
+        if e.attr == attr::LONG_NAME {
+            continue 'sequence;
+        }
+        if e.is_free() || e.attr & attr::VOLUME != 0 {
+            return Ok(Long::Invalid { at: i });
+        }
+        if checksum(&e.name) != alias {
+            units.clear();
+        }
+        return Ok(Long::Name { at: i, units });
+    }
+}

@@ -151,10 +151,14 @@ impl<'a> Fat<'a> {
                     )));
                 }
                 Next::Free => {
-                    return Err(Error::corrupted(format!("{what}: cluster chain reaches free cluster {cluster}")));
+                    return Err(Error::corrupted(format!(
+                        "{what}: the FAT entry of cluster {cluster} says free inside a chain"
+                    )));
                 }
                 Next::Bad => {
-                    return Err(Error::corrupted(format!("{what}: cluster chain reaches bad cluster {cluster}")));
+                    return Err(Error::corrupted(format!(
+                        "{what}: the FAT entry of cluster {cluster} says bad inside a chain"
+                    )));
                 }
             };
         }

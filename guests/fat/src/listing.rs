@@ -211,9 +211,9 @@ mod tests {
     /// disk order (last part first).
     fn slots(text: &str, sum: u8) -> Vec<Vec<u8>> {
         let mut units: Vec<u16> = text.encode_utf16().collect();
-        if units.len() % 13 != 0 {
+        if !units.len().is_multiple_of(13) {
             units.push(0);
-            while units.len() % 13 != 0 {
+            while !units.len().is_multiple_of(13) {
                 units.push(0xffff);
             }
         }

@@ -19,8 +19,12 @@ mod bench;
 mod cguest;
 
 /// Guests built by `build`: (package, library name).
-const GUESTS: &[(&str, &str)] =
-    &[("fshost-guest-hello-component", "hello"), ("fshost-guest-ext4", "ext4"), ("fshost-guest-evil", "evil")];
+const GUESTS: &[(&str, &str)] = &[
+    ("fshost-guest-hello-component", "hello"),
+    ("fshost-guest-ext4", "ext4"),
+    ("fshost-guest-fat", "fat"),
+    ("fshost-guest-evil", "evil"),
+];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];
 /// Debian packages the tests and the C guests need, with a command (or an

@@ -45,6 +45,10 @@ pub struct Ignore {
     /// instead): for images where fshost's block size must differ from
     /// the kernel's (see the test that sets it).
     pub block_size: bool,
+    /// statfs's f_namelen: fshost caps it at Linux's NAME_MAX (255 bytes,
+    /// the most a FUSE name may hold), where vfat reports 1530 (255 UTF-16
+    /// units of up to 6 bytes each).
+    pub name_max: bool,
 }
 
 /// One entry's lstat fields, as `stat` printed them.
@@ -156,7 +160,10 @@ pub fn diff(kernel: &Snapshot, fshost: &Snapshot, ignore: Ignore) -> Vec<Differe
     let mut differ = |path: &[u8], what: &str, detail: String| {
         diffs.push(Difference { path: path.escape_ascii().to_string(), what: what.to_string(), detail });
     };
-    let statfs = |s: &str| if ignore.block_size { statfs_in_bytes(s) } else { s.to_string() };
+    let statfs = |s: &str| {
+        let s = if ignore.name_max { s.rsplit_once('|').map_or(s, |(rest, _)| rest) } else { s };
+        if ignore.block_size { statfs_in_bytes(s) } else { s.to_string() }
+    };
     if statfs(&kernel.statfs) != statfs(&fshost.statfs) {
         let what = "statfs (bsize|blocks|bfree|bavail|files|ffree|namelen)";
         differ(b"/", what, format!("{} vs {}", kernel.statfs, fshost.statfs));
@@ -208,7 +215,7 @@ pub fn diff(kernel: &Snapshot, fshost: &Snapshot, ignore: Ignore) -> Vec<Differe
 }
 
 /// A statfs line with the block counts multiplied out to bytes and the
-/// block size dropped: `bytes|free bytes|available bytes|files|ffree|namelen`.
+/// block size dropped: `bytes|free bytes|available bytes|files|ffree[|namelen]`.
 fn statfs_in_bytes(line: &str) -> String {
     let f: Vec<&str> = line.split('|').collect();
     let [bsize, blocks, bfree, bavail, rest @ ..] = &f[..] else { return line.to_string() };

@@ -21,9 +21,9 @@
 //! sha256sum, stat -f: `fshost_tests::snapshot`), and every field must
 //! match: names as bytes, types, modes, link counts, owners, sizes, block
 //! counts, st_blksize, atime/mtime/ctime to the nanosecond, contents and
-//! statfs. Inode numbers are the one exception: the kernel numbers FAT
-//! inodes with iunique() in the order it meets them, so they are only
-//! checked to be distinct on fshost's side.
+//! statfs. Two exceptions: inode numbers (the kernel numbers FAT inodes
+//! with iunique() in the order it meets them, so they are only checked to
+//! be distinct on fshost's side) and statfs's f_namelen (see `SAME`).
 //!
 //! Corrupted images (a FAT chain loop, an out-of-range cluster, a bad BPB,
 //! a truncated image) must fail cleanly — EIO or EUCLEAN on the object,
@@ -211,6 +211,16 @@ impl FatImage {
         for i in (0..16).step_by(2) {
             self.mtools("mdel", &[&format!("::/frag/piece{i:02}")])?;
         }
+        // FAT32 keeps a next-free-cluster hint in its FSInfo sector, which
+        // mtools follows; point it back at the start so the holes are used.
+        let mut bpb = [0u8; 512];
+        fs::File::open(&self.path)?.read_exact_at(&mut bpb, 0)?;
+        if bpb[22..24] == [0, 0] {
+            let sector = u64::from(u16::from_le_bytes([bpb[11], bpb[12]]));
+            let fsinfo = u64::from(u16::from_le_bytes([bpb[48], bpb[49]]));
+            let file = fs::OpenOptions::new().write(true).open(&self.path)?;
+            file.write_all_at(&2u32.to_le_bytes(), fsinfo * sector + 0x1EC)?;
+        }
         let big = work.path().join("fragmented.bin");
         fs::write(&big, pattern(2000, 60_000))?;
         run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&big).arg("::/frag/"))?;
@@ -268,7 +278,9 @@ fn compare(mkfs_args: &[&str], size_kib: u64, ignore: Ignore) -> anyhow::Result<
     Ok(())
 }
 
-const SAME: Ignore = Ignore { inode_numbers: true, block_size: false };
+/// What every comparison leaves out: inode numbers (iunique() in the
+/// kernel) and statfs's f_namelen (1530 in vfat, capped at 255 by fshost).
+const SAME: Ignore = Ignore { inode_numbers: true, block_size: false, name_max: true };
 
 #[test]
 fn fat12_2k_clusters() -> anyhow::Result<()> {
@@ -298,5 +310,187 @@ fn fat32_4k_sectors() -> anyhow::Result<()> {
 /// statfs is compared in bytes instead.
 #[test]
 fn fat16_unaligned_data_region() -> anyhow::Result<()> {
-    compare(&["-F", "16", "-s", "4", "-a", "-R", "3"], 20 << 10, Ignore { inode_numbers: true, block_size: true })
+    compare(&["-F", "16", "-s", "4", "-a", "-R", "3"], 20 << 10, Ignore { block_size: true, ..SAME })
+}
+
+/// A small FAT16 image (2 KiB clusters) for corruption: `good.bin`,
+/// `victim.bin` and `victim2.bin` (10 000 bytes, 5 clusters each) in the
+/// root, `sub/inner.txt`, and `tail.bin` (2 MiB) written last, so it lies at
+/// the end of the used area.
+struct Corruptible {
+    image: FatImage,
+    data: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Corruptible {
+    fn build() -> anyhow::Result<Corruptible> {
+        let dir = ScratchDir::new("fat-image")?;
+        let path = dir.path().join("fat.img");
+        run(Command::new("mkfs.vfat").args(["-F", "16", "-s", "4", "-C"]).arg(&path).arg("20000"))?;
+        let image = FatImage { path, _dir: dir };
+        let src = ScratchDir::new("fat-source")?;
+        let data = pattern(42, 10_000);
+        let tail = pattern(43, 2 << 20);
+        for name in ["good.bin", "victim.bin", "victim2.bin"] {
+            fs::write(src.path().join(name), &data)?;
+        }
+        fs::create_dir(src.path().join("sub"))?;
+        fs::write(src.path().join("sub/inner.txt"), b"inner\n")?;
+        fs::write(src.path().join("tail.bin"), &tail)?;
+        for name in ["good.bin", "victim.bin", "victim2.bin", "sub", "tail.bin"] {
+            run(Command::new("mcopy").args(["-s", "-i"]).arg(&image.path).arg(src.path().join(name)).arg("::/"))?;
+        }
+        Ok(Corruptible { image, data, tail })
+    }
+
+    fn le16(&self, offset: u64) -> anyhow::Result<u64> {
+        let mut b = [0u8; 2];
+        fs::File::open(&self.image.path)?.read_exact_at(&mut b, offset)?;
+        Ok(u64::from(u16::from_le_bytes(b)))
+    }
+
+    fn poke(&self, offset: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        fs::OpenOptions::new().write(true).open(&self.image.path)?.write_all_at(bytes, offset)?;
+        Ok(())
+    }
+
+    /// Device byte of FAT16 entry `cluster` in the first FAT (the one
+    /// readers use), from the BPB's sector size and reserved sectors.
+    fn fat_entry(&self, cluster: u64) -> anyhow::Result<u64> {
+        Ok(self.le16(11)? * self.le16(14)? + 2 * cluster)
+    }
+
+    /// The first cluster of `file` in the root directory, from mshowfat.
+    fn first_cluster(&self, file: &str) -> anyhow::Result<u64> {
+        let out = self.image.mtools("mshowfat", &[&format!("::/{file}")])?;
+        let out = String::from_utf8_lossy(&out.stdout);
+        let first = out.split('<').nth(1).and_then(|r| r.split(['-', '>']).next()).context("no chain")?;
+        first.trim().parse().with_context(|| format!("mshowfat said {out:?}"))
+    }
+
+    fn byte(&self, offset: u64) -> anyhow::Result<u64> {
+        let mut b = [0u8; 1];
+        fs::File::open(&self.image.path)?.read_exact_at(&mut b, offset)?;
+        Ok(u64::from(b[0]))
+    }
+
+    /// Device byte of the FAT16 root directory: after the reserved sectors
+    /// and the FATs.
+    fn root_offset(&self) -> anyhow::Result<u64> {
+        Ok((self.le16(14)? + self.byte(16)? * self.le16(22)?) * self.le16(11)?)
+    }
+
+    /// Device byte of data cluster `cluster`: clusters start after the root
+    /// directory, at cluster number 2.
+    fn cluster_offset(&self, cluster: u64) -> anyhow::Result<u64> {
+        let data = self.root_offset()? + self.le16(17)? * 32;
+        Ok(data + (cluster - 2) * self.byte(13)? * self.le16(11)?)
+    }
+
+    /// Device byte of the root-directory entry whose 8.3 name is `short`.
+    fn root_entry(&self, short: &[u8; 11]) -> anyhow::Result<u64> {
+        let root = self.root_offset()?;
+        let mut dir = vec![0u8; (self.le16(17)? * 32) as usize];
+        fs::File::open(&self.image.path)?.read_exact_at(&mut dir, root)?;
+        let at = dir.chunks(32).position(|e| &e[..11] == short).context("entry not in the root directory")?;
+        Ok(root + at as u64 * 32)
+    }
+}
+
+/// `read` fails with EIO or EUCLEAN, not with some other error or success.
+fn assert_clean_failure(path: &Path) {
+    match fs::read(path) {
+        Ok(data) => panic!("{} read {} bytes from a corrupted file", path.display(), data.len()),
+        Err(e) => assert!(
+            matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EUCLEAN)),
+            "{}: expected EIO or EUCLEAN, got {e}",
+            path.display()
+        ),
+    }
+}
+
+/// Whatever the corruption, the intact objects still read back.
+fn assert_intact(mount: &FshostMount, c: &Corruptible) {
+    assert_eq!(fs::read(mount.path().join("good.bin")).expect("good.bin"), c.data);
+    assert_eq!(fs::read(mount.path().join("sub/inner.txt")).expect("sub/inner.txt"), b"inner\n");
+}
+
+fn assert_no_panic(log: &str) {
+    assert!(!log.contains("panicked"), "a panic in the log:\n{log}");
+}
+
+#[test]
+fn fat_chain_loop_and_out_of_range_clusters_fail_cleanly() -> anyhow::Result<()> {
+    require_root();
+    let c = Corruptible::build()?;
+    // victim.bin: its third cluster points back to its first.
+    let first = c.first_cluster("victim.bin")?;
+    c.poke(c.fat_entry(first + 2)?, &(first as u16).to_le_bytes())?;
+    // victim2.bin: its second cluster points past the last cluster.
+    let first2 = c.first_cluster("victim2.bin")?;
+    c.poke(c.fat_entry(first2 + 1)?, &0xFFF0u16.to_le_bytes())?;
+    // tail.bin: its directory entry names a cluster past the end.
+    let tail = c.root_entry(b"TAIL    BIN")?;
+    c.poke(tail + 26, &0xFFF0u16.to_le_bytes())?;
+
+    let mount = FshostMount::mount(&guest("fat"), &c.image.path, &[])?;
+    for name in ["victim.bin", "victim2.bin", "tail.bin"] {
+        assert_clean_failure(&mount.path().join(name));
+    }
+    assert_intact(&mount, &c);
+    let names: Vec<_> = fs::read_dir(mount.path())?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    assert_eq!(names.len(), 5, "the listing survives: {names:?}");
+    assert_no_panic(&mount.log());
+
+    let cat = offline("cat", &guest("fat"), &c.image.path, &["victim.bin".as_ref()])?;
+    assert!(!cat.status.success(), "fshost cat of a looping chain succeeded");
+    let stderr = String::from_utf8_lossy(&cat.stderr);
+    assert!(!stderr.trim().is_empty(), "fshost cat failed without saying why");
+    assert_no_panic(&stderr);
+    Ok(())
+}
+
+#[test]
+fn bad_boot_sectors_are_refused_without_panic() -> anyhow::Result<()> {
+    require_root();
+    let c = Corruptible::build()?;
+    let original = fs::read(&c.image.path)?;
+    let cases: [(&str, u64, &[u8]); 6] = [
+        ("sector size 513", 11, &513u16.to_le_bytes()),
+        ("sector size 8192", 11, &8192u16.to_le_bytes()),
+        ("3 sectors per cluster", 13, &[3]),
+        ("no reserved sectors", 14, &[0, 0]),
+        ("no FATs", 16, &[0]),
+        ("FAT size 0 with 0 sectors", 19, &[0, 0, 0xF8, 0, 0]),
+    ];
+    for (what, offset, bytes) in cases {
+        fs::write(&c.image.path, &original)?;
+        c.poke(offset, bytes)?;
+        let out = offline("ls", &guest("fat"), &c.image.path, &[])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: fshost ls succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(!stderr.trim().is_empty(), "{what}: failed without a message");
+        assert_no_panic(&stderr);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_truncated_image_reads_up_to_its_end() -> anyhow::Result<()> {
+    require_root();
+    let c = Corruptible::build()?;
+    // Cut the image 1 MiB into tail.bin, the last file written.
+    let cut = c.cluster_offset(c.first_cluster("tail.bin")?)? + (1 << 20);
+    fs::OpenOptions::new().write(true).open(&c.image.path)?.set_len(cut)?;
+
+    let mount = FshostMount::mount(&guest("fat"), &c.image.path, &[])?;
+    assert_intact(&mount, &c);
+    let file = fs::File::open(mount.path().join("tail.bin"))?;
+    let mut head = vec![0u8; 1 << 19];
+    file.read_exact_at(&mut head, 0).context("the part of tail.bin inside the image")?;
+    assert_eq!(head, c.tail[..1 << 19]);
+    assert_clean_failure(&mount.path().join("tail.bin"));
+    assert_no_panic(&mount.log());
+    Ok(())
 }

@@ -162,8 +162,8 @@ impl Fixture {
     /// The image as an [`Ext4`], checksums verified as the options said
     /// (descriptors never: the fixture does not compute their checksums).
     /// `None` when the (possibly fuzzed) superblock does not parse.
-    pub fn open(&self) -> Option<Ext4> {
-        let device = testing::memory_device(self.image.clone());
+    pub fn open(self) -> Option<Ext4> {
+        let device = testing::memory_device(self.image);
         let raw = device.read(PRIMARY_OFFSET, SUPERBLOCK_SIZE).ok()?;
         let sb = Superblock::parse(&raw, PRIMARY_OFFSET, device.size(), false).ok()?;
         device.set_cache(sb.block_size, 64);
@@ -257,7 +257,7 @@ pub fn inode(data: &[u8]) {
     let mut fixture = Fixture::new(opts);
     fixture.write_inode(TARGET_INO, raw);
     fixture.write(PAYLOAD_BLOCK, payload);
-    explore(&fixture);
+    explore(fixture);
 }
 
 /// A file's `i_block` (60 bytes) with the extents flag; the payload after it
@@ -278,7 +278,7 @@ fn file_with_map(data: &[u8], iflags: u32) {
     let mut fixture = Fixture::new(opts);
     fixture.write_inode(TARGET_INO, &raw_inode(0o100644, iflags, 1 << 40, block));
     fixture.write(PAYLOAD_BLOCK, payload);
-    explore(&fixture);
+    explore(fixture);
 }
 
 /// The blocks of a linear directory (parsed alone first, at each block size).
@@ -306,7 +306,7 @@ fn directory(opts: u8, blocks: &[u8], iflags: u32) {
     let root = extent_root_over_payload(count as u16);
     fixture.write_inode(TARGET_INO, &raw_inode(0o40755, iflags | flags::EXTENTS, (count * BS) as u64, &root));
     fixture.write(PAYLOAD_BLOCK, blocks);
-    explore(&fixture);
+    explore(fixture);
 }
 
 /// The in-inode xattr area (the 96 bytes after the extra fields) of a
@@ -321,7 +321,7 @@ pub fn xattr(data: &[u8]) {
     let mut fixture = Fixture::new(opts);
     fixture.write_inode(TARGET_INO, &raw);
     fixture.write(PAYLOAD_BLOCK, block);
-    explore(&fixture);
+    explore(fixture);
 }
 
 /// A jbd2 journal: the first byte picks the block size (1, 2 or 4 KiB) and
@@ -356,7 +356,7 @@ pub fn image(data: &[u8]) {
 }
 
 /// Open the fixture and walk from its root and from the fuzzed inode.
-fn explore(fixture: &Fixture) {
+fn explore(fixture: Fixture) {
     if let Some(mut fs) = fixture.open() {
         walk(&mut fs, &[Ino::from(TARGET_INO), 2]);
     }

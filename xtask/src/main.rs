@@ -40,6 +40,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lld-14", "wasm-ld-14"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
     ("libclang-rt-14-dev-wasm32", "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a"),
+    // FAT images for the fat guest's tests, and their reference kernel: the
+    // host kernel has no vfat, user-mode Linux (6.1, vfat as modules) does.
+    ("dosfstools", "mkfs.vfat"),
+    ("mtools", "mcopy"),
+    ("user-mode-linux", "linux"),
+    ("kmod", "insmod"),
 ];
 
 fn root() -> PathBuf {

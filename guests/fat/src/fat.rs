@@ -169,11 +169,35 @@ impl<'a> Fat<'a> {
     /// Free data clusters, counted from the FAT as the kernel's statfs does
     /// (it trusts FSInfo's count only with `-o usefree`).
     pub fn count_free(&mut self) -> Result<u64> {
-        let mut free = 0u64;
-        for n in FIRST_CLUSTER..FIRST_CLUSTER + self.geo.clusters {
-            if self.entry(n)? == 0 {
-                free += 1;
+        let width = match self.geo.fat_type {
+            FatType::Fat12 => {
+                let mut free = 0u64;
+                for n in FIRST_CLUSTER..FIRST_CLUSTER + self.geo.clusters {
+                    free += u64::from(self.entry(n)? == 0);
+                }
+                return Ok(free);
             }
+            FatType::Fat16 => 2u64,
+            FatType::Fat32 => 4u64,
+        };
+        // FAT16/32 entries never straddle a window: scan whole windows
+        // (a large FAT32 has millions of entries, counted at mount).
+        let first = u64::from(FIRST_CLUSTER) * width;
+        let end = (u64::from(FIRST_CLUSTER) + u64::from(self.geo.clusters)) * width;
+        let mut free = 0u64;
+        let mut at = first;
+        while at < end {
+            let take = (WINDOW - at % WINDOW).min(end - at);
+            let chunk = self.dev.read(self.geo.fat_start + at, take as usize)?;
+            free += chunk
+                .chunks_exact(width as usize)
+                .filter(|e| match e {
+                    [a, b] => *a == 0 && *b == 0,
+                    [a, b, c, d] => *a == 0 && *b == 0 && *c == 0 && *d & 0x0f == 0,
+                    _ => false,
+                })
+                .count() as u64;
+            at += take;
         }
         Ok(free)
     }

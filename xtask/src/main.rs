@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod cguest;
+mod pyguest;
 
 /// Guests built by `build`: (package, library name).
 const GUESTS: &[(&str, &str)] = &[
@@ -27,6 +28,8 @@ const GUESTS: &[(&str, &str)] = &[
 ];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];
+/// Guests written in Python (guests/NAME/app.py), built by `pyguest`.
+const PY_GUESTS: &[&str] = &["hello-py"];
 /// Debian packages the tests and the C guests need, with a command (or an
 /// absolute path to a file) that shows each is present.
 const PACKAGES: &[(&str, &str)] = &[
@@ -125,7 +128,11 @@ fn build() -> anyhow::Result<()> {
         std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
         eprintln!("guest: {}", dest.display());
     }
-    build_c_guests()
+    build_c_guests()?;
+    for name in PY_GUESTS {
+        pyguest::build(&root(), name, &target_dir().join("py-venv"), &out.join(format!("{name}.wasm")))?;
+    }
+    Ok(())
 }
 
 /// The C guests alone (`cargo xtask build-c`, quicker while writing C).

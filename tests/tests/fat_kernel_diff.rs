@@ -231,8 +231,13 @@ impl FatImage {
     }
 }
 
-/// One image, both views, every difference.
-fn compare(mkfs_args: &[&str], size_kib: u64, ignore: Ignore) -> anyhow::Result<()> {
+/// The kernel's snapshot and fshost's (mounted with `-o FSHOST_OPTIONS`)
+/// of one image built with `mkfs_args`, and fshost's log.
+fn views(
+    mkfs_args: &[&str],
+    size_kib: u64,
+    fshost_options: &[&str],
+) -> anyhow::Result<(snapshot::Snapshot, snapshot::Snapshot, String)> {
     require_root();
     let source = ScratchDir::new("fat-source")?;
     source_tree(source.path())?;
@@ -260,21 +265,42 @@ fn compare(mkfs_args: &[&str], size_kib: u64, ignore: Ignore) -> anyhow::Result<
         missing.len(),
         &missing[..missing.len().min(20)]
     );
-    let mount = FshostMount::mount(&guest("fat"), &image.path, &[])?;
+    let mount = FshostMount::mount(&guest("fat"), &image.path, fshost_options)?;
     let out = ScratchDir::new("fat-snapshot")?;
     let fshost = snapshot::take(mount.path(), out.path())?;
+    Ok((kernel, fshost, mount.log()))
+}
+
+/// One image, both views, every difference.
+fn compare(mkfs_args: &[&str], size_kib: u64, ignore: Ignore) -> anyhow::Result<()> {
+    let (kernel, fshost, log) = views(mkfs_args, size_kib, &[])?;
     let mut diffs: Vec<String> = snapshot::diff(&kernel, &fshost, ignore).iter().map(|d| d.to_string()).collect();
     diffs.extend(snapshot::duplicate_inode_numbers(&fshost));
     if !diffs.is_empty() {
         let shown: Vec<&str> = diffs.iter().take(60).map(String::as_str).collect();
         bail!(
-            "{} differences between the kernel's vfat and fshost on mkfs.vfat {mkfs_args:?} (first {}):\n{}\nfshost log:\n{}",
+            "{} differences between the kernel's vfat and fshost on mkfs.vfat {mkfs_args:?} (first {}):\n{}\nfshost log:\n{log}",
             diffs.len(),
             shown.len(),
             shown.join("\n"),
-            mount.log()
         );
     }
+    Ok(())
+}
+
+/// The comparison can fail: fshost mounted with another owner and mask
+/// differs from the kernel's default view in exactly those fields, on
+/// every entry.
+#[test]
+fn the_comparison_sees_other_owners_and_modes() -> anyhow::Result<()> {
+    let (kernel, fshost, _) = views(&["-F", "16", "-s", "2"], 16 << 10, &["uid=1234", "umask=077"])?;
+    let diffs = snapshot::diff(&kernel, &fshost, SAME);
+    let count = |what: &str| diffs.iter().filter(|d| d.what == what).count();
+    assert_eq!(count("uid"), kernel.entries.len(), "every entry's owner differs");
+    // Read-only files show 0555 on the kernel's side and 0500 on fshost's:
+    // every mode differs too.
+    assert_eq!(count("mode"), kernel.entries.len(), "every entry's mode differs");
+    assert_eq!(diffs.len(), 2 * kernel.entries.len(), "nothing else differs: {:?}", &diffs[..diffs.len().min(10)]);
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //! - `cargo xtask demo`  — set up, build host and guests, make a sample
 //!   image, mount it, list it, unmount.
 //! - `cargo xtask test`  — set up, build, fmt + clippy, the whole test suite.
+//! - `cargo xtask new-plugin NAME [DIR]` — start a guest from sdk/template
+//!   (new_plugin.rs).
 //! - `cargo xtask build` — build `fshost` (release) and every guest into
 //!   `target/guests/NAME.wasm`; `build-c` only the guests written in C.
 //!
@@ -17,6 +19,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod cguest;
+mod new_plugin;
 mod pyguest;
 
 /// Guests built by `build`: (package, library name).
@@ -226,8 +229,9 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(),
         Some("setup") => setup(),
         Some("bench") => bench::run(&args[1..]),
+        Some("new-plugin") => new_plugin::run(&args[1..]),
         _ => {
-            bail!("usage: cargo xtask <demo|test|build|build-c|lint|setup|bench>")
+            bail!("usage: cargo xtask <demo|test|build|build-c|lint|setup|bench|new-plugin>")
         }
     }
 }

@@ -124,13 +124,29 @@ fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
-/// Up to `max` records of `dir` after position `cookie`, without "." and "..".
+/// Whether a path component can be `name`: not empty, no '/' and no NUL.
+fn is_servable_name(name: &[u8]) -> bool {
+    !name.is_empty() && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Up to `max` records of `dir` after position `cookie`, without "." and "..",
+/// nor records whose names no path could name ([`is_servable_name`]).
 pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     let take = |entries: Vec<Entry<'_>>, base: u64, out: &mut Vec<Listed>| -> bool {
         for e in entries {
             let pos = base + e.offset as u64;
             if pos < cookie || e.ino == 0 || e.is_dot() {
+                continue;
+            }
+            if !is_servable_name(e.name) {
+                // The kernel would hand such a name to userspace as is; no
+                // path can name it, and the host refuses it. Skip the one
+                // record so the rest of the directory still lists.
+                fshost_sdk::warn!(
+                    "directory {}: skipping the record at {pos}: its name is empty or holds '/' or NUL",
+                    dir.ino
+                );
                 continue;
             }
             if out.len() >= max {

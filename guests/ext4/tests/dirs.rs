@@ -223,3 +223,36 @@ fn bad_htree_root_fails_its_checksum_or_falls_back_to_a_linear_scan() {
     }
     assert_eq!(list_dir(&mut fs, dir.ino, 64).unwrap().len(), names.len());
 }
+
+/// A record whose name holds '/' or NUL (a crafted or corrupted block) is
+/// skipped; its neighbours still list and resolve.
+#[test]
+fn names_with_slash_or_nul_are_skipped_not_fatal() {
+    let s = Scratch::new("bad-names");
+    let src = s.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for name in ["alpha", "bravo", "charlie"] {
+        fs::write(src.join("d").join(name), name).unwrap();
+    }
+    let image = s.join("img");
+    mkfs(&src, &image, &["-b", "4096", "-O", "^metadata_csum,^dir_index"], "4M");
+    let block: u64 = debugfs(&image, "blocks /d").split_whitespace().next().unwrap().parse().unwrap();
+    let mut bytes = fs::read(&image).unwrap();
+    let at = (block * 4096) as usize;
+    let dir = &mut bytes[at..at + 4096];
+    // Plant '/' in "bravo" and NUL in "charlie" (the record layout is the
+    // kernel's: the name follows an 8-byte header).
+    for (name, bad) in [(&b"bravo"[..], b'/'), (&b"charlie"[..], 0)] {
+        let pos = dir.windows(name.len()).position(|w| w == name).unwrap();
+        dir[pos + 2] = bad;
+    }
+    fs::write(&image, &bytes).unwrap();
+
+    let mut fs = mount(&image, &[]).unwrap();
+    let d = resolve(&mut fs, b"d").unwrap();
+    let listed: Vec<Vec<u8>> = list_dir(&mut fs, d.ino, 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed, vec![b"alpha".to_vec()]);
+    assert_eq!(fs.lookup(d.ino, b"alpha").unwrap().size, 5);
+    let out = Command::new("e2fsck").args(["-fn"]).arg(&image).output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "e2fsck must see the planted damage");
+}

@@ -20,8 +20,10 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 
-/// The snapshot script: `sh SCRIPT ROOT OUT` writes `OUT/entries`,
-/// `OUT/hashes`, `OUT/statfs` and finally `OUT/done`. NUL separates fields
+/// The snapshot script: `sh SCRIPT ROOT OUT [NAMES]` writes `OUT/entries`,
+/// `OUT/hashes`, `OUT/statfs`, with NAMES (a file of NUL-separated paths
+/// that need not be listed anywhere: other cases, trailing dots) the
+/// lookups that found something in `OUT/lookups`, and finally `OUT/done`. NUL separates fields
 /// that hold names, so any byte but NUL and '/' survives. Times are printed
 /// in UTC with nanoseconds (`%x` etc. under TZ=UTC).
 ///
@@ -32,6 +34,9 @@ cd "$1" || exit 1
 find . -print0 | xargs -0 stat --printf '%n\0%F|%a|%h|%u|%g|%s|%b|%o|%x|%y|%z|%i\0' > "$2/entries"
 find . -type f -print0 | xargs -0 -r sha256sum -z > "$2/hashes" 2> "$2/hash-errors"
 stat -f --printf '%S|%b|%f|%a|%c|%d|%l\n' . > "$2/statfs" || exit 1
+if [ -n "$3" ]; then
+  xargs -0 stat --printf '%n\0%F|%a|%h|%s|%y\0' < "$3" > "$2/lookups" 2> /dev/null
+fi
 : > "$2/done"
 "#;
 
@@ -75,6 +80,8 @@ pub struct Snapshot {
     pub entries: BTreeMap<Vec<u8>, Entry>,
     pub hashes: BTreeMap<Vec<u8>, String>,
     pub statfs: String,
+    /// Extra names looked up, and what stat showed for those found.
+    pub lookups: BTreeMap<Vec<u8>, String>,
 }
 
 /// One difference between two snapshots, kernel first.
@@ -92,14 +99,15 @@ impl fmt::Display for Difference {
 }
 
 /// Runs [`SCRIPT`] over the tree at `root` (on this machine), writing into
-/// `out`, and parses the result.
-pub fn take(root: &Path, out: &Path) -> anyhow::Result<Snapshot> {
+/// `out`, with the lookups listed in `names`, and parses the result.
+pub fn take(root: &Path, out: &Path, names: Option<&Path>) -> anyhow::Result<Snapshot> {
     let status = Command::new("sh")
         .arg("-c")
         .arg(SCRIPT)
         .arg("snapshot")
         .arg(root)
         .arg(out)
+        .arg(names.map(Path::as_os_str).unwrap_or_default())
         .status()
         .context("running the snapshot script")?;
     ensure!(status.success(), "the snapshot script failed on {}: {status}", root.display());
@@ -146,7 +154,24 @@ pub fn read(out: &Path) -> anyhow::Result<Snapshot> {
         let hash = String::from_utf8_lossy(&record[..64]).into_owned();
         snapshot.hashes.insert(relative(&record[66..]), hash);
     }
+    if let Ok(lookups) = std::fs::read(out.join("lookups")) {
+        let mut fields = lookups.split(|&b| b == 0);
+        while let (Some(name), Some(stat)) = (fields.next(), fields.next()) {
+            snapshot.lookups.insert(name.to_vec(), String::from_utf8_lossy(stat).into_owned());
+        }
+    }
     Ok(snapshot)
+}
+
+/// Writes `names` NUL-separated to `path`, for [`SCRIPT`]'s lookups.
+pub fn write_names(path: &Path, names: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    for name in names {
+        ensure!(!name.contains(&0), "a name with NUL");
+        bytes.extend_from_slice(name);
+        bytes.push(0);
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `./a/b` → `a/b`; `.` stays `.`.
@@ -205,6 +230,16 @@ pub fn diff(kernel: &Snapshot, fshost: &Snapshot, ignore: Ignore) -> Vec<Differe
             None if fshost.entries.contains_key(path) => differ(path, "content", "unreadable in fshost's view".into()),
             None => {}
         }
+    }
+    for (name, k) in &kernel.lookups {
+        match fshost.lookups.get(name) {
+            Some(f) if f == k => {}
+            Some(f) => differ(name, "lookup (type|mode|nlink|size|mtime)", format!("{k} vs {f}")),
+            None => differ(name, "lookup", "found only in the kernel's view".into()),
+        }
+    }
+    for name in fshost.lookups.keys().filter(|n| !kernel.lookups.contains_key(*n)) {
+        differ(name, "lookup", "found only in fshost's view".into());
     }
     for path in fshost.hashes.keys().filter(|p| !kernel.hashes.contains_key(*p)) {
         if kernel.entries.contains_key(path) {

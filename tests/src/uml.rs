@@ -51,12 +51,15 @@ fn fat_modules() -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Mounts `image` with UML's vfat driver (`mount -t vfat -o OPTIONS`, run
-/// by root with umask 022) and returns the snapshot of what it shows.
-pub fn snapshot_vfat(image: &Path, options: &str) -> anyhow::Result<Snapshot> {
+/// by root with umask 022) and returns the snapshot of what it shows, with
+/// the lookups of the names in the file `names` (see [`snapshot::SCRIPT`]).
+pub fn snapshot_vfat(image: &Path, options: &str, names: Option<&Path>) -> anyhow::Result<Snapshot> {
     let work = ScratchDir::new("uml")?;
     let script = work.path().join("snapshot.sh");
     std::fs::write(&script, snapshot::SCRIPT)?;
-    let out = boot_vfat(image, true, options, &format!("sh {} \"$MNT\" \"$OUT\"", script.display()), work.path())?;
+    let names = names.map(|n| n.canonicalize()).transpose()?.map(|n| format!(" '{}'", n.display())).unwrap_or_default();
+    let body = format!("sh {} \"$MNT\" \"$OUT\"{names}", script.display());
+    let out = boot_vfat(image, true, options, &body, work.path())?;
     snapshot::read(&out)
         .with_context(|| format!("the kernel's snapshot of {}:\n{}", image.display(), logs(work.path())))
 }

@@ -231,6 +231,47 @@ impl FatImage {
     }
 }
 
+/// Every path under `root`, relative, as bytes.
+fn source_paths(root: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut paths = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            paths.push(path.strip_prefix(root)?.as_os_str().as_bytes().to_vec());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// Other spellings of the source paths that a vfat lookup resolves (or
+/// not) by its own rules: every component in ASCII upper and lower case,
+/// and trailing dots on the last one (vfat ignores them). The 1100-entry
+/// directory contributes only its first entries.
+fn lookup_variants(sources: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut names = Vec::new();
+    for path in sources
+        .iter()
+        .filter(|p| !p.starts_with(b"many/") || p.starts_with(b"many/a fairly long file name, number 000"))
+    {
+        for variant in [
+            path.to_ascii_uppercase(),
+            path.to_ascii_lowercase(),
+            [&path[..], b"."].concat(),
+            [&path[..], b"..."].concat(),
+        ] {
+            if &variant != path && !names.contains(&variant) {
+                names.push(variant);
+            }
+        }
+    }
+    names
+}
+
 /// The kernel's snapshot and fshost's (mounted with `-o FSHOST_OPTIONS`)
 /// of one image built with `mkfs_args`, and fshost's log.
 fn views(
@@ -242,32 +283,25 @@ fn views(
     let source = ScratchDir::new("fat-source")?;
     source_tree(source.path())?;
     let image = FatImage::build(mkfs_args, size_kib, source.path())?;
-    let kernel = uml::snapshot_vfat(&image.path, "ro,utf8")?;
+    let sources = source_paths(source.path())?;
+    let names_dir = ScratchDir::new("fat-names")?;
+    let names = names_dir.path().join("names");
+    snapshot::write_names(&names, &lookup_variants(&sources))?;
+    let kernel = uml::snapshot_vfat(&image.path, "ro,utf8", Some(&names))?;
     // The kernel must show the source tree as it was: every name, byte for
     // byte (so the comparison below covers all of them).
-    let mut missing = Vec::new();
-    let mut stack = vec![source.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let rel = path.strip_prefix(source.path())?.as_os_str().as_bytes().to_vec();
-            if !kernel.entries.contains_key(&rel) {
-                missing.push(rel.escape_ascii().to_string());
-            }
-            if path.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
+    let missing: Vec<String> =
+        sources.iter().filter(|p| !kernel.entries.contains_key(*p)).map(|p| p.escape_ascii().to_string()).collect();
     ensure!(
         missing.is_empty(),
         "the kernel's view lacks {} source names: {:?}",
         missing.len(),
         &missing[..missing.len().min(20)]
     );
+    ensure!(kernel.lookups.len() > 100, "the kernel resolved only {} other spellings", kernel.lookups.len());
     let mount = FshostMount::mount(&guest("fat"), &image.path, fshost_options)?;
     let out = ScratchDir::new("fat-snapshot")?;
-    let fshost = snapshot::take(mount.path(), out.path())?;
+    let fshost = snapshot::take(mount.path(), out.path(), Some(&names))?;
     Ok((kernel, fshost, mount.log()))
 }
 

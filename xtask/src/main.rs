@@ -10,7 +10,8 @@
 //!
 //! Set-up installs what a fresh machine of this kind lacks: the
 //! wasm32-wasip2 Rust target and, when running as root, the Debian packages
-//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl).
+//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl) and the
+//! C guests' toolchain (clang-14, lld-14, wasi-libc; see cguest.rs).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -373,6 +373,69 @@ fn fat16_unaligned_data_region() -> anyhow::Result<()> {
     compare(&["-F", "16", "-s", "4", "-a", "-R", "3"], 20 << 10, Ignore { block_size: true, ..SAME })
 }
 
+/// Raw access to FAT16 structures, for corrupting them on purpose. Offsets
+/// come from the BPB, as any reader computes them.
+impl FatImage {
+    fn le16(&self, offset: u64) -> anyhow::Result<u64> {
+        let mut b = [0u8; 2];
+        fs::File::open(&self.path)?.read_exact_at(&mut b, offset)?;
+        Ok(u64::from(u16::from_le_bytes(b)))
+    }
+
+    fn poke(&self, offset: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        fs::OpenOptions::new().write(true).open(&self.path)?.write_all_at(bytes, offset)?;
+        Ok(())
+    }
+
+    /// Device byte of FAT16 entry `cluster` in the first FAT (the one
+    /// readers use), from the BPB's sector size and reserved sectors.
+    fn fat_entry(&self, cluster: u64) -> anyhow::Result<u64> {
+        Ok(self.le16(11)? * self.le16(14)? + 2 * cluster)
+    }
+
+    /// The first cluster of `file` in the root directory, from mshowfat.
+    fn first_cluster(&self, file: &str) -> anyhow::Result<u64> {
+        let out = self.mtools("mshowfat", &[&format!("::/{file}")])?;
+        let out = String::from_utf8_lossy(&out.stdout);
+        let first = out.split('<').nth(1).and_then(|r| r.split(['-', '>']).next()).context("no chain")?;
+        first.trim().parse().with_context(|| format!("mshowfat said {out:?}"))
+    }
+
+    fn byte(&self, offset: u64) -> anyhow::Result<u64> {
+        let mut b = [0u8; 1];
+        fs::File::open(&self.path)?.read_exact_at(&mut b, offset)?;
+        Ok(u64::from(b[0]))
+    }
+
+    /// Device byte of the FAT16 root directory: after the reserved sectors
+    /// and the FATs.
+    fn root_offset(&self) -> anyhow::Result<u64> {
+        Ok((self.le16(14)? + self.byte(16)? * self.le16(22)?) * self.le16(11)?)
+    }
+
+    /// Device byte of data cluster `cluster`: clusters start after the root
+    /// directory, at cluster number 2.
+    fn cluster_offset(&self, cluster: u64) -> anyhow::Result<u64> {
+        let data = self.root_offset()? + self.le16(17)? * 32;
+        Ok(data + (cluster - 2) * self.byte(13)? * self.le16(11)?)
+    }
+
+    /// The FAT16 root directory: its device byte and its bytes.
+    fn root_dir(&self) -> anyhow::Result<(u64, Vec<u8>)> {
+        let root = self.root_offset()?;
+        let mut dir = vec![0u8; (self.le16(17)? * 32) as usize];
+        fs::File::open(&self.path)?.read_exact_at(&mut dir, root)?;
+        Ok((root, dir))
+    }
+
+    /// Device byte of the root-directory entry whose 8.3 name is `short`.
+    fn root_entry(&self, short: &[u8; 11]) -> anyhow::Result<u64> {
+        let (root, dir) = self.root_dir()?;
+        let at = dir.chunks(32).position(|e| &e[..11] == short).context("entry not in the root directory")?;
+        Ok(root + at as u64 * 32)
+    }
+}
+
 /// A small FAT16 image (2 KiB clusters) for corruption: `good.bin`,
 /// `victim.bin` and `victim2.bin` (10 000 bytes, 5 clusters each) in the
 /// root, `sub/inner.txt`, and `tail.bin` (2 MiB) written last, so it lies at
@@ -403,59 +466,6 @@ impl Corruptible {
         }
         Ok(Corruptible { image, data, tail })
     }
-
-    fn le16(&self, offset: u64) -> anyhow::Result<u64> {
-        let mut b = [0u8; 2];
-        fs::File::open(&self.image.path)?.read_exact_at(&mut b, offset)?;
-        Ok(u64::from(u16::from_le_bytes(b)))
-    }
-
-    fn poke(&self, offset: u64, bytes: &[u8]) -> anyhow::Result<()> {
-        fs::OpenOptions::new().write(true).open(&self.image.path)?.write_all_at(bytes, offset)?;
-        Ok(())
-    }
-
-    /// Device byte of FAT16 entry `cluster` in the first FAT (the one
-    /// readers use), from the BPB's sector size and reserved sectors.
-    fn fat_entry(&self, cluster: u64) -> anyhow::Result<u64> {
-        Ok(self.le16(11)? * self.le16(14)? + 2 * cluster)
-    }
-
-    /// The first cluster of `file` in the root directory, from mshowfat.
-    fn first_cluster(&self, file: &str) -> anyhow::Result<u64> {
-        let out = self.image.mtools("mshowfat", &[&format!("::/{file}")])?;
-        let out = String::from_utf8_lossy(&out.stdout);
-        let first = out.split('<').nth(1).and_then(|r| r.split(['-', '>']).next()).context("no chain")?;
-        first.trim().parse().with_context(|| format!("mshowfat said {out:?}"))
-    }
-
-    fn byte(&self, offset: u64) -> anyhow::Result<u64> {
-        let mut b = [0u8; 1];
-        fs::File::open(&self.image.path)?.read_exact_at(&mut b, offset)?;
-        Ok(u64::from(b[0]))
-    }
-
-    /// Device byte of the FAT16 root directory: after the reserved sectors
-    /// and the FATs.
-    fn root_offset(&self) -> anyhow::Result<u64> {
-        Ok((self.le16(14)? + self.byte(16)? * self.le16(22)?) * self.le16(11)?)
-    }
-
-    /// Device byte of data cluster `cluster`: clusters start after the root
-    /// directory, at cluster number 2.
-    fn cluster_offset(&self, cluster: u64) -> anyhow::Result<u64> {
-        let data = self.root_offset()? + self.le16(17)? * 32;
-        Ok(data + (cluster - 2) * self.byte(13)? * self.le16(11)?)
-    }
-
-    /// Device byte of the root-directory entry whose 8.3 name is `short`.
-    fn root_entry(&self, short: &[u8; 11]) -> anyhow::Result<u64> {
-        let root = self.root_offset()?;
-        let mut dir = vec![0u8; (self.le16(17)? * 32) as usize];
-        fs::File::open(&self.image.path)?.read_exact_at(&mut dir, root)?;
-        let at = dir.chunks(32).position(|e| &e[..11] == short).context("entry not in the root directory")?;
-        Ok(root + at as u64 * 32)
-    }
 }
 
 /// `read` fails with EIO or EUCLEAN, not with some other error or success.
@@ -485,14 +495,14 @@ fn fat_chain_loop_and_out_of_range_clusters_fail_cleanly() -> anyhow::Result<()>
     require_root();
     let c = Corruptible::build()?;
     // victim.bin: its third cluster points back to its first.
-    let first = c.first_cluster("victim.bin")?;
-    c.poke(c.fat_entry(first + 2)?, &(first as u16).to_le_bytes())?;
+    let first = c.image.first_cluster("victim.bin")?;
+    c.image.poke(c.image.fat_entry(first + 2)?, &(first as u16).to_le_bytes())?;
     // victim2.bin: its second cluster points past the last cluster.
-    let first2 = c.first_cluster("victim2.bin")?;
-    c.poke(c.fat_entry(first2 + 1)?, &0xFFF0u16.to_le_bytes())?;
+    let first2 = c.image.first_cluster("victim2.bin")?;
+    c.image.poke(c.image.fat_entry(first2 + 1)?, &0xFFF0u16.to_le_bytes())?;
     // tail.bin: its directory entry names a cluster past the end.
-    let tail = c.root_entry(b"TAIL    BIN")?;
-    c.poke(tail + 26, &0xFFF0u16.to_le_bytes())?;
+    let tail = c.image.root_entry(b"TAIL    BIN")?;
+    c.image.poke(tail + 26, &0xFFF0u16.to_le_bytes())?;
 
     let mount = FshostMount::mount(&guest("fat"), &c.image.path, &[])?;
     for name in ["victim.bin", "victim2.bin", "tail.bin"] {
@@ -526,7 +536,7 @@ fn bad_boot_sectors_are_refused_without_panic() -> anyhow::Result<()> {
     ];
     for (what, offset, bytes) in cases {
         fs::write(&c.image.path, &original)?;
-        c.poke(offset, bytes)?;
+        c.image.poke(offset, bytes)?;
         let out = offline("ls", &guest("fat"), &c.image.path, &[])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: fshost ls succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
@@ -541,7 +551,7 @@ fn a_truncated_image_reads_up_to_its_end() -> anyhow::Result<()> {
     require_root();
     let c = Corruptible::build()?;
     // Cut the image 1 MiB into tail.bin, the last file written.
-    let cut = c.cluster_offset(c.first_cluster("tail.bin")?)? + (1 << 20);
+    let cut = c.image.cluster_offset(c.image.first_cluster("tail.bin")?)? + (1 << 20);
     fs::OpenOptions::new().write(true).open(&c.image.path)?.set_len(cut)?;
 
     let mount = FshostMount::mount(&guest("fat"), &c.image.path, &[])?;
@@ -552,5 +562,88 @@ fn a_truncated_image_reads_up_to_its_end() -> anyhow::Result<()> {
     assert_eq!(head, c.tail[..1 << 19]);
     assert_clean_failure(&mount.path().join("tail.bin"));
     assert_no_panic(&mount.log());
+    Ok(())
+}
+
+/// The index of the 32-byte slot in `dir` holding the first 13 characters
+/// of a long name that starts with `start` (≤ 5 ASCII characters): the
+/// LFN slot with sequence number 1, just before the short entry.
+fn first_lfn_slot(dir: &[u8], start: &str) -> anyhow::Result<usize> {
+    let utf16: Vec<u8> = start.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    dir.chunks(32)
+        .position(|slot| slot[11] == 0x0F && slot[0] & 0x3F == 1 && slot[1..].starts_with(&utf16))
+        .with_context(|| format!("no long-name slot starting with {start:?}"))
+}
+
+/// Directory edge cases, each as the kernel's __fat_readdir and
+/// fat_parse_long treat it, made by editing a root directory that mtools
+/// wrote: a long name whose checksum no longer matches its short entry, one
+/// with a broken sequence number, one whose short entry was deleted (an
+/// orphan), a UTF-16 name holding a lone surrogate, a short name whose first
+/// byte is 0x05 (shown as 0xE5, cp437 'σ'), and live entries after a 0x00
+/// "end of directory" slot (the kernel reads on). Both views must agree.
+#[test]
+fn directory_edge_cases_match_the_kernel() -> anyhow::Result<()> {
+    require_root();
+    let dir = ScratchDir::new("fat-image")?;
+    let path = dir.path().join("fat.img");
+    run(Command::new("mkfs.vfat").args(["-F", "16", "-s", "4", "-n", "EDGES", "-C"]).arg(&path).arg("20000"))?;
+    let image = FatImage { path, _dir: dir };
+    let src = ScratchDir::new("fat-source")?;
+    let names = [
+        "checksum mismatch long name.txt",
+        "sequence broken in this long name.txt",
+        "orphaned long name file.txt",
+        "lone surrogate in here.txt",
+        "E5START.TXT",
+        "deleted then zeroed.txt",
+        "after the end marker.txt",
+        "AFTER2.TXT",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        fs::write(src.path().join(name), pattern(i as u32, 700))?;
+        run(Command::new("mcopy").arg("-i").arg(&image.path).arg(src.path().join(name)).arg("::/"))?;
+    }
+    image.mtools("mdel", &["::/deleted then zeroed.txt"])?;
+    let (root, mut raw) = image.root_dir()?;
+    let slot = |i: usize| i * 32;
+    // The checksum of the slot nearest the short entry.
+    let i = first_lfn_slot(&raw, "check")?;
+    raw[slot(i) + 13] ^= 0x5A;
+    // The middle slot's sequence number (3 slots: 0x43, 2, 1).
+    let i = first_lfn_slot(&raw, "seque")?;
+    raw[slot(i - 1)] = 7;
+    // The short entry after the long name, deleted.
+    let i = first_lfn_slot(&raw, "orpha")?;
+    raw[slot(i + 1)] = 0xE5;
+    // The fourth UTF-16 unit of "lone surrogate...", a high surrogate alone.
+    let i = first_lfn_slot(&raw, "lone ")?;
+    raw[slot(i) + 7..slot(i) + 9].copy_from_slice(&0xD800u16.to_le_bytes());
+    // 0x05 in a short name's first byte stands for 0xE5.
+    let e5 = raw.chunks(32).position(|e| &e[..11] == b"E5START TXT").context("E5START.TXT")?;
+    raw[slot(e5)] = 0x05;
+    // The first slot of the deleted file becomes an end marker.
+    let zeroed = raw.chunks(32).position(|e| e[0] == 0xE5 && e[11] == 0x0F).context("deleted slots")?;
+    raw[slot(zeroed)] = 0x00;
+    fs::OpenOptions::new().write(true).open(&image.path)?.write_all_at(&raw, root)?;
+
+    let kernel = uml::snapshot_vfat(&image.path, "ro,utf8", None)?;
+    // What the edits did, in the kernel's view: names shown by their short
+    // alias, the orphan gone, the surrogate dropped, 0x05 shown as σ,
+    // entries after the 0x00 slot still there.
+    for name in
+        ["CHECKS~1.TXT", "SEQUEN~1.TXT", "lon surrogate in here.txt", "\u{3c3}5START.TXT", "after the end marker.txt"]
+    {
+        ensure!(
+            kernel.entries.contains_key(name.as_bytes()),
+            "the kernel does not show {name:?}: {:?}",
+            kernel.entries.keys().map(|k| k.escape_ascii().to_string()).collect::<Vec<_>>()
+        );
+    }
+    let mount = FshostMount::mount(&guest("fat"), &image.path, &[])?;
+    let out = ScratchDir::new("fat-snapshot")?;
+    let fshost = snapshot::take(mount.path(), out.path(), None)?;
+    let diffs: Vec<String> = snapshot::diff(&kernel, &fshost, SAME).iter().map(|d| d.to_string()).collect();
+    ensure!(diffs.is_empty(), "{} differences:\n{}\nfshost log:\n{}", diffs.len(), diffs.join("\n"), mount.log());
     Ok(())
 }

@@ -647,3 +647,40 @@ fn directory_edge_cases_match_the_kernel() -> anyhow::Result<()> {
     ensure!(diffs.is_empty(), "{} differences:\n{}\nfshost log:\n{}", diffs.len(), diffs.join("\n"), mount.log());
     Ok(())
 }
+
+/// The volume label and serial fshost reports (`fshost info`) are what
+/// blkid reads: the root directory's label entry (`mlabel` rewrites it)
+/// and the BPB's serial number, on FAT12, FAT16 and FAT32.
+#[test]
+fn label_and_serial_match_blkid() -> anyhow::Result<()> {
+    for (fat, size_kib) in [("12", "4000"), ("16", "20000"), ("32", "40000")] {
+        let dir = ScratchDir::new("fat-image")?;
+        let path = dir.path().join("fat.img");
+        run(Command::new("mkfs.vfat")
+            .args(["-F", fat, "-n", "FIRST NAME", "-i", "89ABCDEF", "-C"])
+            .arg(&path)
+            .arg(size_kib))?;
+        let image = FatImage { path, _dir: dir };
+        for relabel in [None, Some("RENAMED")] {
+            if let Some(label) = relabel {
+                image.mtools("mlabel", &[&format!("::{label}")])?;
+            }
+            let blkid = run(Command::new("blkid").args(["-o", "export"]).arg(&image.path))?;
+            let blkid = String::from_utf8_lossy(&blkid.stdout);
+            let field = |name: &str| -> String {
+                blkid.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().replace("\\ ", " ")
+            };
+            ensure!(field("LABEL") == relabel.unwrap_or("FIRST NAME"), "blkid: {blkid}");
+            let info = offline("info", &guest("fat"), &image.path, &[])?;
+            ensure!(info.status.success(), "fshost info: {}", String::from_utf8_lossy(&info.stderr));
+            let info = String::from_utf8_lossy(&info.stdout);
+            let line = |name: &str| -> String {
+                info.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string()
+            };
+            assert_eq!(line("label"), field("LABEL"), "FAT{fat} label (relabelled: {relabel:?})\n{blkid}\n{info}");
+            assert_eq!(line("uuid"), field("UUID").replace('-', "").to_lowercase(), "FAT{fat} serial\n{blkid}\n{info}");
+            assert_eq!(line("type"), "vfat");
+        }
+    }
+    Ok(())
+}

@@ -195,6 +195,32 @@ impl FatImage {
         Ok(image)
     }
 
+    /// The 8.3 names mtools gave the entries of directories `dirs` (from
+    /// `mdir`: the first 12 columns), as `dir/NAME.EXT` and in lower case,
+    /// for lookups by short alias. ASCII names only; 40 per directory.
+    fn short_aliases(&self, dirs: &[&str]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut names = Vec::new();
+        for dir in dirs {
+            let out = self.mtools("mdir", &[&format!("::/{dir}")])?;
+            let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+            let aliases = listing
+                .lines()
+                .filter(|l| l.len() > 12 && l.is_char_boundary(12) && !l.starts_with([' ', '.']))
+                .filter(|l| !l.starts_with("Directory for") && l[..12].is_ascii())
+                .map(|l| {
+                    let (base, ext) = (l[..8].trim_end(), l[9..12].trim_end());
+                    if ext.is_empty() { base.to_string() } else { format!("{base}.{ext}") }
+                })
+                .take(40);
+            for alias in aliases {
+                let path = if dir.is_empty() { alias } else { format!("{dir}/{alias}") };
+                names.push(path.to_ascii_lowercase().into_bytes());
+                names.push(path.into_bytes());
+            }
+        }
+        Ok(names)
+    }
+
     fn mtools(&self, tool: &str, args: &[&str]) -> anyhow::Result<Output> {
         run(Command::new(tool).arg("-i").arg(&self.path).args(args))
     }
@@ -286,7 +312,10 @@ fn views(
     let sources = source_paths(source.path())?;
     let names_dir = ScratchDir::new("fat-names")?;
     let names = names_dir.path().join("names");
-    snapshot::write_names(&names, &lookup_variants(&sources))?;
+    let aliases = image.short_aliases(&["", "sizes", "case2", "times", "deep", "many"])?;
+    let mut variants = lookup_variants(&sources);
+    variants.extend(aliases.iter().cloned());
+    snapshot::write_names(&names, &variants)?;
     let kernel = uml::snapshot_vfat(&image.path, "ro,utf8", Some(&names))?;
     // The kernel must show the source tree as it was: every name, byte for
     // byte (so the comparison below covers all of them).
@@ -299,6 +328,9 @@ fn views(
         &missing[..missing.len().min(20)]
     );
     ensure!(kernel.lookups.len() > 100, "the kernel resolved only {} other spellings", kernel.lookups.len());
+    let unresolved: Vec<String> =
+        aliases.iter().filter(|a| !kernel.lookups.contains_key(*a)).map(|a| a.escape_ascii().to_string()).collect();
+    ensure!(unresolved.is_empty(), "the kernel does not resolve the short aliases {unresolved:?}");
     let mount = FshostMount::mount(&guest("fat"), &image.path, fshost_options)?;
     let out = ScratchDir::new("fat-snapshot")?;
     let fshost = snapshot::take(mount.path(), out.path(), Some(&names))?;

@@ -204,6 +204,13 @@ impl FatFs {
             }
         };
         let listing = listing::parse(&raw).context(&what)?;
+        if ino != ROOT_INO && listing.subdirs < 2 {
+            // As the kernel's fat_validate_dir, which fails with EIO.
+            return Err(Error::io(format!(
+                "{what}: corrupted directory ({} directory entries; \".\" and \"..\" make at least 2)",
+                listing.subdirs
+            )));
+        }
         let info = Rc::new(DirInfo { listing, layout, size });
         self.dirs.insert(ino, info.clone());
         Ok(info)
@@ -298,13 +305,9 @@ impl FatFs {
         let need = u64::from(e.size).div_ceil(self.cluster_size());
         let need = u32::try_from(need).map_err(|_| Error::corrupted(format!("{what}: too large")))?;
         let start = e.start(self.fat32());
-        let runs = if need == 0 {
-            Vec::new()
-        } else if start == 0 {
-            return Err(Error::corrupted(format!("{what}: {} bytes but no first cluster", e.size)));
-        } else {
-            self.chain(start, Some(need), &what)?
-        };
+        // A file with a size but no first cluster reads as zeros in the
+        // kernel (no block maps); it maps as one hole here.
+        let runs = if need == 0 || start == 0 { Vec::new() } else { self.chain(start, Some(need), &what)? };
         let runs = Rc::new(runs);
         self.files.insert(ino, runs.clone());
         Ok(runs)
@@ -393,6 +396,34 @@ impl Filesystem for FatFs {
             .collect()
     }
 
+    /// As readdir, with attributes. An entry whose attributes cannot be
+    /// read (a subdirectory without "." and "..", a looping chain) is left
+    /// out of this answer with a warning rather than failing the whole
+    /// parent listing; readdir and lookup still show it and fail on it.
+    fn readdirplus(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<(DirEntry, Attr)>> {
+        let mut cookie = cookie;
+        loop {
+            let batch = self.readdir(ino, cookie, max)?;
+            let Some(last) = batch.last() else { return Ok(Vec::new()) };
+            cookie = last.cookie;
+            let mut out = Vec::with_capacity(batch.len());
+            for e in batch {
+                match self.attr(e.ino) {
+                    Ok(attr) => out.push((e, attr)),
+                    Err(err) => fshost_sdk::warn!(
+                        "fat: directory {ino}: {} left out of readdirplus: {err}",
+                        e.name.escape_ascii()
+                    ),
+                }
+            }
+            // A batch of only broken entries is passed over, so the listing
+            // ends only where the directory does.
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
     fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
         self.node(ino)?;
         Err(Error::invalid(format!("inode {ino}: FAT has no symbolic links")))
@@ -404,7 +435,8 @@ impl Filesystem for FatFs {
         let ci = offset / cs;
         let first = runs.iter().position(|r| u64::from(r.index) <= ci && ci < u64::from(r.index) + u64::from(r.len));
         let Some(first) = first else {
-            // Past the clusters the size needs: the host reads nothing here.
+            // Past the clusters the size needs (the host reads nothing
+            // there), or a file without clusters.
             return Ok(vec![Mapping { offset, length: length.max(1), kind: MappingKind::Hole }]);
         };
         let want_end = offset.saturating_add(length);

@@ -323,3 +323,44 @@ fn mount_options() {
     let bad = FatFs::mount(dev, &opts(&[("umask", "999")])).err().expect("umask 999 refused");
     assert_eq!(bad.code(), ErrorCode::Invalid);
 }
+
+/// Entries broken as the kernel's vfat sees them (checked under user-mode
+/// Linux 6.1): a subdirectory whose first cluster is 0 has no "." and ".."
+/// and fails with EIO (`fat_validate_dir`); a file with a size but no first
+/// cluster reads as zeros. The rest of the directory still lists.
+#[test]
+fn broken_entries_fail_alone() {
+    let dir = Scratch::new("broken");
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/inner"), b"inner").unwrap();
+    fs::write(src.join("f"), pattern(1, 5000)).unwrap();
+    fs::write(src.join("ok.txt"), b"fine").unwrap();
+    let image = build(&dir, &src, 4096, &["-F", "12"]);
+    let (d, f) = {
+        let mut fs = mount(&image);
+        (fs.lookup(1, b"d").unwrap().ino, fs.lookup(1, b"f").unwrap().ino)
+    };
+    // Inode numbers are entry positions / 32: zero each entry's cluster.
+    let file = fs::OpenOptions::new().write(true).open(&image).unwrap();
+    for ino in [d, f] {
+        file.write_all_at(&[0, 0], ino * 32 + 26).unwrap();
+    }
+    drop(file);
+
+    let mut fs = mount(&image);
+    assert_eq!(fs.getattr(d).unwrap_err().code(), ErrorCode::Io);
+    assert_eq!(fs.readdir(d, 0, 10).unwrap_err().code(), ErrorCode::Io);
+    let listed: Vec<_> = fs.readdir(1, 0, 10).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed.len(), 3, "readdir still names the broken directory");
+    let plus: Vec<_> = fs.readdirplus(1, 0, 10).unwrap().into_iter().map(|(e, _)| e.name).collect();
+    assert_eq!(plus.len(), 2, "readdirplus leaves out what has no attributes: {plus:?}");
+    assert!(plus.contains(&b"ok.txt".to_vec()));
+    let attr = fs.getattr(f).unwrap();
+    assert_eq!(attr.size, 5000);
+    let maps = fs.iomap_begin(f, 0, 5000, IomapFlags::default()).unwrap();
+    assert!(matches!(maps[..], [fshost_sdk::Mapping { offset: 0, kind: MappingKind::Hole, .. }]), "{maps:?}");
+    assert!(maps[0].length >= 5000);
+    let ok = fs.lookup(1, b"OK.TXT").unwrap();
+    assert_eq!(read_file(&mut fs, &image, ok.ino, ok.size), b"fine");
+}

@@ -53,6 +53,8 @@ pub struct Geometry {
     /// Number of data clusters (clusters 2 ..= clusters + 1 exist).
     pub clusters: u32,
     pub root: RootDir,
+    /// The FSInfo sector's byte offset (FAT32, when the BPB names one).
+    pub fsinfo: Option<u64>,
     /// The volume serial number as stored (little-endian u32).
     pub serial: Option<u32>,
     /// The BPB's 11-byte label, trailing spaces removed; None for "NO NAME".
@@ -145,14 +147,16 @@ impl Geometry {
         }
         let clusters = clusters as u32; // <= limit < 2^28
 
-        let (root, ext) = if is_fat32 {
+        let (root, fsinfo, ext) = if is_fat32 {
             let root_cluster = le_u32(boot, 44)?;
             if root_cluster < FIRST_CLUSTER || root_cluster - FIRST_CLUSTER >= clusters {
                 return Err(bad(format!("FAT32 root cluster {root_cluster} is out of range")));
             }
-            (RootDir::Chain(root_cluster), 64)
+            let fsinfo_sector = u32::from(le_u16(boot, 48)?);
+            let fsinfo = (fsinfo_sector != 0 && fsinfo_sector < reserved).then(|| u64::from(fsinfo_sector) * ss);
+            (RootDir::Chain(root_cluster), fsinfo, 64)
         } else {
-            (RootDir::Fixed { start: root_start_sector * ss, entries: root_entries }, 36)
+            (RootDir::Fixed { start: root_start_sector * ss, entries: root_entries }, None, 36)
         };
         // Extended boot record: signature 0x28 or 0x29; only 0x29 has the
         // label and file system type after the serial.
@@ -173,6 +177,7 @@ impl Geometry {
             data_start: data_start_sector * ss,
             clusters,
             root,
+            fsinfo,
             serial,
             label,
         })

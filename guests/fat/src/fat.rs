@@ -238,6 +238,7 @@ mod tests {
             data_start: 1024,
             clusters: 6,
             root: crate::boot::RootDir::Fixed { start: 512, entries: 16 },
+            fsinfo: None,
             serial: None,
             label: None,
         };

@@ -36,6 +36,11 @@ const NAME_MAX: u32 = 255;
 const DIR_MAX_BYTES: u64 = 4 << 20;
 /// Mappings returned by one iomap-begin answer.
 const MAX_MAPPINGS: usize = 256;
+/// Volumes with more clusters than this take their free count from a
+/// valid FSInfo sector instead of scanning the FAT at mount (the kernel
+/// scans at the first statfs; a 256 MiB FAT would not fit the host's
+/// per-call deadline).
+const COUNT_FREE_MAX: u32 = 16 << 20;
 /// Device blocks cached (FAT windows, directory clusters).
 const BLOCK_CACHE: usize = 1024;
 
@@ -292,6 +297,16 @@ impl FatFs {
         })
     }
 
+    /// The free-cluster count of a valid FSInfo sector (both signatures,
+    /// a count that is set and not above the cluster count).
+    fn fsinfo_free(&self) -> Option<u64> {
+        let raw = self.dev.read(self.geo.fsinfo?, 512).ok()?;
+        let le = |at: usize| fshost_sdk::bytes::le_u32(&raw, at).ok();
+        let valid = le(0)? == 0x4161_5252 && le(484)? == 0x6141_7272;
+        let free = le(488)?;
+        (valid && free <= self.geo.clusters).then_some(u64::from(free))
+    }
+
     /// The runs holding regular file `ino`'s bytes, cached.
     fn file_runs(&mut self, ino: Ino) -> Result<Rc<Vec<Run>>> {
         if let Some(r) = self.files.get(&ino) {
@@ -339,7 +354,10 @@ impl Filesystem for FatFs {
         let free = match self.free {
             Some(f) => f,
             None => {
-                let f = Fat::new(&self.dev, &self.geo).count_free().context("counting free clusters")?;
+                let f = match self.fsinfo_free() {
+                    Some(f) if self.geo.clusters > COUNT_FREE_MAX => f,
+                    _ => Fat::new(&self.dev, &self.geo).count_free().context("counting free clusters")?,
+                };
                 self.free = Some(f);
                 f
             }

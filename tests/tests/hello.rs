@@ -17,7 +17,7 @@ const NON_UTF8: &[u8] = b"caf\xe9-\xff\xfe.txt";
 
 /// Every implementation of hellofs (guests/hello/README.md): each test
 /// below runs against each of them, as target/guests/NAME.wasm.
-const HELLOFS_GUESTS: &[&str] = &["hello", "hello-c"];
+const HELLOFS_GUESTS: &[&str] = &["hello", "hello-c", "hello-py"];
 
 /// Run `test` with each guest of [`HELLOFS_GUESTS`], all of them even when
 /// one fails, and fail naming those that did.

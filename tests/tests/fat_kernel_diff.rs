@@ -225,13 +225,19 @@ impl FatImage {
         run(Command::new(tool).arg("-i").arg(&self.path).args(args))
     }
 
-    /// Writes a file whose cluster chain has several runs.
+    /// Writes a file whose cluster chain has several runs: 16 files of
+    /// two clusters, every other one deleted, then a file of 7.5 clusters
+    /// written into the holes.
     fn fragment(&self) -> anyhow::Result<()> {
         let work = ScratchDir::new("fat-frag")?;
+        let mut bpb = [0u8; 512];
+        fs::File::open(&self.path)?.read_exact_at(&mut bpb, 0)?;
+        let sector = u64::from(u16::from_le_bytes([bpb[11], bpb[12]]));
+        let cluster = (sector * u64::from(bpb[13])) as usize;
         self.mtools("mmd", &["::/frag"])?;
         for i in 0..16 {
             let piece = work.path().join(format!("piece{i:02}"));
-            fs::write(&piece, pattern(1000 + i, 9000))?;
+            fs::write(&piece, pattern(1000 + i, 2 * cluster))?;
             run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&piece).arg("::/frag/"))?;
         }
         for i in (0..16).step_by(2) {
@@ -239,16 +245,13 @@ impl FatImage {
         }
         // FAT32 keeps a next-free-cluster hint in its FSInfo sector, which
         // mtools follows; point it back at the start so the holes are used.
-        let mut bpb = [0u8; 512];
-        fs::File::open(&self.path)?.read_exact_at(&mut bpb, 0)?;
         if bpb[22..24] == [0, 0] {
-            let sector = u64::from(u16::from_le_bytes([bpb[11], bpb[12]]));
             let fsinfo = u64::from(u16::from_le_bytes([bpb[48], bpb[49]]));
             let file = fs::OpenOptions::new().write(true).open(&self.path)?;
             file.write_all_at(&2u32.to_le_bytes(), fsinfo * sector + 0x1EC)?;
         }
         let big = work.path().join("fragmented.bin");
-        fs::write(&big, pattern(2000, 60_000))?;
+        fs::write(&big, pattern(2000, 7 * cluster + cluster / 2))?;
         run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&big).arg("::/frag/"))?;
         let chain = self.mtools("mshowfat", &["::/frag/fragmented.bin"])?;
         let chain = String::from_utf8_lossy(&chain.stdout);
@@ -395,6 +398,11 @@ fn fat32_512_byte_clusters() -> anyhow::Result<()> {
 #[test]
 fn fat32_4k_sectors() -> anyhow::Result<()> {
     compare(&["-F", "32", "-S", "4096", "-s", "1"], 300 << 10, SAME)
+}
+
+#[test]
+fn fat16_64k_clusters() -> anyhow::Result<()> {
+    compare(&["-F", "16", "-s", "128"], 300 << 10, SAME)
 }
 
 /// `mkfs.vfat -a` does not align the data region to the cluster size, so

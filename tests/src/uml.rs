@@ -14,9 +14,10 @@
 //! [`write_with_vfat`] mounts an image read-write the same way, for
 //! letting the kernel write what other tools cannot.
 //!
-//! Guarantees: [`snapshot_vfat`] attaches the image read-only; the host's root is mounted
-//! read-only inside UML; the UML process is killed if it runs past a
-//! deadline.
+//! Guarantees: [`snapshot_vfat`] attaches the image read-only; the host's
+//! root is mounted read-only inside UML; the UML process is killed if it
+//! runs past a deadline. UML's clock is the host's and its time zone
+//! (sys_tz) is UTC, as on the host.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

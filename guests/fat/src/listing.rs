@@ -38,20 +38,40 @@ pub struct Listing {
 
 impl Listing {
     /// The entry `name` names, as vfat's lookup finds it: trailing dots
-    /// ignored, ASCII letters matched without case, short name first.
+    /// ignored, letters matched without case as [`same_name`] does, short
+    /// name first.
     pub fn find(&self, name: &[u8]) -> Option<&Listed> {
         let end = name.iter().rposition(|&b| b != b'.').map_or(0, |p| p + 1);
         let name = &name[..end];
         if name.is_empty() {
             return None;
         }
-        self.entries.iter().find(|e| e.short.eq_ignore_ascii_case(name) || e.name.eq_ignore_ascii_case(name))
+        self.entries.iter().find(|e| same_name(&e.short, name) || same_name(&e.name, name))
     }
 
     /// Entries whose cookie (index + 1) comes after `cookie`.
     pub fn after(&self, cookie: u64) -> &[Listed] {
         let start = self.entries.partition_point(|e| u64::from(e.index) < cookie);
         &self.entries[start..]
+    }
+}
+
+/// Whether vfat's lookup takes `a` and `b` for the same name: the kernel's
+/// `fat_name_match` is `nls_strnicmp` with the iocharset's lower-case table
+/// (iso8859-1, Debian's default, also under `-o utf8`), applied byte by
+/// byte even to UTF-8 names. So ASCII letters match in either case, and so
+/// do bytes 0xC0..=0xDE (but 0xD7) with the byte 0x20 above: "caf\xe3\xa9"
+/// finds "café" (c3 a9), while "CAFÉ" does not find "café" (0x89 and 0xa9
+/// are not letters in Latin-1).
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| latin1_lower(x) == latin1_lower(y))
+}
+
+/// iso8859-1's `charset2lower`: the capitals A-Z, À-Ö and Ø-Þ.
+fn latin1_lower(b: u8) -> u8 {
+    match b {
+        b'A'..=b'Z' | 0xC0..=0xD6 | 0xD8..=0xDE => b + 0x20,
+        _ => b,
     }
 }
 
@@ -282,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn lookup_ignores_ascii_case_and_trailing_dots_and_knows_short_names() {
+    fn lookup_folds_case_bytewise_ignores_trailing_dots_and_knows_short_names() {
         let a = b"LONGNA~1TXT";
         let mut parts = slots("Long Name.txt", checksum(a));
         parts.push(short(a, 0x20));
@@ -293,6 +313,9 @@ mod tests {
         }
         assert_eq!(listing.find("CAF\u{e9}.txt".as_bytes()).map(|e| e.index), Some(2));
         assert!(listing.find("CAF\u{c9}.TXT".as_bytes()).is_none(), "non-ASCII letters keep their case");
+        // The kernel folds bytes as Latin-1 letters, UTF-8 or not: c3 -> e3.
+        assert_eq!(listing.find(b"caf\xe3\xa9.TXT").map(|e| e.index), Some(2));
+        assert!(listing.find(b"caf\xc3\x89.txt").is_none(), "0x89 is not a Latin-1 capital");
         assert!(listing.find(b"...").is_none());
     }
 

@@ -279,7 +279,9 @@ fn source_paths(root: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 
 /// Other spellings of the source paths that a vfat lookup resolves (or
 /// not) by its own rules: every component in ASCII upper and lower case,
-/// and trailing dots on the last one (vfat ignores them). The 1100-entry
+/// trailing dots on the last one (vfat ignores them), and the bytes folded
+/// as Latin-1 capitals (the kernel compares names with iso8859-1's
+/// lower-case table byte by byte, UTF-8 or not). The 1100-entry
 /// directory contributes only its first entries.
 fn lookup_variants(sources: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut names = Vec::new();
@@ -292,6 +294,7 @@ fn lookup_variants(sources: &[Vec<u8>]) -> Vec<Vec<u8>> {
             path.to_ascii_lowercase(),
             [&path[..], b"."].concat(),
             [&path[..], b"..."].concat(),
+            latin1_lower(path),
         ] {
             if &variant != path && !names.contains(&variant) {
                 names.push(variant);
@@ -299,6 +302,12 @@ fn lookup_variants(sources: &[Vec<u8>]) -> Vec<Vec<u8>> {
         }
     }
     names
+}
+
+/// `bytes` with iso8859-1's capitals (A-Z, 0xC0..=0xD6, 0xD8..=0xDE)
+/// lowered, as the kernel's `nls_tolower` does.
+fn latin1_lower(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().map(|&b| if matches!(b, b'A'..=b'Z' | 0xC0..=0xD6 | 0xD8..=0xDE) { b + 0x20 } else { b }).collect()
 }
 
 /// The kernel's snapshot and fshost's (mounted with `-o FSHOST_OPTIONS`)

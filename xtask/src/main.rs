@@ -10,8 +10,11 @@
 //!
 //! Set-up installs what a fresh machine of this kind lacks: the
 //! wasm32-wasip2 Rust target and, when running as root, the Debian packages
-//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl) and the
-//! C guests' toolchain (clang-14, lld-14, wasi-libc; see cguest.rs).
+//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl;
+//! dosfstools, mtools and user-mode-linux for FAT, whose reference vfat
+//! driver runs in user-mode Linux because this kernel has none), the C
+//! guests' toolchain (clang-14, lld-14, wasi-libc; see cguest.rs) and, in
+//! `target/py-venv`, componentize-py for the Python guests (pyguest.rs).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -149,6 +149,7 @@ pub mod bytes;
 pub mod device;
 mod error;
 pub mod log;
+pub mod lru;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;

@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod fshost;
 pub mod kernel;
+pub mod pattern;
 pub mod scratch;
 pub mod snapshot;
 pub mod tree;

@@ -41,6 +41,7 @@ use std::process::{Command, Output};
 use anyhow::{Context, bail, ensure};
 use fshost_tests::fshost::{FshostMount, guest, offline};
 use fshost_tests::kernel::require_root;
+use fshost_tests::pattern::pattern;
 use fshost_tests::scratch::ScratchDir;
 use fshost_tests::snapshot::{self, Ignore};
 use fshost_tests::uml;
@@ -57,19 +58,6 @@ fn run(command: &mut Command) -> anyhow::Result<Output> {
         );
     }
     Ok(output)
-}
-
-/// A deterministic byte pattern, different per `seed`.
-fn pattern(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 /// `touch -d DATE` (UTC) on `path`: sets atime and mtime.
@@ -106,7 +94,7 @@ fn source_tree(root: &Path) -> anyhow::Result<()> {
         "x",
     ];
     for (i, name) in names.iter().enumerate() {
-        write(&root.join(name), &pattern(i as u32, 100 + i * 37))?;
+        write(&root.join(name), &pattern(100 + i * 37, i as u32))?;
     }
     // Names that differ only in case cannot share a directory on FAT.
     for (dir, name) in [("case1", "README"), ("case2", "readme"), ("case3", "ReadMe")] {
@@ -114,15 +102,15 @@ fn source_tree(root: &Path) -> anyhow::Result<()> {
     }
     // Sizes around the edges of every cluster size used (512 B .. 8 KiB).
     for size in [0usize, 1, 511, 512, 513, 1023, 1024, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193, 65537] {
-        write(&root.join("sizes").join(format!("size-{size}")), &pattern(size as u32, size))?;
+        write(&root.join("sizes").join(format!("size-{size}")), &pattern(size, size as u32))?;
     }
-    write(&root.join("big.bin"), &pattern(7, 3 << 20))?;
+    write(&root.join("big.bin"), &pattern(3 << 20, 7))?;
     // 1100 long names (each 3 LFN slots + the short entry): a 140 KiB
     // directory. Most are empty, so they cost no clusters.
     let many = root.join("many");
     fs::create_dir_all(&many)?;
     for i in 0..1100 {
-        let data = if i % 100 == 0 { pattern(i, 3000) } else { Vec::new() };
+        let data = if i % 100 == 0 { pattern(3000, i) } else { Vec::new() };
         write(&many.join(format!("a fairly long file name, number {i:04}.data")), &data)?;
     }
     let mut deep = root.join("deep");
@@ -237,7 +225,7 @@ impl FatImage {
         self.mtools("mmd", &["::/frag"])?;
         for i in 0..16 {
             let piece = work.path().join(format!("piece{i:02}"));
-            fs::write(&piece, pattern(1000 + i, 2 * cluster))?;
+            fs::write(&piece, pattern(2 * cluster, 1000 + i))?;
             run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&piece).arg("::/frag/"))?;
         }
         for i in (0..16).step_by(2) {
@@ -251,7 +239,7 @@ impl FatImage {
             file.write_all_at(&2u32.to_le_bytes(), fsinfo * sector + 0x1EC)?;
         }
         let big = work.path().join("fragmented.bin");
-        fs::write(&big, pattern(2000, 7 * cluster + cluster / 2))?;
+        fs::write(&big, pattern(7 * cluster + cluster / 2, 2000))?;
         run(Command::new("mcopy").arg("-i").arg(&self.path).arg(&big).arg("::/frag/"))?;
         let chain = self.mtools("mshowfat", &["::/frag/fragmented.bin"])?;
         let chain = String::from_utf8_lossy(&chain.stdout);
@@ -505,8 +493,8 @@ impl Corruptible {
         run(Command::new("mkfs.vfat").args(["-F", "16", "-s", "4", "-C"]).arg(&path).arg("20000"))?;
         let image = FatImage { path, _dir: dir };
         let src = ScratchDir::new("fat-source")?;
-        let data = pattern(42, 10_000);
-        let tail = pattern(43, 2 << 20);
+        let data = pattern(10_000, 42);
+        let tail = pattern(2 << 20, 43);
         for name in ["good.bin", "victim.bin", "victim2.bin"] {
             fs::write(src.path().join(name), &data)?;
         }
@@ -653,7 +641,7 @@ fn directory_edge_cases_match_the_kernel() -> anyhow::Result<()> {
         "AFTER2.TXT",
     ];
     for (i, name) in names.iter().enumerate() {
-        fs::write(src.path().join(name), pattern(i as u32, 700))?;
+        fs::write(src.path().join(name), pattern(700, i as u32))?;
         run(Command::new("mcopy").arg("-i").arg(&image.path).arg(src.path().join(name)).arg("::/"))?;
     }
     image.mtools("mdel", &["::/deleted then zeroed.txt"])?;

@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use fshost_tests::fshost::{FshostMount, guest, offline};
+use fshost_tests::pattern::pattern;
 use fshost_tests::scratch::ScratchDir;
 use hello::image::Builder;
 
@@ -31,19 +32,6 @@ fn for_each_guest(test: impl Fn(&str) + std::panic::RefUnwindSafe) {
         })
         .collect();
     assert!(failed.is_empty(), "failed with the hellofs guests {failed:?} (their panics are above)");
-}
-
-/// Deterministic bytes that differ at every offset of interest.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 struct Sample {

@@ -17,6 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fshost_tests::fshost::{FshostMount, fshost_bin, guest, offline};
+use fshost_tests::pattern::pattern;
 use fshost_tests::scratch::ScratchDir;
 use hello::image::Builder;
 
@@ -25,19 +26,6 @@ const BS: usize = 4096;
 const FAST: &str = "200";
 /// Good files: one for each check that the mount still works.
 const GOOD_FILES: usize = 64;
-
-/// Deterministic bytes that differ at every offset of interest.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn good_bytes(i: usize) -> Vec<u8> {
     pattern(3 * BS + 123 + i, 1000 + i as u32)

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fshost_tests::fshost::{FshostMount, fshost_bin, guest, is_mount_point};
+use fshost_tests::pattern::pattern;
 use fshost_tests::scratch::ScratchDir;
 use hello::image::Builder;
 
@@ -26,19 +27,6 @@ fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "the sandbox tests need root (CI runs as root): they mount FUSE and check the uid switch");
-}
-
-/// Deterministic bytes.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 struct Sample {

@@ -19,13 +19,13 @@ use fshost_sdk::{
     Result, ResultExt,
 };
 
-use crate::cache::Lru;
 use crate::disk::Disk;
 use crate::features::{compat, incompat};
 use crate::inode::{self, Inode, ROOT_INO, flags};
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
 use crate::{acl, directory, iomap, journal, mapping, statfs, symlink, xattr};
+use fshost_sdk::lru::Lru;
 
 /// Metadata blocks the device keeps cached.
 const BLOCK_CACHE: usize = 4096;

@@ -19,12 +19,11 @@
 //! - `inline`: inline data; `symlink`: link targets.
 //! - `dir`, `htree`, `hash`, `casefold`, `directory`: directories.
 //! - `xattr`, `acl`: extended attributes and POSIX ACLs.
-//! - `iomap`: mapping answers; `cache`: the inode cache; `fs`: the
-//!   `Filesystem` implementation and mount options.
+//! - `iomap`: mapping answers; `fs`: the `Filesystem` implementation, the
+//!   inode cache (`fshost_sdk::lru`) and mount options.
 
 mod acl;
 mod blockmap;
-mod cache;
 mod casefold;
 mod csum;
 mod dir;

@@ -21,11 +21,11 @@ use fshost_sdk::{
 };
 
 use crate::boot::{FatType, Geometry, RootDir};
-use crate::cache::Lru;
 use crate::dir::{ENTRY_SIZE, ShortEntry, attr};
 use crate::fat::{Fat, Run};
 use crate::listing::{self, Listing};
 use crate::time;
+use fshost_sdk::lru::Lru;
 
 /// The root directory's inode number (the kernel's `MSDOS_ROOT_INO`).
 pub const ROOT_INO: Ino = 1;

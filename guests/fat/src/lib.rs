@@ -15,11 +15,10 @@
 //! - `dir`: 32-byte short entries and short-name display; `lfn`: long-name
 //!   slots and UTF-16; `time`: timestamps.
 //! - `listing`: a directory's entries as vfat lists and looks them up.
-//! - `cache`: small LRU maps; `fs`: the `Filesystem` implementation, inode
-//!   numbers, attributes, mappings and mount options.
+//! - `fs`: the `Filesystem` implementation, inode numbers, attributes,
+//!   mappings, mount options and LRU caches (`fshost_sdk::lru`).
 
 mod boot;
-mod cache;
 mod dir;
 mod fat;
 mod fs;

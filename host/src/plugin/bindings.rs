@@ -7,4 +7,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::fshost::plugin::filesystem as guest;
-pub use fshost::plugin::{block_device, log, types};
+// `self::`: the generated module `fshost` shares its name with this crate,
+// which rustdoc (doctests) also has in scope.
+pub use self::fshost::plugin::{block_device, log, types};

@@ -491,3 +491,42 @@ fn a_guest_whose_mount_fails_or_hangs_makes_mount_exit_nonzero() {
         .expect("a mount that always times out must fail");
     assert!(format!("{err:#}").contains("deadline exceeded"), "{err:#}");
 }
+
+/// After a trap the host starts a fresh instance, which must mount again.
+/// When those mounts keep failing (here the image's header is overwritten
+/// behind the running mount, so hellofs no longer recognises it), the
+/// filesystem enters its failed state after three in a row: from then on
+/// every operation fails at once with EIO, without calling the guest, and
+/// the log says why.
+#[test]
+fn a_guest_that_cannot_mount_again_fails_the_filesystem_after_three_tries() {
+    use std::os::unix::fs::FileExt;
+    let image = EvilImage::new();
+    let mut s = Session::new(&image, FAST);
+    s.still_serves("the first mount");
+    std::fs::OpenOptions::new().write(true).open(&image.path).unwrap().write_all_at(b"BROKEN!!", 0).unwrap();
+    // The panic throws the instance away; nothing is restarted yet.
+    assert_eq!(run(Op::Stat, &s.path("attr/attr-panic")), Err(libc::EIO));
+    // Each operation on an uncached name now needs a fresh instance, whose
+    // mount fails; the third failure in a row fails the filesystem.
+    // Those operations fail with the mount's own error (hellofs calls a
+    // bad magic Invalid: EINVAL), or EIO once the failed state is reached.
+    for i in 0..3 {
+        let got = run(Op::Stat, &s.path(&format!("good/g{}", 10 + i)));
+        assert!(matches!(got, Err(libc::EINVAL | libc::EIO)), "try {i}: {got:?}");
+    }
+    let log = s.new_log();
+    assert!(
+        log.contains("3 mounts in a row failed, the last with: mount: the filesystem says Invalid"),
+        "no failed state in the log:\n{log}"
+    );
+    // Failed: later operations fail with EIO without another mount attempt
+    // (one would count a fourth failure in a row).
+    for i in 0..5 {
+        assert_eq!(run(Op::Read, &s.path(&format!("good/g{}", 20 + i))), Err(libc::EIO));
+    }
+    let log = s.new_log();
+    assert!(log.contains("the filesystem is in a failed state"), "{log}");
+    assert!(!log.contains("4 mounts in a row"), "the failed filesystem tried to mount again:\n{log}");
+    assert!(s.mount.alive(), "the host must keep running, answering EIO");
+}

@@ -237,6 +237,29 @@ pub fn find(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
     Ok(found)
 }
 
+/// Whether lookups in `dir` scan its blocks in order, comparing bytes: a
+/// block-based directory without an htree and without casefolding.
+pub fn is_linear(vol: &Volume, dir: &Inode) -> bool {
+    let folded = vol.sb.features.incompat(incompat::CASEFOLD) && dir.has_flag(flags::CASEFOLD);
+    !folded && !is_inline(dir) && !is_dx(vol, dir)
+}
+
+/// Call `f` with the name and target of every live record of `dir`, in the
+/// order a linear lookup meets them, while it returns true. `Ok(true)` when
+/// every record was seen; any read, checksum or parse failure is an error.
+pub fn for_each_record(vol: &Volume, dir: &Inode, f: &mut dyn FnMut(&[u8], Found) -> bool) -> Result<bool> {
+    for blk in allocated_blocks(vol, dir, 0) {
+        let blk = blk?;
+        let Some(data) = leaf_block(vol, dir, blk)? else { continue };
+        for e in parse(vol, dir, &data, &|| format!("block {blk}"))?.iter().filter(|e| e.ino != 0) {
+            if !f(e.name, Found { ino: e.ino, file_type: e.file_type }) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 struct Search<'a> {
     name: &'a [u8],
     folded: bool,

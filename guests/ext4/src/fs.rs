@@ -22,6 +22,7 @@ use fshost_sdk::{
 use crate::disk::Disk;
 use crate::features::{compat, incompat};
 use crate::inode::{self, Inode, ROOT_INO, flags};
+use crate::names::NameIndex;
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
 use crate::{acl, directory, iomap, journal, mapping, statfs, symlink, xattr};
@@ -31,6 +32,9 @@ use fshost_sdk::lru::Lru;
 const BLOCK_CACHE: usize = 4096;
 /// Parsed inodes kept.
 const INODE_CACHE: usize = 8192;
+/// Directories whose name index is kept (each at most
+/// `NameIndex::MAX_ENTRIES` names).
+const NAME_INDEXES: usize = 8;
 /// The longest name ext4 stores.
 const NAME_MAX: usize = 255;
 
@@ -38,6 +42,8 @@ const NAME_MAX: usize = 255;
 pub struct Ext4 {
     vol: Volume,
     inodes: Lru<u32, Rc<Inode>>,
+    /// Name indexes of unindexed directories (`None`: this one scans).
+    names: Lru<u32, Option<Rc<NameIndex>>>,
     /// statfs counters, computed on first use (they read every descriptor).
     counts: Option<statfs::Counts>,
 }
@@ -47,7 +53,7 @@ impl Ext4 {
     /// (the fuzz fixture's way in).
     #[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
     pub(crate) fn from_volume(vol: Volume) -> Self {
-        Ext4 { vol, inodes: Lru::new(INODE_CACHE), counts: None }
+        Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None }
     }
 
     /// The statfs counters as the kernel computes them; if the group
@@ -108,6 +114,17 @@ impl Ext4 {
         Ok(dir)
     }
 
+    /// The name index of directory `dir`, built on first use; `None` when
+    /// lookups in it must scan (see names.rs).
+    fn names(&mut self, dir: &Inode) -> Option<Rc<NameIndex>> {
+        if let Some(known) = self.names.get(&dir.ino) {
+            return known;
+        }
+        let index = NameIndex::build(&self.vol, dir).map(Rc::new);
+        self.names.insert(dir.ino, index.clone());
+        index
+    }
+
     /// Attributes of the inode a directory record names.
     fn entry_attr(&mut self, dir: Ino, ino: u32) -> Result<Attr> {
         if !self.vol.sb.valid_inum(ino) {
@@ -152,7 +169,7 @@ fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
         }
     }
 
-    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), counts: None };
+    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None };
     let root = fs.inode(u64::from(ROOT_INO)).context("root directory")?;
     if root.kind()? != FileType::Directory {
         return Err(Error::corrupted("root inode is not a directory"));
@@ -230,7 +247,12 @@ impl Filesystem for Ext4 {
             let up = directory::parent(&self.vol, &dir)?;
             return self.entry_attr(parent, up);
         }
-        match directory::find(&self.vol, &dir, name)? {
+        let indexed = self.names(&dir).map(|index| index.get(name));
+        let found = match indexed {
+            Some(found) => found,
+            None => directory::find(&self.vol, &dir, name)?,
+        };
+        match found {
             Some(found) => self.entry_attr(parent, found.ino),
             None => {
                 Err(Error::not_found(format!("no entry {:?} in directory {parent}", String::from_utf8_lossy(name))))

@@ -17,7 +17,7 @@
 //! - `inode`, `time`: inodes and their timestamps.
 //! - `extent`, `blockmap`, `mapping`: file block to disk block maps.
 //! - `inline`: inline data; `symlink`: link targets.
-//! - `dir`, `htree`, `hash`, `casefold`, `directory`: directories.
+//! - `dir`, `htree`, `hash`, `casefold`, `directory`, `names`: directories.
 //! - `xattr`, `acl`: extended attributes and POSIX ACLs.
 //! - `iomap`: mapping answers; `fs`: the `Filesystem` implementation, the
 //!   inode cache (`fshost_sdk::lru`) and mount options.
@@ -42,6 +42,7 @@ mod inode;
 mod iomap;
 mod journal;
 mod mapping;
+mod names;
 mod statfs;
 mod superblock;
 mod symlink;

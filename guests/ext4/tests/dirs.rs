@@ -256,3 +256,51 @@ fn names_with_slash_or_nul_are_skipped_not_fatal() {
     let out = Command::new("e2fsck").args(["-fn"]).arg(&image).output().unwrap();
     assert_ne!(out.status.code(), Some(0), "e2fsck must see the planted damage");
 }
+
+/// Lookups in an unindexed directory go through a name index built once
+/// (names.rs). With two records of the same name (a crafted block) the
+/// answer must still be the record a linear scan meets first, as the
+/// kernel answers; and names present once resolve to their own inodes.
+#[test]
+fn unindexed_lookup_answers_the_first_record_like_the_kernel() {
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("skipped: needs root for the kernel's loop mount");
+        return;
+    }
+    let s = Scratch::new("dup-names");
+    let src = s.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for name in ["alpha", "bravo", "charlie"] {
+        fs::write(src.join("d").join(name), name).unwrap();
+    }
+    let image = s.join("img");
+    mkfs(&src, &image, &["-b", "4096", "-O", "^metadata_csum,^dir_index"], "4M");
+    let block: u64 = debugfs(&image, "blocks /d").split_whitespace().next().unwrap().parse().unwrap();
+    let mut bytes = fs::read(&image).unwrap();
+    let at = (block * 4096) as usize;
+    let dir = &mut bytes[at..at + 4096];
+    let pos = dir.windows(5).position(|w| w == b"bravo").unwrap();
+    dir[pos..pos + 5].copy_from_slice(b"alpha");
+    fs::write(&image, &bytes).unwrap();
+
+    let mnt = s.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("mount").args(["-t", "ext4", "-o", "ro,loop"]).arg(&image).arg(&mnt));
+    let kernel: Vec<u64> = ["alpha", "charlie"]
+        .iter()
+        .map(|n| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(mnt.join("d").join(n)).unwrap()))
+        .collect();
+    run(Command::new("umount").arg(&mnt));
+
+    let mut fs = mount(&image, &[]).unwrap();
+    let d = resolve(&mut fs, b"d").unwrap();
+    for (name, want) in [(&b"alpha"[..], kernel[0]), (b"charlie", kernel[1])] {
+        assert_eq!(fs.lookup(d.ino, name).unwrap().ino, want, "{}", String::from_utf8_lossy(name));
+    }
+    assert_eq!(fs.lookup(d.ino, b"bravo").unwrap_err().code(), ErrorCode::NotFound);
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

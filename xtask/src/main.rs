@@ -56,6 +56,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "mcopy"),
     ("user-mode-linux", "linux"),
     ("kmod", "insmod"),
+    // `python3 -m venv` for componentize-py (pyguest.rs), should the
+    // python3 on PATH be Debian's own.
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 fn root() -> PathBuf {

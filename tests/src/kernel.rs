@@ -31,7 +31,8 @@ pub fn require_root() {
     );
 }
 
-fn run(command: &mut Command) -> anyhow::Result<Output> {
+/// Run `command`; its output, or an error with both streams when it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     let shown = format!("{command:?}");
     let output = command.output().with_context(|| format!("running {shown}"))?;
     if !output.status.success() {

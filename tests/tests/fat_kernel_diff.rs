@@ -40,24 +40,15 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, bail, ensure};
 use fshost_tests::fshost::{FshostMount, guest, offline};
-use fshost_tests::kernel::require_root;
+use fshost_tests::kernel::{self, require_root};
 use fshost_tests::pattern::pattern;
 use fshost_tests::scratch::ScratchDir;
 use fshost_tests::snapshot::{self, Ignore};
 use fshost_tests::uml;
 
+/// A tool run in UTC, with mtools' geometry check off (images of any size).
 fn run(command: &mut Command) -> anyhow::Result<Output> {
-    let shown = format!("{command:?}");
-    let output = command.env("TZ", "UTC").env("MTOOLS_SKIP_CHECK", "1").output().with_context(|| shown.clone())?;
-    if !output.status.success() {
-        bail!(
-            "{shown} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(output)
+    kernel::run(command.env("TZ", "UTC").env("MTOOLS_SKIP_CHECK", "1"))
 }
 
 /// `touch -d DATE` (UTC) on `path`: sets atime and mtime.

@@ -111,7 +111,7 @@
 //!   [`FsInfo::block_size`] (a file's last mapping may end at the device's
 //!   end). Whole extents are welcome; the host caches them.
 //! - **Cookies** are stable per directory, never 0, below 2^62.
-//! - **Names are bytes**: 1..=255, no '/' or NUL.
+//! - **Names are bytes**: 1..=1024 of them (FUSE's limit; most formats stop at 255), no '/' or NUL.
 //!
 //! ## Testing your guest natively
 //!

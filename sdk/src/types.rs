@@ -120,7 +120,7 @@ pub struct DirEntry {
     pub ino: Ino,
     /// Its file type.
     pub kind: FileType,
-    /// The name, as bytes: 1..=255 of them, no '/' or NUL, not "." or "..".
+    /// The name, as bytes: 1..=1024 of them, no '/' or NUL, not "." or "..".
     pub name: Vec<u8>,
     /// Where a listing resumes after this entry: stable for the directory,
     /// never 0, below 2^62.

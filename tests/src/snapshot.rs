@@ -50,10 +50,6 @@ pub struct Ignore {
     /// instead): for images where fshost's block size must differ from
     /// the kernel's (see the test that sets it).
     pub block_size: bool,
-    /// statfs's f_namelen: fshost caps it at Linux's NAME_MAX (255 bytes,
-    /// the most a FUSE name may hold), where vfat reports 1530 (255 UTF-16
-    /// units of up to 6 bytes each).
-    pub name_max: bool,
 }
 
 /// One entry's lstat fields, as `stat` printed them.
@@ -186,7 +182,6 @@ pub fn diff(kernel: &Snapshot, fshost: &Snapshot, ignore: Ignore) -> Vec<Differe
         diffs.push(Difference { path: path.escape_ascii().to_string(), what: what.to_string(), detail });
     };
     let statfs = |s: &str| {
-        let s = if ignore.name_max { s.rsplit_once('|').map_or(s, |(rest, _)| rest) } else { s };
         if ignore.block_size { statfs_in_bytes(s) } else { s.to_string() }
     };
     if statfs(&kernel.statfs) != statfs(&fshost.statfs) {

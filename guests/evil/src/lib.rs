@@ -208,7 +208,7 @@ impl Evil {
             BadDir::NameDotDot => vec![entry(b"..", dir, 1)],
             BadDir::NameDot => vec![entry(b".", dir, 1)],
             BadDir::NameEmpty => vec![entry(b"", FAKE_INO, 1)],
-            BadDir::NameLong => vec![entry(&[b'n'; 256], FAKE_INO, 1)],
+            BadDir::NameLong => vec![entry(&[b'n'; 1025], FAKE_INO, 1)],
             BadDir::InoZero => vec![entry(b"zero", 0, 1)],
             BadDir::CookieZero => vec![entry(b"zero-cookie", FAKE_INO, 0)],
         }

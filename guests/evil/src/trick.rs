@@ -84,7 +84,7 @@ pub enum BadDir {
     NameDot,
     /// An empty name.
     NameEmpty,
-    /// A 256-byte name.
+    /// A 1025-byte name: longer than FUSE carries.
     NameLong,
     /// An entry with inode 0.
     InoZero,

@@ -29,8 +29,10 @@ use fshost_sdk::lru::Lru;
 
 /// The root directory's inode number (the kernel's `MSDOS_ROOT_INO`).
 pub const ROOT_INO: Ino = 1;
-/// The longest name the host passes (vfat itself allows 255 UTF-16 units).
-const NAME_MAX: u32 = 255;
+/// statfs's f_namelen as vfat reports it: 255 UTF-16 units of up to 6
+/// bytes each (FAT_LFN_LEN * NLS_MAX_CHARSET_SIZE). Real names stop at
+/// 765 bytes of UTF-8.
+const NAME_MAX: u32 = 1530;
 /// Directories larger than this are refused as corrupted: FAT allows
 /// 65536 entries (2 MiB) per directory.
 const DIR_MAX_BYTES: u64 = 4 << 20;

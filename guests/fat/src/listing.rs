@@ -150,10 +150,14 @@ pub fn parse(raw: &[u8]) -> Result<Listing> {
     Ok(out)
 }
 
-/// A name the host accepts: 1..=255 bytes, no '/' or NUL, not "." or "..".
+/// The longest name the host accepts (FUSE's limit). A long name of 255
+/// UTF-16 units is at most 765 bytes of UTF-8, so this never bites.
+const NAME_BYTES_MAX: usize = 1024;
+
+/// A name the host accepts: 1..=1024 bytes, no '/' or NUL, not "." or "..".
 fn usable(name: &[u8]) -> bool {
     !name.is_empty()
-        && name.len() <= 255
+        && name.len() <= NAME_BYTES_MAX
         && !name.contains(&b'/')
         && !name.contains(&0)
         && name != b"."

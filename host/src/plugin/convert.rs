@@ -9,8 +9,10 @@ use super::limits::Limits;
 use crate::error::{FsError, GuestCode};
 use crate::types::*;
 
-/// Most bytes of a name (Linux NAME_MAX).
-pub const NAME_MAX: usize = 255;
+/// Most bytes of a name: the most FUSE carries (the kernel's
+/// FUSE_NAME_MAX). Most filesystems stop at 255 bytes (Linux's NAME_MAX),
+/// but not all: vfat's UTF-8 names reach 765 bytes (255 UTF-16 units).
+pub const NAME_MAX: usize = 1024;
 /// Largest cookie a guest may use (the FUSE adapter adds a small offset).
 pub const MAX_COOKIE: u64 = 1 << 62;
 
@@ -152,7 +154,8 @@ pub fn info(op: &'static str, i: wit::FsInfo) -> Result<FsInfo, FsError> {
     Ok(FsInfo {
         root: Ino(i.root),
         block_size: i.block_size,
-        name_max: i.name_max.min(NAME_MAX as u32),
+        // Only reported (vfat says 1530: 255 units of up to 6 bytes).
+        name_max: i.name_max.min(libc::PATH_MAX as u32),
         total_blocks: i.total_blocks,
         free_blocks: i.free_blocks.min(i.total_blocks),
         available_blocks: i.available_blocks.min(i.free_blocks).min(i.total_blocks),
@@ -312,9 +315,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_names() {
-        for n in [&b""[..], b".", b"..", b"a/b", b"a\0b", &[b'x'; 256]] {
+        for n in [&b""[..], b".", b"..", b"a/b", b"a\0b", &[b'x'; NAME_MAX + 1]] {
             assert!(name("lookup", n).is_err(), "{n:?}");
         }
         assert!(name("lookup", b"\xff\xfe ok").is_ok());
+        // vfat's long UTF-8 names pass Linux's 255 bytes.
+        assert!(name("lookup", "中".repeat(250).as_bytes()).is_ok());
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -224,11 +224,10 @@ fn bad_htree_root_fails_its_checksum_or_falls_back_to_a_linear_scan() {
     assert_eq!(list_dir(&mut fs, dir.ino, 64).unwrap().len(), names.len());
 }
 
-/// A record whose name holds '/' or NUL (a crafted or corrupted block) is
-/// skipped; its neighbours still list and resolve.
-#[test]
-fn names_with_slash_or_nul_are_skipped_not_fatal() {
-    let s = Scratch::new("bad-names");
+/// An image (4 KiB blocks, no checksums, no htree) whose directory /d holds
+/// alpha, bravo and charlie in one block: the image's path, its bytes, and
+/// where /d's block starts in them, for a test to plant damage.
+fn small_unindexed_dir(s: &Scratch) -> (PathBuf, Vec<u8>, usize) {
     let src = s.join("src");
     fs::create_dir_all(src.join("d")).unwrap();
     for name in ["alpha", "bravo", "charlie"] {
@@ -237,8 +236,16 @@ fn names_with_slash_or_nul_are_skipped_not_fatal() {
     let image = s.join("img");
     mkfs(&src, &image, &["-b", "4096", "-O", "^metadata_csum,^dir_index"], "4M");
     let block: u64 = debugfs(&image, "blocks /d").split_whitespace().next().unwrap().parse().unwrap();
-    let mut bytes = fs::read(&image).unwrap();
-    let at = (block * 4096) as usize;
+    let bytes = fs::read(&image).unwrap();
+    (image, bytes, (block * 4096) as usize)
+}
+
+/// A record whose name holds '/' or NUL (a crafted or corrupted block) is
+/// skipped; its neighbours still list and resolve.
+#[test]
+fn names_with_slash_or_nul_are_skipped_not_fatal() {
+    let s = Scratch::new("bad-names");
+    let (image, mut bytes, at) = small_unindexed_dir(&s);
     let dir = &mut bytes[at..at + 4096];
     // Plant '/' in "bravo" and NUL in "charlie" (the record layout is the
     // kernel's: the name follows an 8-byte header).
@@ -268,16 +275,7 @@ fn unindexed_lookup_answers_the_first_record_like_the_kernel() {
         return;
     }
     let s = Scratch::new("dup-names");
-    let src = s.join("src");
-    fs::create_dir_all(src.join("d")).unwrap();
-    for name in ["alpha", "bravo", "charlie"] {
-        fs::write(src.join("d").join(name), name).unwrap();
-    }
-    let image = s.join("img");
-    mkfs(&src, &image, &["-b", "4096", "-O", "^metadata_csum,^dir_index"], "4M");
-    let block: u64 = debugfs(&image, "blocks /d").split_whitespace().next().unwrap().parse().unwrap();
-    let mut bytes = fs::read(&image).unwrap();
-    let at = (block * 4096) as usize;
+    let (image, mut bytes, at) = small_unindexed_dir(&s);
     let dir = &mut bytes[at..at + 4096];
     let pos = dir.windows(5).position(|w| w == b"bravo").unwrap();
     dir[pos..pos + 5].copy_from_slice(b"alpha");

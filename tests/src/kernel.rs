@@ -7,8 +7,8 @@
 //! change the file that fshost is then given.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -123,26 +123,38 @@ impl Image {
         Ok(Image { path, _dir: dir })
     }
 
-    /// SHA-256 over the image's length and its data ranges (offset, length,
-    /// bytes), found with SEEK_DATA/SEEK_HOLE: a full-content hash that
-    /// skips the holes of a 1 GiB sparse file. A write anywhere changes it:
-    /// into data it changes the bytes, into a hole it adds a range.
+    /// SHA-256 over the image's length and the offset and bytes of every
+    /// 4 KiB block (aligned, clipped to the data ranges SEEK_DATA/SEEK_HOLE
+    /// report) that holds a non-zero byte: a full-content hash that skips
+    /// the holes of a 1 GiB sparse file. Any change of content changes it;
+    /// the host filesystem's hole map does not (it changes by itself, e.g.
+    /// when writeback allocates blocks the loop device wrote zeros into).
     pub fn content_hash(&self) -> anyhow::Result<[u8; 32]> {
-        let mut file = File::open(&self.path).with_context(|| format!("open {}", self.path.display()))?;
+        const BLOCK: u64 = 4096;
+        let file = File::open(&self.path).with_context(|| format!("open {}", self.path.display()))?;
         let len = file.metadata()?.len();
         let mut hasher = Sha256::new();
         hasher.update(len.to_le_bytes());
+        let mut buf = vec![0u8; 1 << 20];
         for (start, end) in data_ranges(&file, len).with_context(|| format!("mapping {}", self.path.display()))? {
-            hasher.update(start.to_le_bytes());
-            hasher.update(end.to_le_bytes());
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-            let mut remaining = end - start;
-            let mut buf = vec![0u8; 1 << 20];
-            while remaining > 0 {
-                let want = remaining.min(buf.len() as u64) as usize;
-                file.read_exact(&mut buf[..want])?;
-                hasher.update(&buf[..want]);
-                remaining -= want as u64;
+            let mut pos = start;
+            while pos < end {
+                // Up to 1 MiB (256 blocks), ending on a block boundary or
+                // at the range's end.
+                let stop = end.min((pos / BLOCK + 256) * BLOCK);
+                let chunk = &mut buf[..(stop - pos) as usize];
+                file.read_exact_at(chunk, pos)?;
+                let mut at = pos;
+                while at < stop {
+                    let piece_end = (at - at % BLOCK + BLOCK).min(stop);
+                    let piece = &chunk[(at - pos) as usize..(piece_end - pos) as usize];
+                    if piece.iter().any(|&b| b != 0) {
+                        hasher.update(at.to_le_bytes());
+                        hasher.update(piece);
+                    }
+                    at = piece_end;
+                }
+                pos = stop;
             }
         }
         Ok(hasher.finalize().into())

@@ -164,6 +164,39 @@ fn ext4_no_journal() {
     differential(TreeSize::Full, &["-O", "^has_journal"]);
 }
 
+/// 2 KiB blocks: neither the smallest nor the page size.
+#[test]
+fn ext4_2k_blocks() {
+    differential(TreeSize::Light, &["-b", "2048"]);
+}
+
+/// ext3 at its oldest-style layout: 1 KiB blocks, 128-byte inodes.
+#[test]
+fn ext3_1k_blocks_128_byte_inodes() {
+    differential(TreeSize::Light, &["-t", "ext3", "-b", "1024", "-I", "128"]);
+}
+
+/// Large inodes: 1 KiB each, most of it in-inode xattr space.
+#[test]
+fn ext4_1k_inodes() {
+    differential(TreeSize::Light, &["-I", "1024"]);
+}
+
+/// Features that change the layout or only the flags the driver must
+/// accept on a read-only mount: fast_commit (a journal with a fast-commit
+/// area), mmp (a multi-mount protection block), sparse_super2 (two backup
+/// superblocks), no flex_bg, stable_inodes, verity and encrypt.
+#[test]
+fn ext4_rarer_features() {
+    differential(TreeSize::Light, &["-O", "fast_commit,mmp,sparse_super2,^flex_bg,stable_inodes,verity,encrypt"]);
+}
+
+/// Every group's metadata packed at the start of the device.
+#[test]
+fn ext4_packed_meta_blocks() {
+    differential(TreeSize::Light, &["-E", "packed_meta_blocks=1", "-O", "^resize_inode"]);
+}
+
 /// A crashed image: fshost must show what the kernel shows after replaying
 /// the journal (into a private copy), without writing to the image.
 #[test]
@@ -172,6 +205,35 @@ fn ext4_crashed_with_dirty_journal() {
     image.crash_with_dirty_journal(tree::change_in_journal).expect("crash with a dirty journal");
     let kernel = KernelMount::replaying(&image).expect("mount a replayed copy with the kernel");
     assert_fshost_sees_what_the_kernel_sees(&image, kernel);
+}
+
+/// The "fshost never writes" check hashes content, not the host's hole
+/// map: zeros written into a hole keep the hash; one changed byte, in a
+/// hole or in data, changes it.
+#[test]
+fn content_hash_sees_bytes_not_holes() {
+    let image = build(TreeSize::Light, &[]);
+    let original = image.content_hash().expect("hash the image");
+    let copy = image.copy().expect("copy the image");
+    let file = OpenOptions::new().write(true).open(copy.path()).expect("open the copy");
+    let len = file.metadata().unwrap().len();
+    let ranges = fshost_tests::kernel::data_ranges(&file, len).expect("map the copy");
+    // The first hole (8 KiB or longer: a 1 GiB image of a small tree is
+    // mostly holes).
+    let (data, hole) = ranges[0];
+    let next = ranges.get(1).map_or(len, |r| r.0);
+    assert!(next >= hole + 8192, "the first hole is 8 KiB or more: {ranges:?}");
+    file.write_all_at(&[0u8; 8192], hole).unwrap();
+    assert_eq!(copy.content_hash().unwrap(), original, "zeros over a hole are the same content");
+    assert_ne!(fshost_tests::kernel::data_ranges(&file, len).unwrap(), ranges, "the hole map changed");
+    file.write_all_at(&[1], hole + 100).unwrap();
+    assert_ne!(copy.content_hash().unwrap(), original, "a byte written into a hole");
+    file.write_all_at(&[0], hole + 100).unwrap();
+    assert_eq!(copy.content_hash().unwrap(), original, "the byte put back");
+    let mut byte = [0u8];
+    std::fs::File::open(copy.path()).unwrap().read_exact_at(&mut byte, data + 1024).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x20], data + 1024).unwrap();
+    assert_ne!(copy.content_hash().unwrap(), original, "a byte changed in data");
 }
 
 #[test]

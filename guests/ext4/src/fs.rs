@@ -267,6 +267,9 @@ impl Filesystem for Ext4 {
         listed
             .into_iter()
             .map(|e| {
+                // Without the filetype feature the kernel reports DT_UNKNOWN;
+                // the contract has no "unknown" type, so the inode answers
+                // (the one visible difference from the kernel on such images).
                 let kind = match crate::dir::file_type(e.file_type).filter(|_| typed) {
                     Some(kind) => kind,
                     None => self.inode(u64::from(e.ino))?.kind()?,

@@ -140,6 +140,9 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_write(MAX_IO);
+        // READDIRPLUS for every batch, not READDIRPLUS_AUTO: with AUTO the
+        // kernel gives only a directory's first page attributes and then
+        // sends a LOOKUP per later name (twice the requests of a cold walk).
         let wanted = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS

@@ -821,9 +821,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     clean_stale(&env);
     let load_start = loadavg();
 
-    let big =
-        if ["seq", "rand", "mount"].iter().any(|w| opts.wants(w)) { Some(big_image(&dir, opts.small)?) } else { None };
-    let tree = if ["walk", "tar"].iter().any(|w| opts.wants(w)) {
+    let big = if ["seq", "rand"].iter().any(|w| opts.wants(w)) { Some(big_image(&dir, opts.small)?) } else { None };
+    // The mount is timed on the tree image: the larger (8.5 GiB; the
+    // performance issue asks for 4 GiB or more) and the fuller one.
+    let tree = if ["walk", "tar", "mount"].iter().any(|w| opts.wants(w)) {
         Some(tree_image(&dir, opts.small, opts.tree.as_deref())?)
     } else {
         None
@@ -933,10 +934,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
-    if let Some(img) = big.as_ref()
+    if let Some(img) = tree.as_ref()
         && opts.wants("mount")
     {
-        res.row("mount", "mount + stat root (big image), warm cache".into(), "ms", false);
+        let mib = std::fs::metadata(&img.path).map_or(0, |m| m.len() >> 20);
+        res.row("mount", format!("mount + stat root ({mib} MiB image), cached"), "ms", false);
         res.row("mount_nocache", "mount + stat root, fshost --no-cache".into(), "ms", false);
         res.load.push(loadavg());
         for i in 0..runs.max(5) {

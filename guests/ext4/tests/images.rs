@@ -12,19 +12,7 @@ use std::process::Command;
 
 use common::*;
 use fshost_sdk::{ErrorCode, FileType, Filesystem, IomapFlags, MappingKind};
-
-/// A deterministic, incompressible-looking byte pattern.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use fshost_tests::pattern::pattern;
 
 fn write_at(path: &Path, offset: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;

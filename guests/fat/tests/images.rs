@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fat::FatFs;
 use fshost_sdk::{ErrorCode, FileType, Filesystem, Ino, IomapFlags, MappingKind, MountOptions, testing};
+use fshost_tests::pattern::pattern;
 
 struct Scratch(PathBuf);
 
@@ -62,19 +63,6 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A deterministic byte pattern.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn touch(path: &Path, date: &str) {
     run(Command::new("touch").arg("-m").arg("-d").arg(date).arg(path));
 }
@@ -83,10 +71,10 @@ fn touch(path: &Path, date: &str) {
 /// around the cluster size, a 100-entry directory, 20 nested directories,
 /// timestamps at FAT's edges.
 fn source_tree(root: &Path, cluster: usize) {
-    let write = |rel: &str, seed: u64, len: usize| {
+    let write = |rel: &str, seed: u32, len: usize| {
         let p = root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pattern(seed, len)).unwrap();
+        fs::write(&p, pattern(len, seed)).unwrap();
     };
     write("readme.txt", 1, 10);
     write("UPPER.TXT", 2, 20);
@@ -96,7 +84,7 @@ fn source_tree(root: &Path, cluster: usize) {
     write("\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{30d5}\u{30a1}\u{30a4}\u{30eb}.txt", 6, 60);
     write("empty", 7, 0);
     for (i, len) in [cluster - 1, cluster, cluster + 1, 2 * cluster, 3 << 20].into_iter().enumerate() {
-        write(&format!("sizes/size-{len}"), 10 + i as u64, len);
+        write(&format!("sizes/size-{len}"), 10 + i as u32, len);
     }
     for i in 0..100 {
         write(&format!("many/entry with a long name number {i:04}"), 100 + i, i as usize);
@@ -272,13 +260,13 @@ fn fragmented_file() {
     run(Command::new("mkfs.vfat").args(["-F", "16", "-s", "4", "-C"]).arg(&image).arg("16384"));
     for i in 0..8 {
         let p = dir.join(format!("f{i}"));
-        fs::write(&p, pattern(i, 3 * 2048)).unwrap();
+        fs::write(&p, pattern(3 * 2048, i)).unwrap();
         run(Command::new("mcopy").arg("-i").arg(&image).arg(&p).arg("::"));
     }
     for i in (0..8).step_by(2) {
         run(Command::new("mdel").arg("-i").arg(&image).arg(format!("::f{i}")));
     }
-    let big = pattern(99, 20 * 2048 + 5);
+    let big = pattern(20 * 2048 + 5, 99);
     fs::write(dir.join("big"), &big).unwrap();
     run(Command::new("mcopy").arg("-i").arg(&image).arg(dir.join("big")).arg("::"));
     run(Command::new("mattrib").arg("-i").arg(&image).arg("+r").arg("::big"));
@@ -334,7 +322,7 @@ fn broken_entries_fail_alone() {
     let src = dir.join("src");
     fs::create_dir_all(src.join("d")).unwrap();
     fs::write(src.join("d/inner"), b"inner").unwrap();
-    fs::write(src.join("f"), pattern(1, 5000)).unwrap();
+    fs::write(src.join("f"), pattern(5000, 1)).unwrap();
     fs::write(src.join("ok.txt"), b"fine").unwrap();
     let image = build(&dir, &src, 4096, &["-F", "12"]);
     let (d, f) = {

@@ -120,11 +120,28 @@ pub struct DirEntry {
     pub ino: Ino,
     /// Its file type.
     pub kind: FileType,
-    /// The name, as bytes: 1..=1024 of them, no '/' or NUL, not "." or "..".
+    /// The name, as bytes: see [`valid_name`].
     pub name: Vec<u8>,
     /// Where a listing resumes after this entry: stable for the directory,
     /// never 0, below 2^62.
     pub cookie: u64,
+}
+
+/// The longest name the host accepts, in bytes (FUSE's limit; most formats
+/// stop at 255, vfat's UTF-8 names reach 765).
+pub const NAME_MAX: usize = 1024;
+
+/// Whether the host accepts `name` in a directory entry: 1..=[`NAME_MAX`]
+/// bytes, no '/' or NUL, not "." or "..". Linux names are bytes, so any
+/// other byte is fine. The host refuses a whole answer that holds one bad
+/// name, so a guest skips (and logs) records whose names fail this.
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && name != b"."
+        && name != b".."
 }
 
 /// Filesystem-wide facts and counters.
@@ -229,5 +246,15 @@ mod tests {
         assert_eq!(FileType::from_mode(0o100644), Some(FileType::Regular));
         assert_eq!(FileType::from_mode(0o040755), Some(FileType::Directory));
         assert_eq!(FileType::from_mode(0o000644), None);
+    }
+
+    #[test]
+    fn valid_names_are_what_the_host_accepts() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b", &[b'x'; NAME_MAX + 1]] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        for good in [&b"a"[..], b"...", b".hidden", b"\xff\xfe not utf-8", &[b'x'; NAME_MAX]] {
+            assert!(valid_name(good), "{good:?}");
+        }
     }
 }

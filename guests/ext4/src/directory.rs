@@ -124,13 +124,8 @@ fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
-/// Whether a path component can be `name`: not empty, no '/' and no NUL.
-fn is_servable_name(name: &[u8]) -> bool {
-    !name.is_empty() && !name.contains(&b'/') && !name.contains(&0)
-}
-
 /// Up to `max` records of `dir` after position `cookie`, without "." and "..",
-/// nor records whose names no path could name ([`is_servable_name`]).
+/// nor records whose names the host refuses ([`fshost_sdk::valid_name`]).
 pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     let take = |entries: Vec<Entry<'_>>, base: u64, out: &mut Vec<Listed>| -> bool {
@@ -139,7 +134,7 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
             if pos < cookie || e.ino == 0 || e.is_dot() {
                 continue;
             }
-            if !is_servable_name(e.name) {
+            if !fshost_sdk::valid_name(e.name) {
                 // The kernel would hand such a name to userspace as is; no
                 // path can name it, and the host refuses it. Skip the one
                 // record so the rest of the directory still lists.

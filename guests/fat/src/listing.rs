@@ -138,7 +138,7 @@ pub fn parse(raw: &[u8]) -> Result<Listing> {
         }
         let long = lfn::to_utf8(&units);
         let name = if long.is_empty() { short.clone() } else { long };
-        if !usable(&name) || !usable(&short) {
+        if !fshost_sdk::valid_name(&name) || !fshost_sdk::valid_name(&short) {
             fshost_sdk::warn!(
                 "fat: directory entry {index}: name {:?} cannot be a Linux name; skipped",
                 name.escape_ascii().to_string()
@@ -148,20 +148,6 @@ pub fn parse(raw: &[u8]) -> Result<Listing> {
         out.entries.push(Listed { name, short, index, entry: e });
     }
     Ok(out)
-}
-
-/// The longest name the host accepts (FUSE's limit). A long name of 255
-/// UTF-16 units is at most 765 bytes of UTF-8, so this never bites.
-const NAME_BYTES_MAX: usize = 1024;
-
-/// A name the host accepts: 1..=1024 bytes, no '/' or NUL, not "." or "..".
-fn usable(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
-        && !name.contains(&b'/')
-        && !name.contains(&0)
-        && name != b"."
-        && name != b".."
 }
 
 /// `fat_parse_long` from the slot at `i` (a long-name slot).

@@ -937,7 +937,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if let Some(img) = tree.as_ref()
         && opts.wants("mount")
     {
-        let mib = std::fs::metadata(&img.path).map_or(0, |m| m.len() >> 20);
+        let mib = std::fs::metadata(&img.path).map_or(0, |m| m.len()) / MIB;
         res.row("mount", format!("mount + stat root ({mib} MiB image), cached"), "ms", false);
         res.row("mount_nocache", "mount + stat root, fshost --no-cache".into(), "ms", false);
         res.load.push(loadavg());

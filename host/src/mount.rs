@@ -158,10 +158,20 @@ fn daemonize(mountpoint: &Path) -> anyhow::Result<()> {
             bail!("mount failed ({status}):\n{}", err.trim_end());
         }
         if let Ok(err) = logged.try_recv() {
-            eprint!("{err}");
             if is_mounted(mountpoint) {
+                eprint!("{err}");
                 return Ok(());
             }
+            // The log also closes when the child exits, which we may see
+            // before `try_wait` does: give it a moment to be reaped.
+            let closed = Instant::now();
+            while closed.elapsed() < Duration::from_secs(5) {
+                if let Some(status) = child.try_wait()? {
+                    bail!("mount failed ({status}):\n{}", err.trim_end());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            eprint!("{err}");
             bail!("the mount process closed its log but {} is not mounted", mountpoint.display());
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub enum Command {
         /// Long format: mode, links, owner, size, mtime, symlink target.
         #[arg(short, long)]
         long: bool,
+        #[arg(long, value_enum, default_value_t = TimeArg::Local)]
+        time_style: TimeArg,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -58,6 +61,8 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
         path: PathBuf,
+        #[arg(long, value_enum, default_value_t = TimeArg::Local)]
+        time_style: TimeArg,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -69,7 +74,9 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Extract a file or subtree to a new host path (not sandboxed: it writes host files).
+    /// Extract a file or subtree to a new host path (not sandboxed: it writes
+    /// host files). Objects that cannot be read are reported and left out;
+    /// the exit status is then 1.
     CpOut {
         #[command(flatten)]
         source: SourceArgs,
@@ -93,6 +100,25 @@ pub enum Command {
     /// Internal: the unmount helper a sandboxed mount starts (see sandbox/unmounter.rs).
     #[command(name = crate::sandbox::unmounter::COMMAND, hide = true)]
     SandboxUnmounter { mountpoint: PathBuf },
+}
+
+/// How `ls -l` and `stat` print times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeArg {
+    /// Local time (TZ), as ls -l and stat(1) print it.
+    Local,
+    /// Seconds.nanoseconds since the epoch, for scripts.
+    Epoch,
+}
+
+impl TimeArg {
+    /// Must run before the sandbox: the local zone is read from a file.
+    fn style(self) -> crate::offline::TimeStyle {
+        match self {
+            TimeArg::Local => crate::offline::TimeStyle::local(),
+            TimeArg::Epoch => crate::offline::TimeStyle::Epoch,
+        }
+    }
 }
 
 /// The process sandbox, entered once the source, the guest and /dev/fuse are
@@ -188,23 +214,26 @@ fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
-/// Run a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Run a parsed command line. Fails on the first error, except `cp-out`,
+/// which reports each object it could not copy and then exits 1.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match cli.command {
         Command::Mount { source, mountpoint, foreground, sandbox } => {
             drop(out);
             crate::mount::run(&source, &mountpoint, foreground, &sandbox.options())?;
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
-        Command::Ls { source, path, long, sandbox } => {
+        Command::Ls { source, path, long, time_style, sandbox } => {
+            let times = time_style.style();
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::ls(&vol, path_bytes(&path), long, &mut out)?;
+            crate::offline::ls(&vol, path_bytes(&path), long, &times, &mut out)?;
         }
-        Command::Stat { source, path, sandbox } => {
+        Command::Stat { source, path, time_style, sandbox } => {
+            let times = time_style.style();
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::stat(&vol, path_bytes(&path), &mut out)?;
+            crate::offline::stat(&vol, path_bytes(&path), &times, &mut out)?;
         }
         Command::Cat { source, path, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
@@ -212,7 +241,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CpOut { source, path, dest } => {
             let vol = open_volume(&source, split_options(&source.options)?.guest)?;
-            crate::offline::cp_out(&vol, path_bytes(&path), &dest)?;
+            let done = crate::offline::cp_out(&vol, path_bytes(&path), &dest)?;
+            if done.failed > 0 {
+                eprintln!(
+                    "fshost: cp-out: {} of {} objects could not be copied (listed above)",
+                    done.failed,
+                    done.failed + done.copied
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Info { source, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
@@ -222,7 +259,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
     }
     out.flush()?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `fshost plugins`: one tab-separated line per guest file on the search

@@ -19,6 +19,10 @@ nix::ioctl_read_bad!(blk_sszget, libc::BLKSSZGET, libc::c_int);
 pub enum OpenError {
     #[error("cannot open {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
+    /// O_EXCL on a block device fails with EBUSY while anything else
+    /// holds it: a mounted filesystem, another fshost, a partition scanner.
+    #[error("cannot open {path}: the block device is busy (mounted, or held open exclusively by another program)")]
+    Busy { path: PathBuf },
     #[error("{path} is neither a regular file nor a block device")]
     NotADevice { path: PathBuf },
     #[error("cannot read the size of block device {path}: {source}")]
@@ -51,7 +55,10 @@ impl Device {
             flags |= libc::O_EXCL;
         }
         opts.custom_flags(flags);
-        let file = opts.open(path).map_err(open_err)?;
+        let file = opts.open(path).map_err(|source| match source.raw_os_error() {
+            Some(libc::EBUSY) if is_block => OpenError::Busy { path: path.to_owned() },
+            _ => open_err(source),
+        })?;
         let (size, sector_size) = if is_block {
             let mut size = 0u64;
             let mut ssz: libc::c_int = 0;

@@ -6,20 +6,33 @@
 
 use crate::types::Ino;
 
-/// What a guest said went wrong (the WIT `error-code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a guest said went wrong (the WIT `error-code`). Displayed in words,
+/// as a user reads them in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GuestCode {
+    #[error("no such file or directory")]
     NotFound,
+    #[error("not a directory")]
     NotDir,
+    #[error("is a directory")]
     IsDir,
+    #[error("the filesystem is damaged (structure needs cleaning)")]
     Corrupted,
+    #[error("input/output error")]
     Io,
+    #[error("not supported by this guest")]
     Unsupported,
+    #[error("invalid argument")]
     Invalid,
+    #[error("no such attribute")]
     NoData,
+    #[error("file name too long")]
     NameTooLong,
+    #[error("the guest ran out of memory")]
     NoMemory,
+    #[error("read-only filesystem")]
     ReadOnly,
+    #[error("permission denied")]
     Access,
 }
 
@@ -27,7 +40,7 @@ pub enum GuestCode {
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     /// The guest answered with an error code.
-    #[error("{op}: the filesystem says {code:?}")]
+    #[error("{op}: {code}")]
     Guest { op: &'static str, code: GuestCode },
     /// The guest trapped, ran out of time or memory, or could not be started.
     #[error("{op}: guest failed: {reason}")]

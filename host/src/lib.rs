@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod mount;
 pub mod offline;
 pub mod plugin;
+pub mod report;
 pub mod sandbox;
 pub mod types;
 pub mod volume;

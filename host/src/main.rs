@@ -16,9 +16,12 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match fshost::cli::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
+        // A reader that closed our stdout (`fshost ls ... | head -1`) has
+        // what it wanted: end quietly, as ls, cat and ripgrep do.
+        Err(e) if fshost::report::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fshost: {e:#}");
+            eprintln!("fshost: {}", fshost::report::message(&e));
             std::process::ExitCode::FAILURE
         }
     }

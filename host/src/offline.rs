@@ -3,23 +3,32 @@
 //!
 //! Output is bytes: names and symlink targets are written as stored.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::error::FsError;
-use crate::types::{Attr, FileKind, Ino, Timestamp};
-use crate::volume::{Seek, Volume};
+use crate::types::{Attr, FileKind, Ino};
+use crate::volume::Volume;
 
-/// An [`FsError`] as the OS error a user recognises, with what failed.
+mod extract;
+mod time;
+pub use extract::{Extracted, cp_out};
+pub use time::TimeStyle;
+
+/// An [`FsError`] as the OS error a user recognises, with what failed:
+/// `/a/b: No such file or directory (os error 2)`. A guest's own answer
+/// is fully said by its errno; the host's reasons (a trap, an invalid
+/// result, a device error) are added in words.
 fn os(e: FsError, what: impl std::fmt::Display) -> anyhow::Error {
-    let errno = e.errno();
-    anyhow::Error::new(std::io::Error::from_raw_os_error(errno)).context(format!("{what}: {e}"))
+    let io = std::io::Error::from_raw_os_error(e.errno());
+    match e {
+        FsError::Guest { op, code } => {
+            tracing::debug!("{what}: {op}: {code}");
+            anyhow::Error::new(io).context(what.to_string())
+        }
+        e => anyhow::Error::new(io).context(format!("{what}: {e}")),
+    }
 }
 
 /// Most symlinks followed while resolving one path (Linux's MAXSYMLINKS).
@@ -103,13 +112,9 @@ fn mode_string(a: &Attr) -> String {
     )
 }
 
-fn ts(t: Timestamp) -> String {
-    format!("{}.{:09}", t.seconds, t.nanoseconds)
-}
-
 /// `ls`: the entries of a directory (or the name of a file), one per line;
 /// with `long`, mode, links, owner, size, mtime and symlink targets too.
-pub fn ls(vol: &Volume, path: &[u8], long: bool, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn ls(vol: &Volume, path: &[u8], long: bool, times: &TimeStyle, out: &mut impl Write) -> anyhow::Result<()> {
     let attr = resolve(vol, path, true)?;
     let entries: Vec<(Vec<u8>, Ino)> = if attr.kind == FileKind::Directory {
         let mut v: Vec<_> = vol
@@ -130,7 +135,7 @@ pub fn ls(vol: &Volume, path: &[u8], long: bool, out: &mut impl Write) -> anyhow
                 FileKind::CharDevice | FileKind::BlockDevice => format!("{}, {}", a.rdev.0, a.rdev.1),
                 _ => a.size.to_string(),
             };
-            write!(out, "{} {} {} {} {} {} ", mode_string(&a), a.nlink, a.uid, a.gid, size, ts(a.mtime))?;
+            write!(out, "{} {} {} {} {} {} ", mode_string(&a), a.nlink, a.uid, a.gid, size, times.ls(a.mtime))?;
             out.write_all(&name)?;
             if a.kind == FileKind::Symlink {
                 out.write_all(b" -> ")?;
@@ -145,7 +150,7 @@ pub fn ls(vol: &Volume, path: &[u8], long: bool, out: &mut impl Write) -> anyhow
 }
 
 /// `stat`: every attribute, one `key: value` per line.
-pub fn stat(vol: &Volume, path: &[u8], out: &mut impl Write) -> anyhow::Result<()> {
+pub fn stat(vol: &Volume, path: &[u8], times: &TimeStyle, out: &mut impl Write) -> anyhow::Result<()> {
     let a = resolve(vol, path, false)?;
     let kind = match a.kind {
         FileKind::Regular => "regular",
@@ -164,10 +169,10 @@ pub fn stat(vol: &Volume, path: &[u8], out: &mut impl Write) -> anyhow::Result<(
     writeln!(out, "gid: {}", a.gid)?;
     writeln!(out, "size: {}", a.size)?;
     writeln!(out, "blocks: {}", a.blocks)?;
-    writeln!(out, "atime: {}", ts(a.atime))?;
-    writeln!(out, "mtime: {}", ts(a.mtime))?;
-    writeln!(out, "ctime: {}", ts(a.ctime))?;
-    writeln!(out, "crtime: {}", a.crtime.map_or("-".into(), ts))?;
+    writeln!(out, "atime: {}", times.full(a.atime))?;
+    writeln!(out, "mtime: {}", times.full(a.mtime))?;
+    writeln!(out, "ctime: {}", times.full(a.ctime))?;
+    writeln!(out, "crtime: {}", a.crtime.map_or("-".into(), |t| times.full(t)))?;
     writeln!(out, "rdev: {},{}", a.rdev.0, a.rdev.1)?;
     writeln!(out, "generation: {}", a.generation)?;
     if a.kind == FileKind::Symlink {
@@ -224,124 +229,4 @@ pub fn format_uuid(u: &[u8]) -> String {
     } else {
         hex
     }
-}
-
-/// `cp-out`: extract `path` (a file or a whole subtree) to `dest`, which
-/// must not exist. Regular files keep their holes; directories, symlinks,
-/// fifos and hard links are recreated; device nodes and sockets are skipped
-/// with a warning; set-id and sticky bits are dropped (the image is
-/// untrusted); times are kept. A directory met under a second name (a
-/// cycle) fails the copy instead of recursing without end.
-pub fn cp_out(vol: &Volume, path: &[u8], dest: &Path) -> anyhow::Result<()> {
-    if dest.symlink_metadata().is_ok() {
-        bail!("{} already exists; cp-out only creates new files", dest.display());
-    }
-    let attr = resolve(vol, path, false)?;
-    let mut links = HashMap::new();
-    extract(vol, &attr, display(path), dest, &mut links, 0)
-}
-
-fn extract(
-    vol: &Volume,
-    attr: &Attr,
-    what: String,
-    dest: &Path,
-    links: &mut HashMap<Ino, PathBuf>,
-    depth: usize,
-) -> anyhow::Result<()> {
-    if depth > 4096 {
-        bail!("{what}: directory nesting deeper than 4096");
-    }
-    if attr.kind == FileKind::Directory {
-        // A directory has one name. A second one is a cycle (a directory
-        // inside itself) or a DAG whose paths multiply; both would make the
-        // copy endless, so refuse.
-        if let Some(first) = links.insert(attr.ino, dest.to_owned()) {
-            bail!(
-                "{what}: directory inode {} is also {}: a directory has one name (a cycle or a corrupted entry)",
-                attr.ino,
-                first.display()
-            );
-        }
-    } else if attr.nlink > 1 {
-        if let Some(first) = links.get(&attr.ino) {
-            return std::fs::hard_link(first, dest).with_context(|| format!("linking {}", dest.display()));
-        }
-        links.insert(attr.ino, dest.to_owned());
-    }
-    let perm = std::fs::Permissions::from_mode(u32::from(attr.perm) & 0o777);
-    match attr.kind {
-        FileKind::Directory => {
-            std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
-            for e in vol.read_whole_dir(attr.ino).map_err(|e| os(e, &what))? {
-                let child = vol
-                    .getattr(e.ino)
-                    .map_err(|err| os(err, format!("{what}/{}", String::from_utf8_lossy(&e.name))))?;
-                let name = String::from_utf8_lossy(&e.name).into_owned();
-                extract(
-                    vol,
-                    &child,
-                    format!("{what}/{name}"),
-                    &dest.join(OsStr::from_bytes(&e.name)),
-                    links,
-                    depth + 1,
-                )?;
-            }
-            std::fs::set_permissions(dest, perm)?;
-        }
-        FileKind::Regular => {
-            let file = std::fs::File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
-            write_sparse(vol, attr, &what, &file)?;
-            file.set_permissions(perm)?;
-        }
-        FileKind::Symlink => {
-            let target = vol.readlink(attr.ino).map_err(|e| os(e, &what))?;
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest)
-                .with_context(|| format!("creating symlink {}", dest.display()))?;
-            return Ok(());
-        }
-        FileKind::Fifo => {
-            nix::unistd::mkfifo(dest, nix::sys::stat::Mode::from_bits_truncate(u32::from(attr.perm) & 0o777))
-                .with_context(|| format!("creating fifo {}", dest.display()))?;
-        }
-        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
-            tracing::warn!("{what}: skipping a device node or socket");
-            return Ok(());
-        }
-    }
-    set_times(dest, attr)
-}
-
-/// Write the data ranges of `attr` into `file`, leaving holes as holes.
-fn write_sparse(vol: &Volume, attr: &Attr, what: &str, file: &std::fs::File) -> anyhow::Result<()> {
-    let mut pos = 0u64;
-    while pos < attr.size {
-        let data = match vol.seek(attr.ino, pos, Seek::Data) {
-            Ok(d) => d,
-            Err(e) if e.errno() == libc::ENXIO => break,
-            Err(e) => return Err(os(e, what)),
-        };
-        let hole = vol.seek(attr.ino, data, Seek::Hole).map_err(|e| os(e, what))?;
-        let mut at = data;
-        while at < hole {
-            let want = (hole - at).min(1 << 20) as u32;
-            let chunk = vol.read(attr.ino, at, want).map_err(|e| os(e, format!("{what} at byte {at}")))?;
-            if chunk.is_empty() {
-                bail!("{what}: short read at byte {at}");
-            }
-            file.write_all_at(&chunk, at)?;
-            at += chunk.len() as u64;
-        }
-        pos = hole;
-    }
-    file.set_len(attr.size)?;
-    Ok(())
-}
-
-fn set_times(dest: &Path, attr: &Attr) -> anyhow::Result<()> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    let spec = |t: Timestamp| TimeSpec::new(t.seconds, i64::from(t.nanoseconds));
-    utimensat(nix::fcntl::AT_FDCWD, dest, &spec(attr.atime), &spec(attr.mtime), UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("setting times of {}", dest.display()))
 }

@@ -202,8 +202,8 @@ fn offline_commands_agree_with_the_image_with(name: &str) {
     let cat = stdout_ok(offline("cat", &g, &s.image, &[OsStr::from_bytes(NON_UTF8)]).unwrap());
     assert_eq!(cat, b"named in latin-1\n");
 
-    let stat =
-        String::from_utf8(stdout_ok(offline("stat", &g, &s.image, &[OsStr::new("docs/small.bin")]).unwrap())).unwrap();
+    let args = [OsStr::new("--time-style"), OsStr::new("epoch"), OsStr::new("docs/small.bin")];
+    let stat = String::from_utf8(stdout_ok(offline("stat", &g, &s.image, &args).unwrap())).unwrap();
     for line in
         ["type: regular", "mode: 0640", "nlink: 2", "uid: 1000", "gid: 2000", "size: 5000", "mtime: -86400.123456789"]
     {

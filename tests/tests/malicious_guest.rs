@@ -472,7 +472,7 @@ fn a_guest_whose_mount_fails_or_hangs_makes_mount_exit_nonzero() {
     let image = EvilImage::new();
     for (value, reason) in [
         ("mount-loop", "deadline exceeded"),
-        ("mount-fail", "the filesystem says Corrupted"),
+        ("mount-fail", "mount: the filesystem is damaged (structure needs cleaning)"),
         ("mount-panic", "evil: deliberate panic in mount"),
         ("mount-badinfo", "block size 3"),
     ] {
@@ -517,7 +517,7 @@ fn a_guest_that_cannot_mount_again_fails_the_filesystem_after_three_tries() {
     }
     let log = s.new_log();
     assert!(
-        log.contains("3 mounts in a row failed, the last with: mount: the filesystem says Invalid"),
+        log.contains("3 mounts in a row failed, the last with: mount: invalid argument"),
         "no failed state in the log:\n{log}"
     );
     // Failed: later operations fail with EIO without another mount attempt

@@ -442,7 +442,7 @@ impl Mounted {
     fn cleanup(&mut self, strict: bool) -> anyhow::Result<()> {
         let mut err = None;
         let unmounted = is_mounted(&self.mnt);
-        if unmounted && let Err(e) = quiet(Command::new("umount").arg(&self.mnt)) {
+        if unmounted && let Err(e) = umount_patiently(&self.mnt) {
             let _ = quiet(Command::new("umount").arg("-l").arg(&self.mnt));
             err = Some(e);
         }
@@ -492,6 +492,22 @@ impl Mounted {
             }
         }
         err.map_or(Ok(()), Err)
+    }
+}
+
+/// `umount`, retried for a few seconds while the mount is busy: a reader
+/// that just ended (tar, find) can hold it a moment after it exits, and
+/// fuse2fs was seen to answer EBUSY right after a tar run.
+fn umount_patiently(mnt: &Path) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        match quiet(Command::new("umount").arg(mnt)) {
+            Ok(_) => return Ok(()),
+            Err(e) if t0.elapsed() < Duration::from_secs(10) && format!("{e:#}").contains("busy") => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -650,6 +666,32 @@ impl Results {
     fn add(&mut self, key: &str, peer: Peer, v: f64) {
         let row = self.rows.iter_mut().find(|(k, _)| *k == key).expect("row declared");
         row.1.values.entry(peer).or_default().push(v);
+    }
+
+    /// Run one measurement of one peer. A failure (a peer that will not
+    /// mount or unmount, a tool that fails) costs this run, not the
+    /// benchmark: it is noted under the table, and the rows measured so
+    /// far and later still print. An interrupt still ends the run.
+    fn attempt(&mut self, what: String, run: impl FnOnce(&mut Results) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        match run(self) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                check_stop()?;
+                eprintln!("bench: {what} FAILED: {e:#}");
+                self.notes.push(format!("FAILED: {what}: {e:#}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Print what was measured so far (rows fill in as runs finish) and
+    /// keep it in `path`, so an interrupted or crashed run leaves its rows.
+    fn checkpoint(&self, header: &str, path: &Path) {
+        let table = self.render(header);
+        eprintln!("{table}");
+        if let Err(e) = std::fs::write(path, &table) {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+        }
     }
 
     fn add_usage(&mut self, group: &'static str, peer: Peer, m: &Mounted) {
@@ -839,6 +881,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
 
     let mut res = Results::default();
+    // Rows so far, rewritten after each workload; the final table goes
+    // to results.txt.
+    let partial = dir.join(if opts.small { "results-small.partial.txt" } else { "results.partial.txt" });
     let runs = opts.runs;
     let rand_count = if opts.small { 4000 } else { 20_000 };
 
@@ -851,25 +896,28 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             for i in 0..runs {
                 for peer in order(i) {
                     eprintln!("bench: seq run {}/{runs}: {}", i + 1, peer.name());
-                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
-                    let file = m.mnt.join(BIG_NAME);
-                    if i == 0
-                        && let Some(dev) = &m.loopdev
-                    {
-                        let name = dev.trim_start_matches("/dev/");
-                        let ra = std::fs::read_to_string(format!("/sys/block/{name}/queue/read_ahead_kb"));
-                        res.notes.push(format!(
-                            "kernel: ext4 on a loop device (buffered, read_ahead_kb {}); the FUSE peers read the image file directly.",
-                            ra.as_deref().unwrap_or("?").trim()
-                        ));
-                    }
-                    drop_caches()?;
-                    res.add("seq_cold", peer, seq_read(&file)?);
-                    res.add("seq_warm", peer, seq_read(&file)?);
-                    res.add_usage("seq read: cold + warm", peer, &m);
-                    m.unmount()?;
+                    res.attempt(format!("seq run {}: {}", i + 1, peer.name()), |res| {
+                        let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
+                        let file = m.mnt.join(BIG_NAME);
+                        if i == 0
+                            && let Some(dev) = &m.loopdev
+                        {
+                            let name = dev.trim_start_matches("/dev/");
+                            let ra = std::fs::read_to_string(format!("/sys/block/{name}/queue/read_ahead_kb"));
+                            res.notes.push(format!(
+                                "kernel: ext4 on a loop device (buffered, read_ahead_kb {}); the FUSE peers read the image file directly.",
+                                ra.as_deref().unwrap_or("?").trim()
+                            ));
+                        }
+                        drop_caches()?;
+                        res.add("seq_cold", peer, seq_read(&file)?);
+                        res.add("seq_warm", peer, seq_read(&file)?);
+                        res.add_usage("seq read: cold + warm", peer, &m);
+                        m.unmount()
+                    })?;
                 }
             }
+            res.checkpoint(&header(&env, &opts, &[img]), &partial);
         }
         if opts.wants("rand") {
             res.row("rand1", format!("random 4 KiB pread, 1 thread, cold ({rand_count})"), "IOPS", true);
@@ -878,17 +926,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             for i in 0..runs {
                 for peer in order(i) {
                     eprintln!("bench: rand run {}/{runs}: {}", i + 1, peer.name());
-                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
-                    let file = m.mnt.join(BIG_NAME);
-                    let seed = 0xabcd_0000 + i as u64;
-                    drop_caches()?;
-                    res.add("rand1", peer, rand_read(&file, img.file_size, 1, rand_count, seed)?);
-                    drop_caches()?;
-                    res.add("rand4", peer, rand_read(&file, img.file_size, 4, rand_count, seed + 1000)?);
-                    res.add_usage("random reads: 1 + 4 threads", peer, &m);
-                    m.unmount()?;
+                    res.attempt(format!("rand run {}: {}", i + 1, peer.name()), |res| {
+                        let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
+                        let file = m.mnt.join(BIG_NAME);
+                        let seed = 0xabcd_0000 + i as u64;
+                        drop_caches()?;
+                        res.add("rand1", peer, rand_read(&file, img.file_size, 1, rand_count, seed)?);
+                        drop_caches()?;
+                        res.add("rand4", peer, rand_read(&file, img.file_size, 4, rand_count, seed + 1000)?);
+                        res.add_usage("random reads: 1 + 4 threads", peer, &m);
+                        m.unmount()
+                    })?;
                 }
             }
+            res.checkpoint(&header(&env, &opts, &[img]), &partial);
         }
     }
 
@@ -900,14 +951,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             for i in 0..runs {
                 for peer in order(i) {
                     eprintln!("bench: walk run {}/{runs}: {}", i + 1, peer.name());
-                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
-                    drop_caches()?;
-                    res.add("walk_cold", peer, walk(&m.mnt)?);
-                    res.add("walk_warm", peer, walk(&m.mnt)?);
-                    res.add_usage("find walk: cold + warm", peer, &m);
-                    m.unmount()?;
+                    res.attempt(format!("walk run {}: {}", i + 1, peer.name()), |res| {
+                        let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
+                        drop_caches()?;
+                        res.add("walk_cold", peer, walk(&m.mnt)?);
+                        res.add("walk_warm", peer, walk(&m.mnt)?);
+                        res.add_usage("find walk: cold + warm", peer, &m);
+                        m.unmount()
+                    })?;
                 }
             }
+            res.checkpoint(&header(&env, &opts, &[img]), &partial);
         }
         if opts.wants("tar") {
             res.row("tar", "tar cf - . | wc -c (read every file), cold".into(), "s", false);
@@ -916,13 +970,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             for i in 0..runs {
                 for peer in order(i) {
                     eprintln!("bench: tar run {}/{runs}: {}", i + 1, peer.name());
-                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
-                    drop_caches()?;
-                    let (secs, n) = tar_all(&m.mnt)?;
-                    res.add("tar", peer, secs);
-                    bytes.insert(peer, n);
-                    res.add_usage("tar read-all: cold", peer, &m);
-                    m.unmount()?;
+                    res.attempt(format!("tar run {}: {}", i + 1, peer.name()), |res| {
+                        let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
+                        drop_caches()?;
+                        let (secs, n) = tar_all(&m.mnt)?;
+                        res.add("tar", peer, secs);
+                        bytes.insert(peer, n);
+                        res.add_usage("tar read-all: cold", peer, &m);
+                        m.unmount()
+                    })?;
                 }
             }
             let n: Vec<u64> = bytes.values().copied().collect();
@@ -931,6 +987,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             if n.windows(2).any(|w| w[0] != w[1]) {
                 res.notes.push(format!("WARNING: tar stream sizes differ between peers: {bytes:?}"));
             }
+            res.checkpoint(&header(&env, &opts, &[img]), &partial);
         }
     }
 
@@ -943,17 +1000,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         res.load.push(loadavg());
         for i in 0..runs.max(5) {
             for peer in order(i) {
-                let (m, took) = Mounted::new(&env, peer, &img.path, false)?;
-                m.unmount()?;
-                res.add("mount", peer, took.as_secs_f64() * 1e3);
-                if peer != Peer::Fshost {
-                    // Nothing to compile: the same number as above.
-                    res.add("mount_nocache", peer, took.as_secs_f64() * 1e3);
-                } else {
-                    let (m, took) = Mounted::new(&env, peer, &img.path, true)?;
+                res.attempt(format!("mount run {}: {}", i + 1, peer.name()), |res| {
+                    let (m, took) = Mounted::new(&env, peer, &img.path, false)?;
                     m.unmount()?;
-                    res.add("mount_nocache", peer, took.as_secs_f64() * 1e3);
-                }
+                    res.add("mount", peer, took.as_secs_f64() * 1e3);
+                    if peer != Peer::Fshost {
+                        // Nothing to compile: the same number as above.
+                        res.add("mount_nocache", peer, took.as_secs_f64() * 1e3);
+                    } else {
+                        let (m, took) = Mounted::new(&env, peer, &img.path, true)?;
+                        m.unmount()?;
+                        res.add("mount_nocache", peer, took.as_secs_f64() * 1e3);
+                    }
+                    Ok(())
+                })?;
             }
         }
         res.notes.push(

@@ -112,16 +112,29 @@ pub const HOST: &[Allow] = &[
     when("tgkill", libc::SYS_tgkill, Need::All, &[Cond::OwnPid(0)]),
     all("exit", libc::SYS_exit),
     all("exit_group", libc::SYS_exit_group),
+    // What a new thread does to itself when it starts: glibc registers its
+    // rseq area and robust-futex list, Rust's std names it and asks
+    // pthread_getattr_np (sched_getaffinity) for its stack. Every command
+    // needs them, not only those that create threads after the sandbox: the
+    // thread, not its creator, makes these calls, at its first time slice,
+    // which can come after `enter` has put the filter on it (TSYNC covers a
+    // thread from the moment clone returns). The epoch ticker and WASI's
+    // Tokio workers are created just before the offline commands enter the
+    // sandbox; without rseq here, glibc aborted them ("Fatal glibc error:
+    // rseq registration failed"). As root the uid switch hid the race:
+    // glibc's setxid broadcast waits until every thread has started. The
+    // calls act on the calling thread only and grant nothing; creating a
+    // thread (`clone`) stays a mount's alone.
+    all("rseq", libc::SYS_rseq),
+    all("set_robust_list", libc::SYS_set_robust_list),
+    when("prctl", libc::SYS_prctl, Need::All, &[Cond::Eq(0, libc::PR_SET_NAME as u64)]),
+    all("sched_getaffinity", libc::SYS_sched_getaffinity),
     // Mount: FUSE worker threads are started after the sandbox (threads
-    // only, never processes), and name themselves. clone3 is allowed here
-    // only so that the other filter's ENOSYS is the answer: of two filters
-    // that both fail a call, the one installed last decides the errno.
+    // only, never processes). clone3 is allowed here only so that the other
+    // filter's ENOSYS is the answer: of two filters that both fail a call,
+    // the one installed last decides the errno.
     when("clone", libc::SYS_clone, Need::Mount, &[Cond::Masked(0, CLONE_THREAD, CLONE_THREAD)]),
     mount("clone3", libc::SYS_clone3),
-    when("prctl", libc::SYS_prctl, Need::Mount, &[Cond::Eq(0, libc::PR_SET_NAME as u64)]),
-    mount("set_robust_list", libc::SYS_set_robust_list),
-    mount("rseq", libc::SYS_rseq),
-    mount("sched_getaffinity", libc::SYS_sched_getaffinity),
     // Mount: the signal thread waits for SIGINT/SIGTERM/SIGHUP; fuser polls
     // /dev/fuse to see whether it is still mounted; the unmount helper is
     // reaped at exit.
@@ -240,5 +253,19 @@ mod tests {
             assert!(seen.insert(row.nr), "{} is listed twice", row.name);
         }
         assert!(count(host_rows(false)) < count(host_rows(true)));
+    }
+
+    #[test]
+    fn every_profile_lets_a_thread_start_but_only_a_mount_creates_one() {
+        // Threads created just before the sandbox point run these on
+        // themselves afterwards; a failed rseq makes glibc abort.
+        let start = [libc::SYS_rseq, libc::SYS_set_robust_list, libc::SYS_prctl, libc::SYS_sched_getaffinity];
+        for mount in [false, true] {
+            for nr in start {
+                assert!(host_rows(mount).any(|r| r.nr == nr), "syscall {nr} missing (mount: {mount})");
+            }
+        }
+        assert!(!host_rows(false).any(|r| r.nr == libc::SYS_clone || r.nr == libc::SYS_clone3));
+        assert!(host_rows(true).any(|r| r.nr == libc::SYS_clone));
     }
 }

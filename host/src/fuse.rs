@@ -79,6 +79,36 @@ impl FuseFs {
         }
     }
 
+    /// What READDIRPLUS carries for an entry whose attributes cannot be
+    /// read (a damaged inode): its node id, and its type from the directory
+    /// entry, so getdents shows the kernel's d_ino and d_type; nothing else
+    /// is known. fuser 0.18 writes the attribute's inode as both nodeid and
+    /// d_ino, so the "nodeid 0: not filled" form of fs/fuse/readdir.c
+    /// (`fuse_direntplus_link`) would show d_ino 0. Sent with zero entry
+    /// and attribute timeouts instead: the kernel links the dentry already
+    /// expired, so any use of the name (stat, open) revalidates it with a
+    /// LOOKUP, which fails with the guest's errno as on the kernel's ext4,
+    /// and nothing of these placeholder attributes is ever shown.
+    fn unreadable(&self, node: INodeNo, kind: FileKind) -> FileAttr {
+        FileAttr {
+            ino: node,
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: file_type(kind),
+            perm: 0,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: self.volume.info().block_size,
+            flags: 0,
+        }
+    }
+
     fn note_parent(&self, parent: Ino, child: &Attr) {
         if child.kind == FileKind::Directory {
             self.parents.write().unwrap_or_else(|p| p.into_inner()).insert(child.ino, parent);
@@ -272,12 +302,21 @@ impl Filesystem for FuseFs {
         }
         match self.volume.readdirplus(dir, cookie_of(offset), 128) {
             Ok(entries) => {
-                for (e, a) in entries {
-                    self.note_parent(dir, &a);
-                    let mut fa = self.file_attr(&a);
-                    fa.ino = self.node(a.ino);
-                    let generation = Generation(u64::from(a.generation));
-                    if reply.add(fa.ino, offset_of(e.cookie), OsStr::from_bytes(&e.name), &TTL, &fa, generation) {
+                for (e, attr) in entries {
+                    let name = OsStr::from_bytes(&e.name);
+                    let full = match attr {
+                        Ok(a) => {
+                            self.note_parent(dir, &a);
+                            let mut fa = self.file_attr(&a);
+                            fa.ino = self.node(a.ino);
+                            reply.add(fa.ino, offset_of(e.cookie), name, &TTL, &fa, Generation(u64::from(a.generation)))
+                        }
+                        Err(_) => {
+                            let fa = self.unreadable(self.node(e.ino), e.kind);
+                            reply.add(fa.ino, offset_of(e.cookie), name, &Duration::ZERO, &fa, Generation(0))
+                        }
+                    };
+                    if full {
                         break;
                     }
                 }

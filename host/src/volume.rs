@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::device::Device;
-use crate::error::FsError;
+use crate::error::{FsError, GuestCode};
 use crate::mapping::cache::MappingCache;
 use crate::mapping::read::fill_from;
 use crate::plugin::Plugin;
@@ -43,11 +43,29 @@ pub struct Volume {
     reports: MappingCache,
 }
 
+/// One entry of [`Volume::readdirplus`]: the entry, and its attributes or
+/// why they could not be read.
+pub type PlusEntry = (DirEntry, Result<Attr, FsError>);
+
 /// Where `seek` looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seek {
     Data,
     Hole,
+}
+
+/// A read whose mapping the guest found damaged fails with EIO, as a read
+/// of such a file does on the kernel's ext4: its `read_folio` cannot tell
+/// why the folio did not come up to date. (SEEK_DATA/SEEK_HOLE and stat keep
+/// the guest's EUCLEAN, as the kernel's do.)
+fn damaged_data(ino: Ino, pos: u64, e: FsError) -> FsError {
+    match e {
+        FsError::Guest { code: GuestCode::Corrupted, .. } => {
+            tracing::debug!("inode {ino}: read at {pos}: {e}; EIO, as the kernel's read");
+            FsError::Guest { op: "read", code: GuestCode::Io }
+        }
+        e => e,
+    }
 }
 
 fn not_regular(attr: &Attr) -> FsError {
@@ -114,13 +132,38 @@ impl Volume {
         self.plugin.readdir(dir, cookie, max)
     }
 
-    /// As [`Volume::readdir`], with attributes (which are cached).
-    pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<(DirEntry, Attr)>, FsError> {
-        let entries = self.plugin.readdirplus(dir, cookie, max)?;
-        for (_, attr) in &entries {
-            self.remember(attr);
-        }
-        Ok(entries)
+    /// As [`Volume::readdir`], with each entry's attributes (which are
+    /// cached) or the error that getting them gave.
+    ///
+    /// A guest's readdirplus answers a whole batch or fails it, so one entry
+    /// whose inode cannot be read (a damaged inode) would hide its
+    /// neighbours. When the batch fails, the same batch is listed without
+    /// attributes (`readdir` needs no inode) and each entry's attributes
+    /// are asked for alone: the damaged entry costs its attributes only, as
+    /// on the kernel's ext4, which lists every name and fails the damaged
+    /// one's lookup. Fails only when the listing itself fails.
+    pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<PlusEntry>, FsError> {
+        let batch = match self.plugin.readdirplus(dir, cookie, max) {
+            Ok(entries) => {
+                for (_, attr) in &entries {
+                    self.remember(attr);
+                }
+                return Ok(entries.into_iter().map(|(e, a)| (e, Ok(a))).collect());
+            }
+            Err(batch) => batch,
+        };
+        let entries = self.readdir(dir, cookie, max).map_err(|listing| {
+            tracing::debug!("directory {dir}: readdirplus failed ({batch}), and readdir too");
+            listing
+        })?;
+        tracing::debug!("directory {dir}: readdirplus failed ({batch}); attributes entry by entry");
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let attr = self.getattr(e.ino);
+                (e, attr)
+            })
+            .collect())
     }
 
     /// Every entry of `dir`, in the guest's order. Fails (EIO) when the
@@ -198,7 +241,7 @@ impl Volume {
         let mut buf = vec![0u8; (end - offset) as usize];
         let mut pos = offset;
         while pos < end {
-            let (m, _) = self.mapping(ino, pos, false)?;
+            let (m, _) = self.mapping(ino, pos, false).map_err(|e| damaged_data(ino, pos, e))?;
             let at = (pos - offset) as usize;
             pos += fill_from(&self.device, &m, pos, &mut buf[at..])? as u64;
         }

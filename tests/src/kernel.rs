@@ -85,6 +85,15 @@ impl Image {
         &self.path
     }
 
+    /// `mkfs.ext4 -q -F -d ROOT ARGS IMG SIZE` and nothing else: raw
+    /// material for tests that then change the image on purpose.
+    pub fn mkfs(root: &Path, mkfs_args: &[&str], size: &str) -> anyhow::Result<Image> {
+        let dir = ScratchDir::new("image")?;
+        let path = dir.path().join("ext4.img");
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(root).args(mkfs_args).arg(&path).arg(size))?;
+        Ok(Image { path, _dir: dir })
+    }
+
     /// Turns the image into a crashed one whose journal holds committed but
     /// unreplayed transactions: mounts it read-write with `data=journal`
     /// (so file data goes through the journal too), lets `change` work on

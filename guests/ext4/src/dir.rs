@@ -73,43 +73,66 @@ pub fn first_rec_len(buf: &[u8], block_size: u32) -> Result<usize> {
 /// Parse every record of `buf`, which holds whole records, checking each.
 /// `inodes_count` bounds the inode numbers.
 pub fn parse(buf: &[u8], block_size: u32, inodes_count: u32) -> Result<Vec<Entry<'_>>> {
+    match parse_lenient(buf, block_size, inodes_count) {
+        (entries, None) => Ok(entries),
+        (_, Some(bad)) => Err(bad),
+    }
+}
+
+/// Parse the records of `buf` up to the first bad one, as the kernel's
+/// `ext4_readdir` walks a block: the records before a bad one are good,
+/// the rest of the buffer is skipped. The error, if any, names the offset.
+pub fn parse_lenient(buf: &[u8], block_size: u32, inodes_count: u32) -> (Vec<Entry<'_>>, Option<Error>) {
     let size = buf.len();
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < size {
-        let ino = le_u32(buf, pos)?;
-        let rec_len = rec_len_from_disk(le_u16(buf, pos + 4)?, block_size);
-        let name_len = usize::from(u8_at(buf, pos + 6)?);
-        let problem = if rec_len < MIN_REC_LEN {
-            Some("rec_len is smaller than minimal")
-        } else if !rec_len.is_multiple_of(4) {
-            Some("!rec_len.is_multiple_of(4)")
-        } else if rec_len < (HEADER_SIZE + name_len + 3) & !3 {
-            Some("rec_len is too small for name_len")
-        } else if pos + rec_len > size {
-            Some("directory entry overrun")
-        } else if pos + rec_len > size - MIN_REC_LEN && pos + rec_len != size {
-            Some("directory entry too close to block end")
-        } else if ino > inodes_count {
-            Some("inode out of bounds")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(Error::corrupted(format!(
-                "bad entry at offset {pos}: {problem} (inode {ino}, rec_len {rec_len}, name_len {name_len})"
-            )));
+        match record(buf, pos, block_size, inodes_count) {
+            Ok(entry) => {
+                pos += entry.rec_len;
+                out.push(entry);
+            }
+            Err(bad) => return (out, Some(bad)),
         }
-        out.push(Entry {
-            offset: pos,
-            rec_len,
-            ino,
-            name: slice(buf, pos + HEADER_SIZE, name_len)?,
-            file_type: u8_at(buf, pos + 7)?,
-        });
-        pos += rec_len;
     }
-    Ok(out)
+    (out, None)
+}
+
+/// The record at `pos`, checked as `__ext4_check_dir_entry` checks it.
+fn record(buf: &[u8], pos: usize, block_size: u32, inodes_count: u32) -> Result<Entry<'_>> {
+    let size = buf.len();
+    let header = |pos| -> Result<(u32, usize, usize)> {
+        Ok((le_u32(buf, pos)?, rec_len_from_disk(le_u16(buf, pos + 4)?, block_size), usize::from(u8_at(buf, pos + 6)?)))
+    };
+    let (ino, rec_len, name_len) = header(pos)
+        .map_err(|_| Error::corrupted(format!("bad entry at offset {pos}: header runs past the end ({size} bytes)")))?;
+    let problem = if rec_len < MIN_REC_LEN {
+        Some("rec_len is smaller than minimal")
+    } else if !rec_len.is_multiple_of(4) {
+        Some("rec_len is not a multiple of 4")
+    } else if rec_len < (HEADER_SIZE + name_len + 3) & !3 {
+        Some("rec_len is too small for name_len")
+    } else if pos + rec_len > size {
+        Some("directory entry overrun")
+    } else if pos + rec_len > size - MIN_REC_LEN && pos + rec_len != size {
+        Some("directory entry too close to block end")
+    } else if ino > inodes_count {
+        Some("inode out of bounds")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(Error::corrupted(format!(
+            "bad entry at offset {pos}: {problem} (inode {ino}, rec_len {rec_len}, name_len {name_len})"
+        )));
+    }
+    Ok(Entry {
+        offset: pos,
+        rec_len,
+        ino,
+        name: slice(buf, pos + HEADER_SIZE, name_len)?,
+        file_type: u8_at(buf, pos + 7)?,
+    })
 }
 
 /// Check the crc32c tail of a leaf block (`ext4_dirblock_csum_verify`).
@@ -160,6 +183,20 @@ mod tests {
         assert!(parse(&out_of_range, 1024, 100).is_err());
         let long_name = record(11, 12, b"abcdefgh");
         assert!(parse(&long_name[..12], 1024, 100).is_err());
+    }
+
+    #[test]
+    fn lenient_parsing_keeps_the_records_before_a_bad_one() {
+        let mut block = record(11, 12, b"a");
+        block.extend(record(12, 12, b"b"));
+        block.extend(record(13, 40, b"c"));
+        block[28..30].copy_from_slice(&5u16.to_le_bytes());
+        let (entries, bad) = parse_lenient(&block, 1024, 100);
+        assert_eq!(entries.iter().map(|e| e.name).collect::<Vec<_>>(), [&b"a"[..], b"b"]);
+        let bad = bad.expect("the third record is bad");
+        assert!(bad.message().contains("offset 24"), "{bad}");
+        let (entries, bad) = parse_lenient(&[0u8; 6], 1024, 100);
+        assert!(entries.is_empty() && bad.is_some(), "a truncated header is an error, not a panic");
     }
 
     #[test]

@@ -107,8 +107,9 @@ fn allocated_blocks<'a>(vol: &'a Volume, dir: &'a Inode, from: u64) -> impl Iter
     })
 }
 
-/// Leaf block `blk` of a block directory, checked; `None` for holes and
-/// htree index blocks.
+/// Leaf block `blk` of a block directory; `None` for holes, htree index
+/// blocks, and blocks whose checksum fails (skipped with a warning, as the
+/// kernel's `ext4_readdir` skips them).
 fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
     let Some(data) = mapping::read_block(vol, dir, blk)? else {
         return Ok(None);
@@ -118,10 +119,32 @@ fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
     {
         return Ok(None);
     }
-    if vol.csum.metadata {
-        dir::verify_leaf(&data, dir.csum_seed).with_context(|| format!("directory {} block {blk}", dir.ino))?;
+    if vol.csum.metadata
+        && let Err(e) = dir::verify_leaf(&data, dir.csum_seed)
+    {
+        fshost_sdk::warn!("directory {} block {blk}: {e}; skipping the block, as the kernel does", dir.ino);
+        return Ok(None);
     }
     Ok(Some(data))
+}
+
+/// The good records of one area of `dir` (a block, or an inline area), as
+/// the kernel reads them: up to the first bad record, whose problem is
+/// logged; the rest of the area is skipped. `Err` carries the records
+/// before a bad one, for callers that must stop there (inline areas).
+fn records<'a>(
+    vol: &Volume,
+    dir: &Inode,
+    data: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> std::result::Result<Vec<Entry<'a>>, Vec<Entry<'a>>> {
+    match dir::parse_lenient(data, vol.sb.block_size, vol.sb.inodes_count) {
+        (entries, None) => Ok(entries),
+        (entries, Some(bad)) => {
+            fshost_sdk::warn!("directory {} {}: {bad}; skipping the rest of it, as the kernel does", dir.ino, what());
+            Err(entries)
+        }
+    }
 }
 
 /// Up to `max` records of `dir` after position `cookie`, without "." and "..",
@@ -159,8 +182,12 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
     if is_inline(dir) {
         let (_, areas) = inline_areas(vol, dir)?;
         for (base, data) in &areas {
-            let entries = parse(vol, dir, data, &|| format!("inline records at {base}"))?;
-            if !take(entries, *base, &mut out) {
+            // The kernel's ext4_read_inline_dir ends the listing at a bad record.
+            let (entries, last) = match records(vol, dir, data, &|| format!("inline records at {base}")) {
+                Ok(entries) => (entries, false),
+                Err(entries) => (entries, true),
+            };
+            if !take(entries, *base, &mut out) || last {
                 break;
             }
         }
@@ -170,7 +197,7 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
     for blk in allocated_blocks(vol, dir, cookie / bs) {
         let blk = blk?;
         let Some(data) = leaf_block(vol, dir, blk)? else { continue };
-        let entries = parse(vol, dir, &data, &|| format!("block {blk}"))?;
+        let entries = records(vol, dir, &data, &|| format!("block {blk}")).unwrap_or_else(|good| good);
         if !take(entries, blk * bs, &mut out) || out.len() >= max {
             break;
         }
@@ -185,7 +212,8 @@ pub fn parent(vol: &Volume, dir: &Inode) -> Result<u32> {
     }
     let data = mapping::read_block(vol, dir, 0)?
         .ok_or_else(|| Error::corrupted(format!("directory {}: first block is a hole", dir.ino)))?;
-    parse(vol, dir, &data, &|| "block 0".into())?
+    records(vol, dir, &data, &|| "block 0".into())
+        .unwrap_or_else(|good| good)
         .iter()
         .take(2)
         .find(|e| e.name == b"..")
@@ -202,9 +230,12 @@ pub fn find(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
         let (_, areas) = inline_areas(vol, dir)?;
         let mut found = None;
         for (base, data) in &areas {
-            let entries = parse(vol, dir, data, &|| format!("inline records at {base}"))?;
+            let (entries, last) = match records(vol, dir, data, &|| format!("inline records at {base}")) {
+                Ok(entries) => (entries, false),
+                Err(entries) => (entries, true),
+            };
             found = search.scan(&entries);
-            if found.is_some() {
+            if found.is_some() || last {
                 break;
             }
         }
@@ -213,7 +244,16 @@ pub fn find(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
         let key = if folded { casefold::hash_key(name) } else { Some(name.to_vec()) };
         match key {
             Some(key) if is_dx(vol, dir) => match htree::probe(vol, dir, &key)? {
-                Probe::Found(cursor) => search.htree(vol, dir, cursor)?,
+                // A damaged leaf (hole, checksum, bad record) fails the
+                // kernel's lookup; listing skips only the damage, so search
+                // the way listing reads and find every name it lists.
+                Probe::Found(cursor) => match search.htree(vol, dir, cursor) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        fshost_sdk::warn!("{e}; searching directory {} linearly", dir.ino);
+                        search.linear(vol, dir)?
+                    }
+                },
                 Probe::Bad(why) => {
                     fshost_sdk::warn!("directory {}: bad htree index ({why}), searching linearly", dir.ino);
                     search.linear(vol, dir)?
@@ -241,12 +281,14 @@ pub fn is_linear(vol: &Volume, dir: &Inode) -> bool {
 
 /// Call `f` with the name and target of every live record of `dir`, in the
 /// order a linear lookup meets them, while it returns true. `Ok(true)` when
-/// every record was seen; any read, checksum or parse failure is an error.
+/// every record was seen; bad blocks and records are skipped as listing
+/// skips them, so every listed name is found; read failures are errors.
 pub fn for_each_record(vol: &Volume, dir: &Inode, f: &mut dyn FnMut(&[u8], Found) -> bool) -> Result<bool> {
     for blk in allocated_blocks(vol, dir, 0) {
         let blk = blk?;
         let Some(data) = leaf_block(vol, dir, blk)? else { continue };
-        for e in parse(vol, dir, &data, &|| format!("block {blk}"))?.iter().filter(|e| e.ino != 0) {
+        let entries = records(vol, dir, &data, &|| format!("block {blk}")).unwrap_or_else(|good| good);
+        for e in entries.iter().filter(|e| e.ino != 0) {
             if !f(e.name, Found { ino: e.ino, file_type: e.file_type }) {
                 return Ok(false);
             }
@@ -285,7 +327,7 @@ impl Search<'_> {
         for blk in allocated_blocks(vol, dir, 0) {
             let blk = blk?;
             let Some(data) = leaf_block(vol, dir, blk)? else { continue };
-            let entries = parse(vol, dir, &data, &|| format!("block {blk}"))?;
+            let entries = records(vol, dir, &data, &|| format!("block {blk}")).unwrap_or_else(|good| good);
             if let Some(found) = self.scan(&entries) {
                 return Ok(Some(found));
             }

@@ -25,7 +25,7 @@ use crate::inode::{self, Inode, ROOT_INO, flags};
 use crate::names::NameIndex;
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
-use crate::{acl, directory, iomap, journal, mapping, statfs, symlink, xattr};
+use crate::{acl, directory, group, iomap, journal, mapping, statfs, symlink, xattr};
 use fshost_sdk::lru::Lru;
 
 /// Metadata blocks the device keeps cached.
@@ -169,6 +169,14 @@ fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
         }
     }
 
+    // The kernel checks every descriptor at mount and, on a read-only
+    // mount, only reports those whose checksum is bad; so does this guest
+    // (read-only). A read-write mount, when there is one, must refuse them.
+    for (group, why) in group::bad_checksums(&vol)? {
+        fshost_sdk::warn!("ext4: group descriptor {group}: {why} (tolerated on a read-only mount, as the kernel does)");
+    }
+    vol.csum.group_desc = false;
+
     let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None };
     let root = fs.inode(u64::from(ROOT_INO)).context("root directory")?;
     if root.kind()? != FileType::Directory {
@@ -264,19 +272,31 @@ impl Filesystem for Ext4 {
         let dir = self.dir(ino)?;
         let listed = directory::list(&self.vol, &dir, cookie, max as usize)?;
         let typed = self.vol.sb.features.incompat(incompat::FILETYPE);
-        listed
+        Ok(listed
             .into_iter()
             .map(|e| {
-                // Without the filetype feature the kernel reports DT_UNKNOWN;
-                // the contract has no "unknown" type, so the inode answers
-                // (the one visible difference from the kernel on such images).
+                // Without the filetype feature (or with a type code it does
+                // not know) the kernel reports DT_UNKNOWN; the contract has
+                // no "unknown" type, so the inode answers. An inode that
+                // cannot be read must not hide the name (the kernel lists
+                // it and fails only its lookup): it is listed as a regular
+                // file, and its lookup fails with the inode's error.
                 let kind = match crate::dir::file_type(e.file_type).filter(|_| typed) {
                     Some(kind) => kind,
-                    None => self.inode(u64::from(e.ino))?.kind()?,
+                    None => match self.inode(u64::from(e.ino)).and_then(|i| i.kind()) {
+                        Ok(kind) => kind,
+                        Err(why) => {
+                            fshost_sdk::warn!(
+                                "directory {ino}: listing {:?} as a regular file: {why}",
+                                e.name.escape_ascii().to_string()
+                            );
+                            FileType::Regular
+                        }
+                    },
                 };
-                Ok(DirEntry { ino: u64::from(e.ino), kind, name: e.name, cookie: e.cookie })
+                DirEntry { ino: u64::from(e.ino), kind, name: e.name, cookie: e.cookie }
             })
-            .collect()
+            .collect())
     }
 
     fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {

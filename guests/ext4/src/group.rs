@@ -3,9 +3,12 @@
 //! Descriptors are 32 bytes, or `s_desc_size` (64+) with the 64bit feature.
 //! They follow the superblock in one table, except that with meta_bg the
 //! table is cut into one-block pieces stored at the start of each meta group
-//! (`descriptor_loc` in the kernel). A descriptor is read when an inode of its
-//! group is first needed and its checksum (crc16 for gdt_csum, crc32c for
-//! metadata_csum) checked then, as the kernel checks them all at mount.
+//! (`descriptor_loc` in the kernel). Their checksums (crc16 for gdt_csum,
+//! crc32c for metadata_csum) are checked all at once at mount, as the
+//! kernel's `ext4_check_descriptors` does ([`bad_checksums`]); like the
+//! kernel on a read-only mount, a bad one is reported and tolerated. A
+//! descriptor is then read when an inode of its group is first needed, and
+//! its inode table checked to lie inside the filesystem.
 
 use fshost_sdk::bytes::{le_u16, le_u32, slice};
 use fshost_sdk::{Error, Result, ResultExt};
@@ -56,7 +59,8 @@ pub fn read(vol: &Volume, group: u32) -> Result<GroupDesc> {
     read_inner(vol, group).with_context(|| format!("group descriptor {group}"))
 }
 
-fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
+/// The raw bytes of the descriptor of `group`.
+fn raw(vol: &Volume, group: u32) -> Result<Vec<u8>> {
     let sb = &vol.sb;
     if group >= sb.group_count {
         return Err(Error::corrupted(format!("group out of range (groups: {})", sb.group_count)));
@@ -68,7 +72,14 @@ fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
         .checked_mul(vol.bs())
         .and_then(|o| o.checked_add(u64::from(group) % desc_per_block * desc_size))
         .ok_or_else(|| Error::corrupted(format!("descriptor block {block} out of range")))?;
-    let raw = vol.disk.read(offset, usize::from(sb.desc_size))?;
+    vol.disk.read(offset, usize::from(sb.desc_size))
+}
+
+fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
+    let sb = &vol.sb;
+    let raw = raw(vol, group)?;
+    // Verified here only when mount did not check them all (the fuzz
+    // fixture's volumes); a mount checks once and clears `group_desc`.
     if vol.csum.group_desc {
         verify(vol, group, &raw)?;
     }
@@ -96,6 +107,24 @@ fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
 /// The high 32 bits of a 64-bit descriptor field, 0 for 32-byte descriptors.
 fn hi_at(raw: &[u8], big: bool, offset: usize) -> Result<u64> {
     if big { Ok(u64::from(le_u32(raw, offset)?)) } else { Ok(0) }
+}
+
+/// The groups whose descriptor checksum does not match, each with why, as
+/// `ext4_check_descriptors` finds them at mount (the kernel then refuses a
+/// read-write mount and goes on with a read-only one). Fails only when a
+/// descriptor cannot be read at all.
+pub fn bad_checksums(vol: &Volume) -> Result<Vec<(u32, Error)>> {
+    let mut bad = Vec::new();
+    if !vol.csum.group_desc {
+        return Ok(bad);
+    }
+    for group in 0..vol.sb.group_count {
+        let raw = raw(vol, group).with_context(|| format!("group descriptor {group}"))?;
+        if let Err(e) = verify(vol, group, &raw) {
+            bad.push((group, e));
+        }
+    }
+    Ok(bad)
 }
 
 /// `ext4_group_desc_csum_verify`.

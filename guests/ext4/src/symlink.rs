@@ -44,5 +44,10 @@ pub fn target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
         bytes.truncate(nul);
     }
+    if bytes.is_empty() {
+        // The kernel shows this as an empty target; the contract has none
+        // (the host refuses one), so it is reported as the damage it is.
+        return Err(Error::corrupted(format!("symlink {}: empty target (its first byte is NUL)", inode.ino)));
+    }
     Ok(bytes)
 }

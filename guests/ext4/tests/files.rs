@@ -165,10 +165,10 @@ fn corrupted_directory_block_superblock_and_extent_block() {
     flip_byte(&img, dir_block * 1024 + 14); // inside the ".." record
     let mut fs = mount(&img, &[]).unwrap();
     let dir = resolve(&mut fs, b"dir").unwrap();
-    let err = fs.readdir(dir.ino, 0, 10).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
-    assert!(err.message().contains(&format!("directory {}", dir.ino)), "{err}");
-    assert_eq!(fs.lookup(dir.ino, b"inside").unwrap_err().code(), ErrorCode::Corrupted);
+    // As the kernel's readdir, the block whose checksum fails is skipped
+    // (logged), not the directory: this one has a single block.
+    assert_eq!(fs.readdir(dir.ino, 0, 10).unwrap(), vec![]);
+    assert_eq!(fs.lookup(dir.ino, b"inside").unwrap_err().code(), ErrorCode::NotFound);
 
     // The first index block of the extent tree (level 1 of 2).
     let ex = debugfs(&img, "ex /frag");
@@ -214,11 +214,12 @@ fn corrupted_xattr_block_and_group_descriptor() {
     assert_eq!(err.code(), ErrorCode::Corrupted);
     assert!(err.message().contains(&format!("xattr block {acl_block}")), "{err}");
 
-    // Group 0's descriptor (in block 1 of a 4 KiB filesystem): the root's
-    // inode is in group 0, so mounting fails.
+    // Group 0's descriptor (in block 1 of a 4 KiB filesystem), its free
+    // blocks count: the checksum fails, which the kernel reports at mount
+    // and tolerates read-only, and so does the guest; the root's inode (in
+    // group 0) is read through it.
     flip_byte(&img, 4096 + 0xC);
-    let err = mount(&img, &[]).err().unwrap();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
-    assert!(err.message().contains("group descriptor 0"), "{err}");
+    let mut fs = mount(&img, &[]).unwrap();
+    assert_eq!(resolve(&mut fs, b"x").unwrap().ino, x.ino);
     assert!(mount(&img, &[("nocsum", "")]).is_ok());
 }

@@ -61,8 +61,8 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     // /dev/fuse again for each worker inside `run()`, after the sandbox has
     // closed the filesystem; the input queue is shared by cloned fds anyway.
     config.clone_fd = false;
-    let mut session = Session::new(FuseFs::new(volume), &mountpoint, &config)
-        .with_context(|| format!("mounting FUSE at {}", mountpoint.display()))?;
+    let mut session =
+        Session::new(FuseFs::new(volume), &mountpoint, &config).map_err(|e| mount_error(e, &mountpoint))?;
     tracing::info!("mounted {} at {}", source.source.display(), mountpoint.display());
     // A detached child's stderr is its parent's pipe, read until we close it.
     let null = match std::env::var_os(DETACHED) {
@@ -101,6 +101,47 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     served?;
     tracing::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// The device every FUSE mount is served through.
+const DEV_FUSE: &str = "/dev/fuse";
+
+/// A failed FUSE mount, with the cause named when it is /dev/fuse: fuser
+/// opens it first, as root or not (as non-root, fusermount3 only makes the
+/// mount(2) call afterwards), so a /dev/fuse this user cannot open
+/// read-write fails every mount with a bare "Permission denied" that names
+/// neither the file nor what would fix it.
+fn mount_error(e: std::io::Error, mountpoint: &Path) -> anyhow::Error {
+    let what = format!("mounting FUSE at {}", mountpoint.display());
+    match dev_fuse_problem(e.kind()) {
+        Some(why) => anyhow::Error::new(e).context(format!("{what}: {why}")),
+        None => anyhow::Error::new(e).context(what),
+    }
+}
+
+/// Why this process cannot open /dev/fuse read-write, when it fails the
+/// same way (`kind`) the mount did; `None` when it can.
+fn dev_fuse_problem(kind: std::io::ErrorKind) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // The same open fuser makes; the fd, if any, is closed at once, unused.
+    let err = std::fs::OpenOptions::new().read(true).write(true).open(DEV_FUSE).err()?;
+    if err.kind() != kind {
+        return None;
+    }
+    if err.kind() == std::io::ErrorKind::NotFound {
+        return Some(format!("there is no {DEV_FUSE} (load the fuse module; a container needs the device passed in)"));
+    }
+    let meta = std::fs::metadata(DEV_FUSE).ok()?;
+    let user = nix::unistd::User::from_uid(meta.uid().into()).ok().flatten().map_or(meta.uid().to_string(), |u| u.name);
+    let group =
+        nix::unistd::Group::from_gid(meta.gid().into()).ok().flatten().map_or(meta.gid().to_string(), |g| g.name);
+    let me = nix::unistd::geteuid();
+    Some(format!(
+        "{DEV_FUSE} is mode {:04o} owned by {user}:{group}, which uid {me} cannot open read-write; a mount as a \
+         user other than root needs read-write access to {DEV_FUSE} (distributions ship it 0666: as root, \
+         `chmod 0666 {DEV_FUSE}`), or run the mount as root",
+        meta.mode() & 0o7777
+    ))
 }
 
 /// Wait for a stop signal and unmount, which ends the session. A busy

@@ -344,6 +344,70 @@ fn bad_inode_in_a_directory_without_filetype() {
     );
 }
 
+/// Why an inode whose block map the kernel refuses at iget is shown.
+const BLOCK_MAP_AT_READ: &str = "the kernel's iget checks every block pointer in i_block (ext4_ind_check_inode) \
+     and refuses the inode (EUCLEAN); fshost checks a block map when it is used, so stat shows the \
+     inode and reading it fails where a pointer is outside the filesystem";
+
+/// Small files and directories kept in their inodes.
+const INLINE: &[&str] = &["-b", "4096", "-g", "8192", "-O", "inline_data"];
+
+#[test]
+fn inline_file_also_flagged_extents() {
+    case(INLINE, |img| debugfs(img, "set_inode_field /victims/c flags 0x10080000").truncate(0), &[]);
+}
+
+#[test]
+fn inline_file_without_its_flag() {
+    case(
+        INLINE,
+        |img| debugfs(img, "set_inode_field /victims/c flags 0").truncate(0),
+        &[Known { path: "/victims/c", what: "lstat", kind: Kind::More, reason: BLOCK_MAP_AT_READ }],
+    );
+}
+
+#[test]
+fn inline_file_larger_than_its_data() {
+    case(INLINE, |img| debugfs(img, "set_inode_field /victims/c size 5000").truncate(0), &[]);
+}
+
+#[test]
+fn inline_directory_without_its_flag() {
+    case(
+        INLINE,
+        |img| debugfs(img, "set_inode_field /victims/dir flags 0").truncate(0),
+        &[Known { path: "/victims/dir", what: "lstat", kind: Kind::More, reason: BLOCK_MAP_AT_READ }],
+    );
+}
+
+#[test]
+fn inline_directory_with_a_bad_record_length() {
+    case(
+        INLINE,
+        |img| {
+            // i_block[1] holds the first record after the 4-byte parent:
+            // inode number; i_block[2] its rec_len (low half) and name_len.
+            debugfs(img, "set_inode_field /victims/dir block[2] 0x0605");
+        },
+        &[],
+    );
+}
+
+#[test]
+fn directory_with_a_hole_in_its_htree() {
+    case(
+        NOCSUM,
+        |img| debugfs(img, "punch /big 2 2").truncate(0),
+        &[Known {
+            path: "/big",
+            what: "readdir",
+            kind: Kind::More,
+            reason: "the kernel's htree readdir fails the whole listing (EUCLEAN) at a hole where a leaf \
+                 should be; fshost skips the hole, as the kernel's linear readdir does",
+        }],
+    );
+}
+
 // ---------------------------------------------------------------------
 // Directory blocks.
 

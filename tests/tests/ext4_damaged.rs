@@ -523,6 +523,22 @@ fn group_descriptor_with_a_bad_crc16() {
 }
 
 #[test]
+fn group_descriptor_with_a_bitmap_outside_the_filesystem() {
+    case(
+        CSUM,
+        |img| debugfs(img, "set_bg 1 block_bitmap 99999999").truncate(0),
+        &[Known {
+            path: "/",
+            what: "mount",
+            kind: Kind::More,
+            reason: "the kernel's ext4_check_descriptors refuses any mount whose descriptors place a bitmap \
+                 or inode table outside the filesystem; a read-only fshost never reads bitmaps and checks \
+                 each inode table when an inode of its group is read",
+        }],
+    );
+}
+
+#[test]
 fn block_bitmap_with_a_bad_checksum() {
     case(
         CSUM,

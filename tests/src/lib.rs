@@ -9,6 +9,7 @@ pub mod compare;
 pub mod fshost;
 pub mod kernel;
 pub mod pattern;
+pub mod probe;
 pub mod scratch;
 pub mod snapshot;
 pub mod tree;

@@ -12,11 +12,12 @@
 //! directory. One boot takes about 3 s.
 //!
 //! [`write_with_vfat`] mounts an image read-write the same way, for
-//! letting the kernel write what other tools cannot.
+//! letting the kernel write what other tools cannot. [`probe_vfat`] mounts
+//! several images read-only in one boot and runs any commands over each.
 //!
-//! Guarantees: [`snapshot_vfat`] attaches the image read-only; the host's
-//! root is mounted read-only inside UML; the UML process is killed if it
-//! runs past a deadline. UML's clock is the host's and its time zone
+//! Guarantees: [`snapshot_vfat`] and [`probe_vfat`] attach images
+//! read-only; the host's root is mounted read-only inside UML; the UML
+//! process is killed if it runs past a deadline. UML's clock is the host's and its time zone
 //! (sys_tz) is UTC, as on the host.
 
 use std::os::unix::fs::PermissionsExt;
@@ -80,13 +81,76 @@ pub fn write_with_vfat(image: &Path, options: &str, body: &str) -> anyhow::Resul
 /// it with vfat at $MNT and runs `body` with $OUT a directory that comes
 /// back as the returned path. `work` holds the scripts and logs.
 fn boot_vfat(image: &Path, read_only: bool, options: &str, body: &str, work: &Path) -> anyhow::Result<PathBuf> {
-    let image = image.canonicalize().with_context(|| format!("{}", image.display()))?;
-    let shown = image.to_string_lossy();
-    ensure!(!shown.contains([',', '=', ' ']), "UML's ubd= syntax cannot take the path {shown}");
     let out = work.join("out");
     std::fs::create_dir(&out)?;
     let body_file = work.join("body.sh");
     std::fs::write(&body_file, body)?;
+    let mount = format!(
+        "mkdir /mnt/img\n\
+         if mount -t vfat -o {options} /dev/ubda /mnt/img; then\n\
+         (cd / && MNT=/mnt/img OUT=/mnt/out sh {body})\n\
+         umount /mnt/img\n\
+         fi\n",
+        body = body_file.display(),
+    );
+    boot(&[(image, read_only)], &mount, &out, work)?;
+    Ok(out)
+}
+
+/// Boots UML once with each of `images` attached read-only (/dev/ubda,
+/// /dev/ubdb…), mounts each in turn with vfat (`-o OPTIONS`) and runs the
+/// shell commands `body` over it ($MNT the mountpoint, $OUT a fresh
+/// directory), then hands each image's $OUT to `read` (with the image's
+/// index), in order. An image the kernel refuses to mount has an empty
+/// $OUT but for a file `mount-failed`. One boot for many images: each
+/// boot costs about 3 s.
+pub fn probe_vfat<T>(
+    images: &[&Path],
+    options: &str,
+    body: &str,
+    mut read: impl FnMut(usize, &Path) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    ensure!((1..=8).contains(&images.len()), "UML takes 1..=8 images per boot here, not {}", images.len());
+    let work = ScratchDir::new("uml")?;
+    let out = work.path().join("out");
+    std::fs::create_dir(&out)?;
+    let body_file = work.path().join("body.sh");
+    std::fs::write(&body_file, body)?;
+    let mut mounts = String::new();
+    for (i, letter) in (0..images.len()).zip('a'..) {
+        std::fs::create_dir(out.join(i.to_string()))?;
+        mounts.push_str(&format!(
+            "mkdir /mnt/img{i}\n\
+             if mount -t vfat -o {options} /dev/ubd{letter} /mnt/img{i}; then\n\
+             (cd / && MNT=/mnt/img{i} OUT=/mnt/out/{i} sh {body})\n\
+             umount /mnt/img{i}\n\
+             else : > /mnt/out/{i}/mount-failed\n\
+             fi\n",
+            body = body_file.display(),
+        ));
+    }
+    let attached: Vec<(&Path, bool)> = images.iter().map(|i| (*i, true)).collect();
+    boot(&attached, &mounts, &out, work.path())?;
+    (0..images.len())
+        .map(|i| {
+            read(i, &out.join(i.to_string()))
+                .with_context(|| format!("what the kernel showed of {}:\n{}", images[i].display(), logs(work.path())))
+        })
+        .collect()
+}
+
+/// Boots UML with `images` as /dev/ubda, /dev/ubdb… (each read-only or
+/// not), loads the FAT modules, runs the shell commands `mounts` with the
+/// host directory `out` mounted at /mnt/out, and powers off. `work` holds
+/// the scripts and logs.
+fn boot(images: &[(&Path, bool)], mounts: &str, out: &Path, work: &Path) -> anyhow::Result<()> {
+    let mut ubds = Vec::new();
+    for (i, (image, read_only)) in images.iter().enumerate() {
+        let image = image.canonicalize().with_context(|| format!("{}", image.display()))?;
+        let shown = image.to_string_lossy();
+        ensure!(!shown.contains([',', '=', ' ']), "UML's ubd= syntax cannot take the path {shown}");
+        ubds.push(format!("ubd{i}{}={}", if *read_only { "r" } else { "" }, image.display()));
+    }
     let insmods: String = fat_modules()?
         .iter()
         .map(|m| format!("insmod {} || echo 'insmod {} failed'\n", m.display(), m.display()))
@@ -96,36 +160,31 @@ fn boot_vfat(image: &Path, read_only: bool, options: &str, body: &str, work: &Pa
         &init,
         format!(
             "#!/bin/sh\n\
-             export PATH=/usr/sbin:/usr/bin:/sbin:/bin MNT=/mnt/img OUT=/mnt/out\n\
+             export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
              mount -t proc proc /proc\n\
              mount -t tmpfs tmpfs /mnt\n\
-             mkdir /mnt/img /mnt/out\n\
+             mkdir /mnt/out\n\
              mount -t hostfs none /mnt/out -o {out}\n\
              exec > /mnt/out/init.log 2>&1\n\
              {insmods}\
              umask 022\n\
-             if mount -t vfat -o {options} /dev/ubda /mnt/img; then\n\
-             (cd / && sh {body})\n\
-             umount /mnt/img\n\
-             fi\n\
+             {mounts}\
              sync\n\
              dmesg > /mnt/out/dmesg\n\
              : > /mnt/out/{FINISHED}\n\
              poweroff -f\n",
             out = out.display(),
-            body = body_file.display(),
         ),
     )?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     let console = std::fs::File::create(work.join("console.log"))?;
-    let ubd = if read_only { "ubd0r" } else { "ubd0" };
     let mut child = Command::new("linux")
         .arg("mem=256M")
         .arg("rootfstype=hostfs")
         .arg("rootflags=/")
         .arg("ro")
         .arg(format!("init={}", init.display()))
-        .arg(format!("{ubd}={}", image.display()))
+        .args(&ubds)
         .arg("con=null")
         .arg("con0=null,fd:1")
         .stdin(Stdio::null())
@@ -151,7 +210,7 @@ fn boot_vfat(image: &Path, read_only: bool, options: &str, body: &str, work: &Pa
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The file init creates in $OUT once the image is unmounted and synced.

@@ -1,12 +1,17 @@
 //! The file allocation table: cluster chains, walked into runs of
-//! contiguous clusters.
+//! contiguous clusters, the way Linux's vfat walks them (`fat_get_cluster`,
+//! `fat_ent_read` and the `ent_get` of each width).
 //!
-//! A chain is untrusted: every next-cluster value is checked to name a data
-//! cluster, a free or bad entry inside a chain is `Corrupted`, and every
-//! walk is bounded (a file walks only the clusters its size needs, a
-//! directory at most as many clusters as the volume has), and the clusters
-//! a walk returns are checked not to repeat, so a loop is reported rather
-//! than followed.
+//! A chain is untrusted. As in the kernel, a link to a cluster that is not
+//! a data cluster, or a free entry inside a chain, breaks the chain there
+//! (EIO), and the bad-cluster marker and every value above it end the
+//! chain. A directory's chain is walked to its end and fails as a whole
+//! when broken or looping, as the kernel's `fat_calc_dir_size` fails the
+//! directory's inode. A file's chain is walked only as far as its size
+//! needs, and a break fails only the clusters from the break on: the part
+//! before it maps, as the kernel reads it. A file's chain may loop within
+//! its size (the kernel reads the loop's clusters again); every walk stops
+//! after as many links as the volume has clusters, so none is endless.
 
 use fshost_sdk::{Device, Error, Result};
 
@@ -16,9 +21,10 @@ use crate::boot::{FIRST_CLUSTER, FatType, Geometry};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Cluster(u32),
+    /// The end of the chain: the end marker, or the bad-cluster marker,
+    /// which the kernel's `ent_get` also takes as the end.
     End,
     Free,
-    Bad,
 }
 
 /// A run of `len` contiguous clusters starting at `cluster`, holding the
@@ -91,79 +97,87 @@ impl<'a> Fat<'a> {
     /// What follows data cluster `cluster`.
     pub fn next(&mut self, cluster: u32) -> Result<Next> {
         let v = self.entry(cluster)?;
-        let (bad, eof) = match self.geo.fat_type {
-            FatType::Fat12 => (0xff7, 0xff8),
-            FatType::Fat16 => (0xfff7, 0xfff8),
-            FatType::Fat32 => (0x0fff_fff7, 0x0fff_fff8),
+        let bad = match self.geo.fat_type {
+            FatType::Fat12 => 0xff7,
+            FatType::Fat16 => 0xfff7,
+            FatType::Fat32 => 0x0fff_fff7,
         };
         Ok(match v {
             0 => Next::Free,
-            v if v >= eof => Next::End,
-            v if v == bad => Next::Bad,
+            v if v >= bad => Next::End,
             v => Next::Cluster(v),
         })
     }
 
-    /// The runs of the chain starting at `start`. With `Some(need)`, stops
-    /// after `need` clusters and fails if the chain ends first; with `None`,
-    /// follows the chain to its end. `what` names the owner in errors.
-    pub fn runs(&mut self, start: u32, need: Option<u32>, what: &dyn std::fmt::Display) -> Result<Vec<Run>> {
-        let limit = need.unwrap_or(self.geo.clusters);
+    /// The runs of a directory's chain from `start` to its end. Fails (EIO,
+    /// as the kernel fails the directory) if the chain is broken or loops.
+    /// `what` names the owner in errors.
+    pub fn dir_runs(&mut self, start: u32, what: &dyn std::fmt::Display) -> Result<Vec<Run>> {
         let mut runs: Vec<Run> = Vec::new();
-        if limit == 0 {
-            return Ok(runs);
-        }
-        if need.is_some_and(|n| n > self.geo.clusters) {
-            return Err(Error::corrupted(format!(
-                "{what}: needs {limit} clusters, the volume has {}",
-                self.geo.clusters
-            )));
-        }
         let mut cluster = start;
         let mut count = 0u32;
         loop {
             if !self.geo.valid_cluster(cluster) {
-                return Err(Error::corrupted(format!(
-                    "{what}: cluster chain reaches cluster {cluster}, out of range 2..={}",
-                    u64::from(self.geo.clusters) + 1
-                )));
+                return Err(self.out_of_range(what, cluster));
             }
-            match runs.last_mut() {
-                Some(run) if run.cluster.checked_add(run.len) == Some(cluster) => run.len += 1,
-                _ => runs.push(Run { index: count, cluster, len: 1 }),
-            }
+            push(&mut runs, count, cluster);
             count += 1;
-            if count == limit {
-                if need.is_none() {
-                    // As many clusters as the volume has and still going.
-                    if let Next::Cluster(_) = self.next(cluster)? {
-                        return Err(Error::corrupted(format!("{what}: cluster chain loops")));
-                    }
-                }
-                break;
-            }
             cluster = match self.next(cluster)? {
-                Next::Cluster(c) => c,
-                Next::End if need.is_none() => break,
-                Next::End => {
-                    return Err(Error::corrupted(format!(
-                        "{what}: cluster chain ends after {count} clusters, the size needs {limit}"
-                    )));
-                }
-                Next::Free => {
-                    return Err(Error::corrupted(format!(
-                        "{what}: the FAT entry of cluster {cluster} says free inside a chain"
-                    )));
-                }
-                Next::Bad => {
-                    return Err(Error::corrupted(format!(
-                        "{what}: the FAT entry of cluster {cluster} says bad inside a chain"
-                    )));
-                }
+                Next::Cluster(c) if count < self.geo.clusters => c,
+                // As many clusters as the volume has and still going.
+                Next::Cluster(_) => return Err(Error::io(format!("{what}: cluster chain loops"))),
+                Next::End => break,
+                Next::Free => return Err(free_in_chain(what, cluster)),
             };
         }
         check_no_repeats(&runs, what)?;
         Ok(runs)
+    }
+
+    /// The chain of a file that needs `need` clusters, from `start`: the
+    /// runs of its first clusters, up to `need` or to where the chain
+    /// breaks (with the error reading from there gets). A chain longer than
+    /// the size needs is not followed further.
+    pub fn file_chain(&mut self, start: u32, need: u32, what: &dyn std::fmt::Display) -> FileChain {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut cluster = start;
+        let mut count = 0u32;
+        let broken = loop {
+            if count == need {
+                break None;
+            }
+            if !self.geo.valid_cluster(cluster) {
+                break Some(self.out_of_range(what, cluster));
+            }
+            if count == self.geo.clusters {
+                break Some(Error::io(format!(
+                    "{what}: cluster chain loops (more than the volume's {count} clusters)"
+                )));
+            }
+            push(&mut runs, count, cluster);
+            count += 1;
+            if count == need {
+                break None;
+            }
+            cluster = match self.next(cluster) {
+                Ok(Next::Cluster(c)) => c,
+                Ok(Next::End) => {
+                    break Some(Error::io(format!(
+                        "{what}: cluster chain ends after {count} clusters, the size needs {need}"
+                    )));
+                }
+                Ok(Next::Free) => break Some(free_in_chain(what, cluster)),
+                Err(e) => break Some(e),
+            };
+        };
+        FileChain { runs, broken }
+    }
+
+    fn out_of_range(&self, what: &dyn std::fmt::Display, cluster: u32) -> Error {
+        Error::io(format!(
+            "{what}: cluster chain reaches cluster {cluster}, out of range 2..={}",
+            u64::from(self.geo.clusters) + 1
+        ))
     }
 
     /// Free data clusters, counted from the FAT as the kernel's statfs does
@@ -203,6 +217,28 @@ impl<'a> Fat<'a> {
     }
 }
 
+/// A file's clusters as far as its chain holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChain {
+    /// The runs of the file's first clusters, in file order.
+    pub runs: Vec<Run>,
+    /// Why the clusters after `runs` cannot be found, if the size needs
+    /// more.
+    pub broken: Option<Error>,
+}
+
+/// Appends `cluster`, the chain's `index`-th, to `runs`.
+fn push(runs: &mut Vec<Run>, index: u32, cluster: u32) {
+    match runs.last_mut() {
+        Some(run) if run.cluster.checked_add(run.len) == Some(cluster) => run.len += 1,
+        _ => runs.push(Run { index, cluster, len: 1 }),
+    }
+}
+
+fn free_in_chain(what: &dyn std::fmt::Display, cluster: u32) -> Error {
+    Error::io(format!("{what}: the FAT entry of cluster {cluster} says free inside a chain"))
+}
+
 /// Fails if two runs share a cluster (a chain that loops or crosses itself).
 fn check_no_repeats(runs: &[Run], what: &dyn std::fmt::Display) -> Result<()> {
     let mut sorted: Vec<(u32, u32)> = runs.iter().map(|r| (r.cluster, r.cluster + r.len)).collect();
@@ -211,7 +247,7 @@ fn check_no_repeats(runs: &[Run], what: &dyn std::fmt::Display) -> Result<()> {
         if let [a, b] = pair
             && b.0 < a.1
         {
-            return Err(Error::corrupted(format!("{what}: cluster chain loops (cluster {} twice)", b.0)));
+            return Err(Error::io(format!("{what}: cluster chain loops (cluster {} twice)", b.0)));
         }
     }
     Ok(())
@@ -249,26 +285,71 @@ mod tests {
     fn coalesces_contiguous_clusters() {
         let (dev, geo) = setup(&[(2, 3), (3, 4), (4, 6), (6, 7), (7, 0xffff)]);
         let mut fat = Fat::new(&dev, &geo);
-        let runs = fat.runs(2, None, &"file").unwrap();
+        let runs = fat.dir_runs(2, &"dir").unwrap();
         assert_eq!(runs, vec![Run { index: 0, cluster: 2, len: 3 }, Run { index: 3, cluster: 6, len: 2 }]);
-        assert_eq!(fat.runs(2, Some(4), &"file").unwrap().last().unwrap().len, 1);
+        let chain = fat.file_chain(2, 4, &"file");
+        assert_eq!(chain.broken, None);
+        assert_eq!(chain.runs.last().unwrap().len, 1);
         assert_eq!(fat.count_free().unwrap(), 1); // cluster 5
     }
 
     #[test]
-    fn loops_short_chains_and_bad_numbers_are_corrupted() {
-        for (what, entries, need) in [
-            ("loop", vec![(2u32, 3u16), (3, 2)], None),
-            ("loop within the size", vec![(2, 3), (3, 2)], Some(4)),
-            ("short", vec![(2, 0xffff)], Some(2)),
-            ("free in chain", vec![(2, 0)], Some(2)),
-            ("out of range", vec![(2, 100)], Some(2)),
-            ("bad cluster", vec![(2, 0xfff7)], Some(2)),
-            ("bigger than volume", vec![(2, 0xffff)], Some(7)),
+    fn broken_or_looping_directory_chains_fail_with_eio() {
+        for (what, entries) in [
+            ("loop", vec![(2u32, 3u16), (3, 2)]),
+            ("self loop", vec![(2, 2)]),
+            ("free in chain", vec![(2, 0)]),
+            ("out of range", vec![(2, 100)]),
+            ("reserved value", vec![(2, 0xfff0)]),
         ] {
             let (dev, geo) = setup(&entries);
-            let err = Fat::new(&dev, &geo).runs(2, need, &"file").unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Corrupted, "{what}: {err}");
+            let err = Fat::new(&dev, &geo).dir_runs(2, &"dir").unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Io, "{what}: {err}");
         }
+    }
+
+    #[test]
+    fn the_bad_cluster_marker_and_above_end_a_chain() {
+        for end in [0xfff7u16, 0xfffe, 0xffff] {
+            let (dev, geo) = setup(&[(2, 3), (3, end)]);
+            let runs = Fat::new(&dev, &geo).dir_runs(2, &"dir").unwrap();
+            assert_eq!(runs, vec![Run { index: 0, cluster: 2, len: 2 }], "0x{end:x}");
+        }
+    }
+
+    /// A file's chain maps up to where it breaks; the error is for the
+    /// clusters after.
+    #[test]
+    fn a_broken_file_chain_keeps_its_first_clusters() {
+        for (what, entries, need, mapped) in [
+            ("short", vec![(2u32, 3u16), (3, 0xffff)], 4, 2),
+            ("bad marker", vec![(2, 3), (3, 0xfff7)], 4, 2),
+            ("free in chain", vec![(2, 3), (3, 0)], 4, 2),
+            ("out of range", vec![(2, 3), (3, 100)], 4, 2),
+            ("bigger than the volume", vec![(2, 3), (3, 0xffff)], 1000, 2),
+            ("a loop past the volume's clusters", vec![(2, 3), (3, 2)], 1000, 6),
+        ] {
+            let (dev, geo) = setup(&entries);
+            let chain = Fat::new(&dev, &geo).file_chain(2, need, &"file");
+            let err = chain.broken.unwrap_or_else(|| panic!("{what}: not broken"));
+            assert_eq!(err.code(), ErrorCode::Io, "{what}: {err}");
+            let clusters: u32 = chain.runs.iter().map(|r| r.len).sum();
+            assert_eq!(clusters, mapped, "{what}");
+        }
+        let (dev, geo) = setup(&[]);
+        let chain = Fat::new(&dev, &geo).file_chain(100, 2, &"file");
+        assert!(chain.runs.is_empty() && chain.broken.is_some(), "a first cluster out of range");
+    }
+
+    /// As the kernel, a loop inside the size is followed: the file reads
+    /// its clusters again.
+    #[test]
+    fn a_file_chain_loops_within_its_size() {
+        let (dev, geo) = setup(&[(2, 3), (3, 2)]);
+        let chain = Fat::new(&dev, &geo).file_chain(2, 5, &"file");
+        assert_eq!(chain.broken, None);
+        let clusters: Vec<u32> = chain.runs.iter().flat_map(|r| (0..r.len).map(move |i| r.cluster + i)).collect();
+        assert_eq!(clusters, [2, 3, 2, 3, 2]);
+        assert_eq!(chain.runs.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 2, 4]);
     }
 }

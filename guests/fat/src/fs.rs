@@ -22,7 +22,7 @@ use fshost_sdk::{
 
 use crate::boot::{FatType, Geometry, RootDir};
 use crate::dir::{ENTRY_SIZE, ShortEntry, attr};
-use crate::fat::{Fat, Run};
+use crate::fat::{Fat, FileChain, Run};
 use crate::listing::{self, Listing};
 use crate::time;
 use fshost_sdk::lru::Lru;
@@ -128,7 +128,7 @@ pub struct FatFs {
     /// against device offset 0), else the sector size.
     block_size: u32,
     dirs: Lru<Ino, Rc<DirInfo>>,
-    files: Lru<Ino, Rc<Vec<Run>>>,
+    files: Lru<Ino, Rc<FileChain>>,
     free: Option<u64>,
 }
 
@@ -164,9 +164,9 @@ impl FatFs {
         Ok(Node::Entry(e))
     }
 
-    /// The chain of a directory or file starting at `start`, with limits.
-    fn chain(&self, start: u32, need: Option<u32>, what: &dyn std::fmt::Display) -> Result<Vec<Run>> {
-        Fat::new(&self.dev, &self.geo).runs(start, need, what)
+    /// The chain of a directory starting at `start`, to its end.
+    fn dir_chain(&self, start: u32, what: &dyn std::fmt::Display) -> Result<Vec<Run>> {
+        Fat::new(&self.dev, &self.geo).dir_runs(start, what)
     }
 
     /// Directory `ino`, parsed and cached.
@@ -179,7 +179,7 @@ impl FatFs {
             Node::Root => match self.geo.root {
                 RootDir::Fixed { start, entries } => (Layout::Fixed(start), u64::from(entries) * 32),
                 RootDir::Chain(c) => {
-                    let runs = self.chain(c, None, &what)?;
+                    let runs = self.dir_chain(c, &what)?;
                     let size = runs_bytes(&runs, self.cluster_size());
                     (Layout::Runs(runs), size)
                 }
@@ -188,7 +188,7 @@ impl FatFs {
                 // The kernel gives a directory without clusters size 0.
                 0 => (Layout::Runs(Vec::new()), 0),
                 c => {
-                    let runs = self.chain(c, None, &what)?;
+                    let runs = self.dir_chain(c, &what)?;
                     let size = runs_bytes(&runs, self.cluster_size());
                     (Layout::Runs(runs), size)
                 }
@@ -309,8 +309,9 @@ impl FatFs {
         (valid && free <= self.geo.clusters).then_some(u64::from(free))
     }
 
-    /// The runs holding regular file `ino`'s bytes, cached.
-    fn file_runs(&mut self, ino: Ino) -> Result<Rc<Vec<Run>>> {
+    /// The clusters holding regular file `ino`'s bytes, as far as its
+    /// chain holds, cached.
+    fn file_chain(&mut self, ino: Ino) -> Result<Rc<FileChain>> {
         if let Some(r) = self.files.get(&ino) {
             return Ok(r);
         }
@@ -319,15 +320,22 @@ impl FatFs {
             _ => return Err(Error::new(ErrorCode::IsDir, format!("inode {ino} is a directory"))),
         };
         let what = format!("file {ino}");
-        let need = u64::from(e.size).div_ceil(self.cluster_size());
-        let need = u32::try_from(need).map_err(|_| Error::corrupted(format!("{what}: too large")))?;
+        // At most 2^32 / 512: fits.
+        let need = u64::from(e.size).div_ceil(self.cluster_size()) as u32;
         let start = e.start(self.fat32());
         // A file with a size but no first cluster reads as zeros in the
         // kernel (no block maps); it maps as one hole here.
-        let runs = if need == 0 || start == 0 { Vec::new() } else { self.chain(start, Some(need), &what)? };
-        let runs = Rc::new(runs);
-        self.files.insert(ino, runs.clone());
-        Ok(runs)
+        let chain = if need == 0 || start == 0 {
+            FileChain { runs: Vec::new(), broken: None }
+        } else {
+            Fat::new(&self.dev, &self.geo).file_chain(start, need, &what)
+        };
+        if let Some(err) = &chain.broken {
+            fshost_sdk::warn!("fat: {err}; the clusters before the break still read");
+        }
+        let chain = Rc::new(chain);
+        self.files.insert(ino, chain.clone());
+        Ok(chain)
     }
 }
 
@@ -417,31 +425,20 @@ impl Filesystem for FatFs {
     }
 
     /// As readdir, with attributes. An entry whose attributes cannot be
-    /// read (a subdirectory without "." and "..", a looping chain) is left
-    /// out of this answer with a warning rather than failing the whole
-    /// parent listing; readdir and lookup still show it and fail on it.
+    /// read (a subdirectory whose chain is broken or loops, or without "."
+    /// and "..") fails the batch with its error: the host then lists the
+    /// batch without attributes and asks for each entry's alone, so that
+    /// entry costs its attributes only. Its name is listed and its stat
+    /// fails, as in the kernel.
     fn readdirplus(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<(DirEntry, Attr)>> {
-        let mut cookie = cookie;
-        loop {
-            let batch = self.readdir(ino, cookie, max)?;
-            let Some(last) = batch.last() else { return Ok(Vec::new()) };
-            cookie = last.cookie;
-            let mut out = Vec::with_capacity(batch.len());
-            for e in batch {
-                match self.attr(e.ino) {
-                    Ok(attr) => out.push((e, attr)),
-                    Err(err) => fshost_sdk::warn!(
-                        "fat: directory {ino}: {} left out of readdirplus: {err}",
-                        e.name.escape_ascii()
-                    ),
-                }
-            }
-            // A batch of only broken entries is passed over, so the listing
-            // ends only where the directory does.
-            if !out.is_empty() {
-                return Ok(out);
-            }
-        }
+        let batch = self.readdir(ino, cookie, max)?;
+        batch
+            .into_iter()
+            .map(|e| {
+                let attr = self.attr(e.ino)?;
+                Ok((e, attr))
+            })
+            .collect()
     }
 
     fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
@@ -450,14 +447,20 @@ impl Filesystem for FatFs {
     }
 
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, _flags: IomapFlags) -> Result<Vec<Mapping>> {
-        let runs = self.file_runs(ino)?;
+        let chain = self.file_chain(ino)?;
+        let runs = &chain.runs;
         let cs = self.cluster_size();
         let ci = offset / cs;
         let first = runs.iter().position(|r| u64::from(r.index) <= ci && ci < u64::from(r.index) + u64::from(r.len));
         let Some(first) = first else {
-            // Past the clusters the size needs (the host reads nothing
-            // there), or a file without clusters.
-            return Ok(vec![Mapping { offset, length: length.max(1), kind: MappingKind::Hole }]);
+            let mapped = runs.last().map_or(0, |r| u64::from(r.index) + u64::from(r.len));
+            return match &chain.broken {
+                // From the break on, as the kernel: EIO.
+                Some(err) if ci >= mapped => Err(err.clone()),
+                // Past the clusters the size needs (the host reads nothing
+                // there), or a file without clusters.
+                _ => Ok(vec![Mapping { offset, length: length.max(1), kind: MappingKind::Hole }]),
+            };
         };
         let want_end = offset.saturating_add(length);
         let device_end = self.dev.size();
@@ -471,7 +474,7 @@ impl Filesystem for FatFs {
             let mut len = u64::from(run.len) * cs;
             if dev_at >= device_end {
                 if out.is_empty() {
-                    return Err(Error::corrupted(format!(
+                    return Err(Error::io(format!(
                         "file {ino}: cluster {} is past the end of the {device_end}-byte device (truncated image?)",
                         run.cluster
                     )));
@@ -489,7 +492,7 @@ impl Filesystem for FatFs {
         }
         match out.first() {
             Some(m) if m.offset + m.length > offset => Ok(out),
-            _ => Err(Error::corrupted(format!(
+            _ => Err(Error::io(format!(
                 "file {ino}: byte {offset} lies past the end of the {device_end}-byte device (truncated image?)"
             ))),
         }

@@ -133,8 +133,9 @@ fn cp437(c: u8, lower: bool) -> u16 {
     }
 }
 
-/// nls_cp437's charset2lower: ASCII letters and the accented capitals
-/// that have a lower-case form in the code page.
+/// nls_cp437's charset2lower: ASCII letters, the accented capitals that
+/// have a lower-case form in the code page, and the Greek capitals sigma
+/// (0xE4 to 0xE5) and phi (0xE8 to 0xED).
 fn cp437_lower(c: u8) -> u8 {
     match c {
         b'A'..=b'Z' => c + 32,
@@ -146,6 +147,8 @@ fn cp437_lower(c: u8) -> u8 {
         0x99 => 0x94,
         0x9a => 0x81,
         0xa5 => 0xa4,
+        0xe4 => 0xe5,
+        0xe8 => 0xed,
         _ => c,
     }
 }
@@ -188,6 +191,9 @@ mod tests {
         assert_eq!(shown(b"A B     C  ", 0), "A B.C");
         assert_eq!(shown(b"\x05BC     D  ", 0), "\u{3c3}BC.D"); // 0xE5 is small sigma in CP437
         assert_eq!(shown(b"\x90T\x81        ", LOWER_BASE), "\u{e9}t\u{fc}");
+        // Capital sigma and phi have lower-case forms in the code page.
+        assert_eq!(shown(b"\xe4\xe8      \xe4\xe8 ", LOWER_BASE), "\u{3c3}\u{3c6}.\u{3a3}\u{3a6}");
+        assert_eq!(shown(b"\xe4\xe8      \xe4\xe8 ", LOWER_EXT), "\u{3a3}\u{3a6}.\u{3c3}\u{3c6}");
         assert_eq!(shown(b"        TXT", 0), ".TXT");
         assert_eq!(shown(b"           ", 0), "");
     }

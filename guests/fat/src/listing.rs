@@ -39,8 +39,15 @@ pub struct Listing {
 impl Listing {
     /// The entry `name` names, as vfat's lookup finds it: trailing dots
     /// ignored, letters matched without case as [`same_name`] does, short
-    /// name first.
+    /// name first. A name exactly as listed is found first: a damaged
+    /// short name can end in '.' (the kernel lists it and its lookup,
+    /// which strips the dots, cannot find it; the listing shows it here).
     pub fn find(&self, name: &[u8]) -> Option<&Listed> {
+        if name.last() == Some(&b'.')
+            && let Some(e) = self.entries.iter().find(|e| e.name == name)
+        {
+            return Some(e);
+        }
         let end = name.iter().rposition(|&b| b != b'.').map_or(0, |p| p + 1);
         let name = &name[..end];
         if name.is_empty() {
@@ -307,6 +314,11 @@ mod tests {
         assert_eq!(listing.find(b"caf\xe3\xa9.TXT").map(|e| e.index), Some(2));
         assert!(listing.find(b"caf\xc3\x89.txt").is_none(), "0x89 is not a Latin-1 capital");
         assert!(listing.find(b"...").is_none());
+        // A damaged short name ending in '.' is found as listed.
+        let odd = parse(&short(b"ODD     AB.", 0x20)).unwrap();
+        assert_eq!(odd.entries[0].name, b"ODD.AB.");
+        assert_eq!(odd.find(b"ODD.AB.").map(|e| e.index), Some(0));
+        assert!(odd.find(b"ODD.AB").is_none(), "the kernel's rule otherwise");
     }
 
     #[test]

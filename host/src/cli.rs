@@ -97,9 +97,46 @@ pub enum Command {
         #[arg(long)]
         dirs: bool,
     },
+    /// For packagers: write the man pages (fshost.1, fshost-SUBCOMMAND.1,
+    /// mount.fshost.8) and shell completions (bash, zsh, fish) into DIR.
+    #[command(hide = true)]
+    Generate { dir: PathBuf },
     /// Internal: the unmount helper a sandboxed mount starts (see sandbox/unmounter.rs).
     #[command(name = crate::sandbox::unmounter::COMMAND, hide = true)]
     SandboxUnmounter { mountpoint: PathBuf },
+}
+
+impl Cli {
+    /// Parse the process's arguments. `--version` also names the contract
+    /// this host speaks and the guests `--plugin NAME` would find.
+    pub fn from_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().long_version(long_version()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+fn long_version() -> String {
+    let mut v = format!(
+        "{}\ncontract: {}@{} (accepts guests built for {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::plugin::identity::PACKAGE,
+        crate::plugin::CONTRACT_VERSION,
+        crate::plugin::identity::speaks()
+    );
+    let found = SearchPath::from_env().list();
+    let usable: Vec<String> = found
+        .iter()
+        .filter(|f| f.shadowed_by.is_none() && matches!(f.kind, Kind::Guest(_)))
+        .map(|f| format!("{} ({})", f.name.to_string_lossy(), f.path.display()))
+        .collect();
+    if usable.is_empty() {
+        v.push_str("\nguests: none found (fshost plugins --dirs lists where they are looked for)");
+    } else {
+        v.push_str("\nguests: ");
+        v.push_str(&usable.join(", "));
+    }
+    v
 }
 
 /// How `ls -l` and `stat` print times.
@@ -152,8 +189,8 @@ pub struct SourceArgs {
     pub plugin: OsString,
     /// An image file or block device.
     pub source: PathBuf,
-    /// Mount options, comma-separated: ro, allow_other; others go to the guest
-    /// (e.g. norecovery, sb=N).
+    /// Mount options, comma-separated: ro, allow_other, noexec; others go to
+    /// the guest (e.g. norecovery, sb=N).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// Per-call time limit for the guest, in milliseconds.
@@ -169,9 +206,11 @@ pub struct SourceArgs {
 
 /// Host-level mount options, split from those meant for the guest.
 #[derive(Debug, Default)]
-struct HostOptions {
-    allow_other: bool,
-    guest: Vec<(String, String)>,
+pub(crate) struct HostOptions {
+    pub allow_other: bool,
+    /// `noexec`: nothing on the mount may be executed.
+    pub noexec: bool,
+    pub guest: Vec<(String, String)>,
 }
 
 fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
@@ -181,6 +220,8 @@ fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
         match name {
             "ro" | "nosuid" | "nodev" => {}
             "allow_other" => out.allow_other = true,
+            "noexec" => out.noexec = true,
+            "exec" => out.noexec = false,
             "rw" => bail!("read-write mounts are not supported: fshost mounts read-only"),
             "suid" | "dev" => bail!("-o {name} is refused: images are untrusted, so fshost mounts nosuid,nodev"),
             _ => out.guest.push((name.to_string(), value.to_string())),
@@ -256,6 +297,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::offline::info(&vol, &mut out)?;
         }
         Command::Plugins { dirs } => plugins(dirs, &mut out)?,
+        Command::Generate { dir } => crate::docs::generate(&dir)?,
         Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
     }
     out.flush()?;
@@ -299,10 +341,10 @@ fn open_sandboxed(source: &SourceArgs, sandbox: &SandboxArgs) -> anyhow::Result<
     Ok(vol)
 }
 
-pub(crate) fn mount_volume(source: &SourceArgs) -> anyhow::Result<(Volume, bool)> {
-    let opts = split_options(&source.options)?;
-    let allow_other = opts.allow_other;
-    Ok((open_volume(source, opts.guest)?, allow_other))
+pub(crate) fn mount_volume(source: &SourceArgs) -> anyhow::Result<(Volume, HostOptions)> {
+    let mut opts = split_options(&source.options)?;
+    let guest = std::mem::take(&mut opts.guest);
+    Ok((open_volume(source, guest)?, opts))
 }
 
 #[cfg(test)]
@@ -312,7 +354,8 @@ mod tests {
     #[test]
     fn options_split_between_host_and_guest() {
         let o = split_options(&["ro".into(), "allow_other".into(), "norecovery".into(), "sb=8193".into()]).unwrap();
-        assert!(o.allow_other);
+        assert!(o.allow_other && !o.noexec);
+        assert!(split_options(&["noexec".into()]).unwrap().noexec);
         assert_eq!(o.guest, vec![("norecovery".into(), "".into()), ("sb".into(), "8193".into())]);
         assert!(split_options(&["suid".into()]).is_err());
         assert!(split_options(&["rw".into()]).is_err());

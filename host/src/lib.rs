@@ -11,10 +11,12 @@
 
 pub mod cli;
 pub mod device;
+pub mod docs;
 pub mod error;
 pub mod fuse;
 pub mod mapping;
 pub mod mount;
+pub mod mount_helper;
 pub mod offline;
 pub mod plugin;
 pub mod report;

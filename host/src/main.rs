@@ -1,8 +1,15 @@
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = fshost::cli::Cli::parse();
+    // Called by mount(8) as /sbin/mount.fshost: become `fshost mount`.
+    if std::env::args_os().next().is_some_and(|a| fshost::mount_helper::is_helper(&a)) {
+        return fshost::mount_helper::main().unwrap_or_else(|e| {
+            eprintln!("{}: {}", fshost::mount_helper::NAME, fshost::report::message(&e));
+            // mount(8): 1 is "incorrect invocation or permissions".
+            std::process::ExitCode::FAILURE
+        });
+    }
+    let cli = fshost::cli::Cli::from_args();
     let default = match cli.verbose {
         0 => "warn",
         1 => "info",

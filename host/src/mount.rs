@@ -37,7 +37,8 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     // that threads inherit.
     let jail = sandbox::prepare(sandbox, sandbox::Profile::Mount { mountpoint: &mountpoint })?;
 
-    let (volume, allow_other) = crate::cli::mount_volume(source)?;
+    let (volume, host_options) = crate::cli::mount_volume(source)?;
+    let allow_other = host_options.allow_other;
     let mut options = vec![
         MountOption::FSName(
             source.source.canonicalize().unwrap_or_else(|_| source.source.clone()).display().to_string(),
@@ -51,6 +52,9 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     ];
     if allow_other {
         options.push(MountOption::CUSTOM("allow_other".into()));
+    }
+    if host_options.noexec {
+        options.push(MountOption::NoExec);
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let mut config = Config::default();

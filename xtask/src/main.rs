@@ -7,6 +7,8 @@
 //!   (new_plugin.rs).
 //! - `cargo xtask build` — build `fshost` (release) and every guest into
 //!   `target/guests/NAME.wasm`; `build-c` only the guests written in C.
+//! - `cargo xtask install [--prefix DIR] [--destdir DIR]`, `uninstall`,
+//!   `deb` — fshost as a system tool (install.rs).
 //!
 //! Set-up installs what a fresh machine of this kind lacks: the
 //! wasm32-wasip2 Rust target and, when running as root, the Debian packages
@@ -23,6 +25,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod cguest;
+mod install;
 mod new_plugin;
 mod pyguest;
 
@@ -237,8 +240,11 @@ fn main() -> anyhow::Result<()> {
         Some("setup") => setup(),
         Some("bench") => bench::run(&args[1..]),
         Some("new-plugin") => new_plugin::run(&args[1..]),
+        Some("install") => install::install(&args[1..]),
+        Some("uninstall") => install::uninstall(&args[1..]),
+        Some("deb") => install::deb(&args[1..]),
         _ => {
-            bail!("usage: cargo xtask <demo|test|build|build-c|lint|setup|bench|new-plugin>")
+            bail!("usage: cargo xtask <demo|test|build|build-c|lint|setup|bench|new-plugin|install|uninstall|deb>")
         }
     }
 }

@@ -150,6 +150,7 @@ fn records<'a>(
 /// Up to `max` records of `dir` after position `cookie`, without "." and "..",
 /// nor records whose names the host refuses ([`fshost_sdk::valid_name`]).
 pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Listed>> {
+    let encrypted = dir.has_flag(flags::ENCRYPT);
     let mut out = Vec::new();
     let take = |entries: Vec<Entry<'_>>, base: u64, out: &mut Vec<Listed>| -> bool {
         for e in entries {
@@ -157,7 +158,9 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
             if pos < cookie || e.ino == 0 || e.is_dot() {
                 continue;
             }
-            if !fshost_sdk::valid_name(e.name) {
+            // Encrypted names are ciphertext; the caller shows them as
+            // no-key names, which are always valid.
+            if !encrypted && !fshost_sdk::valid_name(e.name) {
                 // The kernel would hand such a name to userspace as is; no
                 // path can name it, and the host refuses it. Skip the one
                 // record so the rest of the directory still lists.
@@ -203,6 +206,25 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
         }
     }
     Ok(out)
+}
+
+/// The hash version the kernel's readdir computes for each entry of `dir`
+/// (`ext4_htree_fill_tree`: the index root's, or `s_def_hash_version` for
+/// a directory of one block or inline), with the unsigned adjustment;
+/// `None` when the kernel lists `dir` linearly, without hashes.
+pub fn readdir_hash_version(vol: &Volume, dir: &Inode) -> Option<u8> {
+    let one_block = dir.size.checked_div(vol.bs()) == Some(1);
+    if !vol.sb.features.compat(compat::DIR_INDEX) {
+        return None;
+    }
+    let version = if dir.has_flag(flags::INDEX) && !is_inline(dir) {
+        htree::root_hash_version(vol, dir)?
+    } else if one_block || is_inline(dir) {
+        vol.sb.def_hash_version
+    } else {
+        return None;
+    };
+    Some(if version <= crate::hash::TEA { version + vol.sb.hash_unsigned } else { version })
 }
 
 /// The inode number of `dir`'s parent (its ".." record).

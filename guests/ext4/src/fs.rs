@@ -25,7 +25,7 @@ use crate::inode::{self, Inode, ROOT_INO, flags};
 use crate::names::NameIndex;
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
-use crate::{acl, directory, group, iomap, journal, mapping, statfs, symlink, xattr};
+use crate::{acl, directory, group, iomap, journal, mapping, nokey, statfs, symlink, xattr};
 use fshost_sdk::lru::Lru;
 
 /// Metadata blocks the device keeps cached.
@@ -108,9 +108,6 @@ impl Ext4 {
         if dir.kind()? != FileType::Directory {
             return Err(Error::new(ErrorCode::NotDir, format!("inode {ino} is not a directory")));
         }
-        if dir.has_flag(flags::ENCRYPT) {
-            return Err(Error::new(ErrorCode::Access, format!("directory {ino} is encrypted (no key)")));
-        }
         Ok(dir)
     }
 
@@ -123,6 +120,24 @@ impl Ext4 {
         let index = NameIndex::build(&self.vol, dir).map(Rc::new);
         self.names.insert(dir.ino, index.clone());
         index
+    }
+
+    /// The inode of the entry of encrypted directory `dir` that `wanted`
+    /// names, by scanning the listing (long no-key names hold a digest, not
+    /// the name, so no index can find them).
+    fn find_encrypted(&mut self, dir: &Inode, wanted: &nokey::Wanted) -> Result<Option<u32>> {
+        let mut cookie = 0;
+        loop {
+            let batch = directory::list(&self.vol, dir, cookie, 1024)?;
+            let Some(last) = batch.last() else { return Ok(None) };
+            if last.cookie <= cookie {
+                return Err(Error::corrupted(format!("directory {}: listing does not advance", dir.ino)));
+            }
+            cookie = last.cookie;
+            if let Some(e) = batch.iter().find(|e| wanted.matches(&e.name)) {
+                return Ok(Some(e.ino));
+            }
+        }
     }
 
     /// Attributes of the inode a directory record names.
@@ -242,7 +257,13 @@ impl Filesystem for Ext4 {
     }
 
     fn getattr(&mut self, ino: Ino) -> Result<Attr> {
-        self.inode(ino)?.attr()
+        let inode = self.inode(ino)?;
+        let mut attr = inode.attr()?;
+        if attr.kind == FileType::Symlink && inode.has_flag(flags::ENCRYPT) {
+            // fscrypt_symlink_getattr: the size of the target shown.
+            attr.size = symlink::encrypted_target(&self.vol, &inode)?.len() as u64;
+        }
+        Ok(attr)
     }
 
     fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
@@ -255,6 +276,27 @@ impl Filesystem for Ext4 {
             let up = directory::parent(&self.vol, &dir)?;
             return self.entry_attr(parent, up);
         }
+        let cipher;
+        let name = if dir.has_flag(flags::ENCRYPT) {
+            let missing = || {
+                Error::not_found(format!(
+                    "no entry {:?} in encrypted directory {parent}",
+                    name.escape_ascii().to_string()
+                ))
+            };
+            match nokey::Wanted::decode(name).ok_or_else(missing)? {
+                nokey::Wanted::Whole(whole) => {
+                    cipher = whole;
+                    cipher.as_slice()
+                }
+                long => {
+                    let found = self.find_encrypted(&dir, &long)?.ok_or_else(missing)?;
+                    return self.entry_attr(parent, found);
+                }
+            }
+        } else {
+            name
+        };
         let indexed = self.names(&dir).map(|index| index.get(name));
         let found = match indexed {
             Some(found) => found,
@@ -270,7 +312,27 @@ impl Filesystem for Ext4 {
 
     fn readdir(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>> {
         let dir = self.dir(ino)?;
-        let listed = directory::list(&self.vol, &dir, cookie, max as usize)?;
+        let mut listed = directory::list(&self.vol, &dir, cookie, max as usize)?;
+        if dir.has_flag(flags::ENCRYPT) {
+            // No key: the kernel shows each name as its no-key name, with
+            // the hashes its readdir computed (zeros when it lists linearly).
+            let version = directory::readdir_hash_version(&self.vol, &dir);
+            let seed = self.vol.sb.hash_seed;
+            listed.retain_mut(|e| {
+                let (hash, minor) =
+                    version.and_then(|v| crate::hash::dx_hash_pair(v, &e.name, &seed)).unwrap_or((0, 0));
+                match nokey::encode(&e.name, hash, minor) {
+                    Ok(name) => {
+                        e.name = name;
+                        true
+                    }
+                    Err(why) => {
+                        fshost_sdk::warn!("encrypted directory {ino}: skipping an entry: {why}");
+                        false
+                    }
+                }
+            });
+        }
         let typed = self.vol.sb.features.incompat(incompat::FILETYPE);
         Ok(listed
             .into_iter()
@@ -305,7 +367,7 @@ impl Filesystem for Ext4 {
             return Err(Error::invalid(format!("inode {ino} is not a symlink")));
         }
         if inode.has_flag(flags::ENCRYPT) {
-            return Err(Error::new(ErrorCode::Access, format!("symlink {ino} is encrypted (no key)")));
+            return symlink::encrypted_target(&self.vol, &inode);
         }
         symlink::target(&self.vol, &inode)
     }

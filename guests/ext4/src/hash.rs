@@ -15,30 +15,36 @@ const TEA_UNSIGNED: u8 = 5;
 /// and `seed`, low bit clear as the index stores it; `None` for an unknown
 /// version.
 pub fn dx_hash(version: u8, name: &[u8], seed: &[u32; 4]) -> Option<u32> {
+    dx_hash_pair(version, name, seed).map(|(major, _)| major)
+}
+
+/// The major and minor hashes of `name`, as `ext4fs_dirhash` fills
+/// `hinfo` (the minor is 0 for the legacy hash).
+pub fn dx_hash_pair(version: u8, name: &[u8], seed: &[u32; 4]) -> Option<(u32, u32)> {
     let mut buf =
         if seed.iter().any(|&s| s != 0) { *seed } else { [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476] };
     let unsigned = matches!(version, LEGACY_UNSIGNED | HALF_MD4_UNSIGNED | TEA_UNSIGNED);
-    let hash = match version {
-        LEGACY | LEGACY_UNSIGNED => dx_hack_hash(name, unsigned),
+    let (hash, minor) = match version {
+        LEGACY | LEGACY_UNSIGNED => (dx_hack_hash(name, unsigned), 0),
         HALF_MD4 | HALF_MD4_UNSIGNED => {
             for chunk in chunks(name, 32) {
                 let input = str2hashbuf::<8>(chunk, unsigned);
                 half_md4_transform(&mut buf, &input);
             }
-            buf[1]
+            (buf[1], buf[2])
         }
         TEA | TEA_UNSIGNED => {
             for chunk in chunks(name, 16) {
                 let input = str2hashbuf::<4>(chunk, unsigned);
                 tea_transform(&mut buf, &input);
             }
-            buf[0]
+            (buf[0], buf[1])
         }
         _ => return None,
     };
     let hash = hash & !1;
     // EXT4_HTREE_EOF_32BIT << 1 is reserved for "end of directory".
-    Some(if hash == 0x7fff_ffff << 1 { (0x7fff_ffff - 1) << 1 } else { hash })
+    Some((if hash == 0x7fff_ffff << 1 { (0x7fff_ffff - 1) << 1 } else { hash }, minor))
 }
 
 /// The kernel feeds `str2hashbuf` the rest of the name from each chunk

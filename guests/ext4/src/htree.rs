@@ -103,6 +103,13 @@ fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) ->
     Ok(Ok(out))
 }
 
+/// The hash version recorded in the index root of `dir`, if it can be read
+/// and is one the kernel knows.
+pub fn root_hash_version(vol: &Volume, dir: &Inode) -> Option<u8> {
+    let root = mapping::read_block(vol, dir, 0).ok()??;
+    u8_at(&root, ROOT_INFO + 4).ok().filter(|v| [hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(v))
+}
+
 /// Find the first leaf that may hold names hashing like `name`.
 pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
     let bs = vol.sb.block_size as usize;

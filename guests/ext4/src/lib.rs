@@ -19,6 +19,7 @@
 //! - `inline`: inline data; `symlink`: link targets.
 //! - `dir`, `htree`, `hash`, `casefold`, `directory`, `names`: directories.
 //! - `xattr`, `acl`: extended attributes and POSIX ACLs.
+//! - `nokey`: encrypted names and targets as fscrypt shows them without the key.
 //! - `iomap`: mapping answers; `fs`: the `Filesystem` implementation, the
 //!   inode cache (`fshost_sdk::lru`) and mount options.
 
@@ -43,6 +44,7 @@ mod iomap;
 mod journal;
 mod mapping;
 mod names;
+mod nokey;
 mod statfs;
 mod superblock;
 mod symlink;

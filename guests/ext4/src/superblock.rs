@@ -62,6 +62,8 @@ pub struct Superblock {
     pub hash_seed: [u32; 4],
     /// 3 when dx hashes treat name bytes as unsigned (added to the version).
     pub hash_unsigned: u8,
+    /// `s_def_hash_version`: the hash of directories without an index.
+    pub def_hash_version: u8,
     /// Group descriptor size: 32, or `s_desc_size` with 64bit.
     pub desc_size: u16,
     pub first_meta_bg: u32,
@@ -238,6 +240,7 @@ impl Superblock {
             journal_dev: le_u32(buf, 0xE4)?,
             hash_seed: [le_u32(buf, 0xEC)?, le_u32(buf, 0xF0)?, le_u32(buf, 0xF4)?, le_u32(buf, 0xF8)?],
             hash_unsigned,
+            def_hash_version: u8_at(buf, 0xFC)?,
             desc_size,
             first_meta_bg,
             backup_bgs: [le_u32(buf, 0x24C)?, le_u32(buf, 0x250)?],

@@ -4,11 +4,13 @@
 //! target stops at the size (at most 59 bytes fast, a block less one slow)
 //! and at the first NUL.
 
-use fshost_sdk::{Error, Result};
+use fshost_sdk::bytes::{le_u16, slice};
+use fshost_sdk::{Error, Result, ResultExt};
 
 use crate::inline::Inline;
 use crate::inode::{Inode, flags};
 use crate::mapping;
+use crate::nokey;
 use crate::volume::Volume;
 
 /// `ext4_inode_is_fast_symlink`: no blocks besides a possible xattr block.
@@ -50,4 +52,27 @@ pub fn target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
         return Err(Error::corrupted(format!("symlink {}: empty target (its first byte is NUL)", inode.ino)));
     }
     Ok(bytes)
+}
+
+/// The target of encrypted symlink `inode` as the kernel shows it without
+/// the key (`ext4_get_encrypted_link`, `fscrypt_get_symlink`): the stored
+/// ciphertext (`struct fscrypt_symlink_data`: a 16-bit length, then the
+/// bytes) as a no-key name with zero hashes.
+pub fn encrypted_target(vol: &Volume, inode: &Inode) -> Result<Vec<u8>> {
+    let (area, max) = if is_fast(vol, inode) {
+        (inode.block.to_vec(), inode.block.len())
+    } else if inode.has_flag(flags::INLINE_DATA) {
+        let bytes = Inline::read(vol, inode)?.file_bytes(inode.size.min(vol.bs()) as usize);
+        let max = bytes.len();
+        (bytes, max)
+    } else {
+        let block = mapping::read_block(vol, inode, 0)?
+            .ok_or_else(|| Error::corrupted(format!("symlink {}: no data block", inode.ino)))?;
+        (block, vol.bs() as usize)
+    };
+    let len = usize::from(le_u16(&area, 0)?);
+    if len == 0 || len + 2 > max {
+        return Err(Error::corrupted(format!("encrypted symlink {}: ciphertext of {len} bytes", inode.ino)));
+    }
+    nokey::encode(slice(&area, 2, len)?, 0, 0).with_context(|| format!("encrypted symlink {}", inode.ino))
 }

@@ -100,7 +100,23 @@ fn world() -> World {
     std::fs::create_dir(&home).unwrap();
     chown(&home, USER);
     names.sort();
-    World { dir, bin, plugin, image, home, names, big }
+    let world = World { dir, bin, plugin, image, home, names, big };
+    // Not through as_user: its working directory would be out of reach too.
+    let reach = Command::new("test")
+        .uid(USER)
+        .gid(USER)
+        .arg("-r")
+        .arg(&world.image)
+        .args(["-a", "-x"])
+        .arg(&world.bin)
+        .status()
+        .unwrap();
+    assert!(
+        reach.success(),
+        "uid {USER} cannot reach {}: the temp dir ($TMPDIR) must be traversable by others",
+        world.dir.path().display()
+    );
+    world
 }
 
 fn chown(path: &Path, uid: u32) {

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::Device;
+use crate::offline::{Format, TimeStyle};
 use crate::plugin::search::{Kind, SearchPath};
 use crate::plugin::{CompileCache, GuestOptions, Limits, Plugin};
 use crate::volume::Volume;
@@ -53,6 +54,9 @@ pub enum Command {
         long: bool,
         #[arg(long, value_enum, default_value_t = TimeArg::Local)]
         time_style: TimeArg,
+        /// One JSON object per entry, every attribute (README: "JSON output").
+        #[arg(long, conflicts_with_all = ["long", "time_style"])]
+        json: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -63,6 +67,9 @@ pub enum Command {
         path: PathBuf,
         #[arg(long, value_enum, default_value_t = TimeArg::Local)]
         time_style: TimeArg,
+        /// One JSON object (README: "JSON output").
+        #[arg(long, conflicts_with = "time_style")]
+        json: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -87,6 +94,9 @@ pub enum Command {
     Info {
         #[command(flatten)]
         source: SourceArgs,
+        /// One JSON object (README: "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -96,6 +106,9 @@ pub enum Command {
         /// Print the search path's directories instead, in search order.
         #[arg(long)]
         dirs: bool,
+        /// One JSON object per guest or directory (README: "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// For packagers: write the man pages (fshost.1, fshost-SUBCOMMAND.1,
     /// mount.fshost.8) and shell completions (bash, zsh, fish) into DIR.
@@ -150,11 +163,13 @@ pub enum TimeArg {
 
 impl TimeArg {
     /// Must run before the sandbox: the local zone is read from a file.
-    fn style(self) -> crate::offline::TimeStyle {
-        match self {
-            TimeArg::Local => crate::offline::TimeStyle::local(),
-            TimeArg::Epoch => crate::offline::TimeStyle::Epoch,
-        }
+    fn format(self, long: bool, json: bool) -> Format {
+        let times = match self {
+            _ if json => return Format::Json,
+            TimeArg::Local => TimeStyle::local(),
+            TimeArg::Epoch => TimeStyle::Epoch,
+        };
+        Format::Text { long, times }
     }
 }
 
@@ -266,15 +281,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::mount::run(&source, &mountpoint, foreground, &sandbox.options())?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Ls { source, path, long, time_style, sandbox } => {
-            let times = time_style.style();
+        Command::Ls { source, path, long, time_style, json, sandbox } => {
+            let format = time_style.format(long, json);
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::ls(&vol, path_bytes(&path), long, &times, &mut out)?;
+            let failed = crate::offline::ls(&vol, path_bytes(&path), &format, &mut out)?;
+            if failed > 0 {
+                out.flush()?;
+                // As ls(1): listed, but with problems.
+                return Ok(ExitCode::FAILURE);
+            }
         }
-        Command::Stat { source, path, time_style, sandbox } => {
-            let times = time_style.style();
+        Command::Stat { source, path, time_style, json, sandbox } => {
+            let format = time_style.format(false, json);
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::stat(&vol, path_bytes(&path), &times, &mut out)?;
+            crate::offline::stat(&vol, path_bytes(&path), &format, &mut out)?;
         }
         Command::Cat { source, path, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
@@ -292,11 +312,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Info { source, sandbox } => {
+        Command::Info { source, json, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::info(&vol, &mut out)?;
+            let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
+            crate::offline::info(&vol, &format, &mut out)?;
         }
-        Command::Plugins { dirs } => plugins(dirs, &mut out)?,
+        Command::Plugins { dirs, json } => plugins(dirs, json, &mut out)?,
         Command::Generate { dir } => crate::docs::generate(&dir)?,
         Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
     }
@@ -306,10 +327,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `fshost plugins`: one tab-separated line per guest file on the search
 /// path, in search order; or the directories themselves.
-fn plugins(dirs: bool, out: &mut impl Write) -> anyhow::Result<()> {
+fn plugins(dirs: bool, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    use crate::offline::json::put_bytes;
     let search = SearchPath::from_env();
     if dirs {
         for dir in search.dirs() {
+            if json {
+                let mut obj = serde_json::Map::new();
+                put_bytes(&mut obj, "dir", path_bytes(dir));
+                obj.insert("exists".into(), dir.is_dir().into());
+                serde_json::to_writer(&mut *out, &obj)?;
+                out.write_all(b"\n")?;
+                continue;
+            }
             out.write_all(path_bytes(dir))?;
             out.write_all(if dir.is_dir() { b"\n" } else { b"\t(missing)\n" })?;
         }
@@ -322,6 +352,17 @@ fn plugins(dirs: bool, out: &mut impl Write) -> anyhow::Result<()> {
             Kind::NotAGuest(_) => ("-", "not-a-guest"),
         };
         let status = if found.shadowed_by.is_some() { "shadowed" } else { status };
+        if json {
+            let mut obj = serde_json::Map::new();
+            put_bytes(&mut obj, "name", found.name.as_bytes());
+            obj.insert("contract".into(), (version != "-").then_some(version).into());
+            obj.insert("size".into(), found.size.into());
+            put_bytes(&mut obj, "path", path_bytes(&found.path));
+            obj.insert("status".into(), status.into());
+            serde_json::to_writer(&mut *out, &obj)?;
+            out.write_all(b"\n")?;
+            continue;
+        }
         out.write_all(found.name.as_bytes())?;
         write!(out, "\t{version}\t{}\t", found.size)?;
         out.write_all(path_bytes(&found.path))?;

@@ -12,6 +12,7 @@ use crate::types::{Attr, FileKind, Ino};
 use crate::volume::Volume;
 
 mod extract;
+pub mod json;
 mod time;
 pub use extract::{Extracted, cp_out};
 pub use time::TimeStyle;
@@ -112,9 +113,21 @@ fn mode_string(a: &Attr) -> String {
     )
 }
 
+/// How `ls`, `stat` and `info` print.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// For people: `ls` names (or `-l` rows), `stat` `key: value` lines.
+    Text { long: bool, times: TimeStyle },
+    /// One JSON object per line, every attribute (json.rs).
+    Json,
+}
+
 /// `ls`: the entries of a directory (or the name of a file), one per line;
 /// with `long`, mode, links, owner, size, mtime and symlink targets too.
-pub fn ls(vol: &Volume, path: &[u8], long: bool, times: &TimeStyle, out: &mut impl Write) -> anyhow::Result<()> {
+/// An entry whose attributes cannot be read is still listed (as ls -l
+/// does, with `?` fields, or in JSON with an `error`), reported on stderr,
+/// and counted: the result is the number of such entries.
+pub fn ls(vol: &Volume, path: &[u8], format: &Format, out: &mut impl Write) -> anyhow::Result<u64> {
     let attr = resolve(vol, path, true)?;
     let entries: Vec<(Vec<u8>, Ino)> = if attr.kind == FileKind::Directory {
         let mut v: Vec<_> = vol
@@ -128,41 +141,88 @@ pub fn ls(vol: &Volume, path: &[u8], long: bool, times: &TimeStyle, out: &mut im
     } else {
         vec![(path.rsplit(|&b| b == b'/').next().unwrap_or(path).to_vec(), attr.ino)]
     };
+    let mut failed = 0;
     for (name, ino) in entries {
-        if long {
-            let a = vol.getattr(ino).map_err(|e| os(e, String::from_utf8_lossy(&name)))?;
-            let size = match a.kind {
-                FileKind::CharDevice | FileKind::BlockDevice => format!("{}, {}", a.rdev.0, a.rdev.1),
-                _ => a.size.to_string(),
-            };
-            write!(out, "{} {} {} {} {} {} ", mode_string(&a), a.nlink, a.uid, a.gid, size, times.ls(a.mtime))?;
-            out.write_all(&name)?;
-            if a.kind == FileKind::Symlink {
-                out.write_all(b" -> ")?;
-                out.write_all(&vol.readlink(ino).map_err(|e| os(e, String::from_utf8_lossy(&name)))?)?;
+        let long = match format {
+            Format::Text { long: false, .. } => {
+                out.write_all(&name)?;
+                out.write_all(b"\n")?;
+                continue;
             }
-        } else {
-            out.write_all(&name)?;
+            _ => vol.getattr(ino).map_err(|e| os(e, String::from_utf8_lossy(&name))),
+        };
+        let target = match &long {
+            Ok(a) if a.kind == FileKind::Symlink => {
+                Some(vol.readlink(ino).map_err(|e| os(e, String::from_utf8_lossy(&name))))
+            }
+            _ => None,
+        };
+        let errors: Vec<&anyhow::Error> =
+            long.as_ref().err().into_iter().chain(target.as_ref().and_then(|t| t.as_ref().err())).collect();
+        for e in &errors {
+            eprintln!("fshost: ls: {}", crate::report::message(e));
+        }
+        failed += u64::from(!errors.is_empty());
+        match format {
+            Format::Json => {
+                let mut obj = long.as_ref().map(json::attr).unwrap_or_default();
+                json::put_bytes(&mut obj, "name", &name);
+                if let Some(Ok(t)) = &target {
+                    json::put_bytes(&mut obj, "target", t);
+                }
+                if let Some(e) = errors.first() {
+                    obj.insert("ino".into(), ino.0.into());
+                    obj.insert("error".into(), crate::report::message(e).into());
+                }
+                serde_json::to_writer(&mut *out, &obj)?;
+            }
+            Format::Text { times, .. } => {
+                match &long {
+                    Ok(a) => {
+                        let size = match a.kind {
+                            FileKind::CharDevice | FileKind::BlockDevice => format!("{}, {}", a.rdev.0, a.rdev.1),
+                            _ => a.size.to_string(),
+                        };
+                        let when = times.ls(a.mtime);
+                        write!(out, "{} {} {} {} {size} {when} ", mode_string(a), a.nlink, a.uid, a.gid)?;
+                    }
+                    // As ls -l shows an entry it cannot stat.
+                    Err(_) => write!(out, "?????????? ? ? ? ? ? ")?,
+                }
+                out.write_all(&name)?;
+                if let Some(Ok(t)) = &target {
+                    out.write_all(b" -> ")?;
+                    out.write_all(t)?;
+                }
+            }
         }
         out.write_all(b"\n")?;
     }
-    Ok(())
+    Ok(failed)
 }
 
-/// `stat`: every attribute, one `key: value` per line.
-pub fn stat(vol: &Volume, path: &[u8], times: &TimeStyle, out: &mut impl Write) -> anyhow::Result<()> {
+/// `stat`: every attribute, one `key: value` per line (or one JSON object).
+pub fn stat(vol: &Volume, path: &[u8], format: &Format, out: &mut impl Write) -> anyhow::Result<()> {
     let a = resolve(vol, path, false)?;
-    let kind = match a.kind {
-        FileKind::Regular => "regular",
-        FileKind::Directory => "directory",
-        FileKind::Symlink => "symlink",
-        FileKind::CharDevice => "char-device",
-        FileKind::BlockDevice => "block-device",
-        FileKind::Fifo => "fifo",
-        FileKind::Socket => "socket",
+    let target = match a.kind {
+        FileKind::Symlink => Some(vol.readlink(a.ino).map_err(|e| os(e, display(path)))?),
+        _ => None,
+    };
+    let times = match format {
+        Format::Json => {
+            let mut obj = json::attr(&a);
+            json::put_bytes(&mut obj, "path", path);
+            if let Some(t) = &target {
+                json::put_bytes(&mut obj, "target", t);
+            }
+            serde_json::to_writer(&mut *out, &obj)?;
+            out.write_all(b"\n")?;
+            return Ok(());
+        }
+        Format::Text { times, .. } => times,
     };
     writeln!(out, "ino: {}", a.ino)?;
-    writeln!(out, "type: {kind}")?;
+    writeln!(out, "type: {}", json::kind(a.kind))?;
     writeln!(out, "mode: {:04o}", a.perm)?;
     writeln!(out, "nlink: {}", a.nlink)?;
     writeln!(out, "uid: {}", a.uid)?;
@@ -175,9 +235,9 @@ pub fn stat(vol: &Volume, path: &[u8], times: &TimeStyle, out: &mut impl Write) 
     writeln!(out, "crtime: {}", a.crtime.map_or("-".into(), |t| times.full(t)))?;
     writeln!(out, "rdev: {},{}", a.rdev.0, a.rdev.1)?;
     writeln!(out, "generation: {}", a.generation)?;
-    if a.kind == FileKind::Symlink {
+    if let Some(t) = target {
         out.write_all(b"target: ")?;
-        out.write_all(&vol.readlink(a.ino).map_err(|e| os(e, display(path)))?)?;
+        out.write_all(&t)?;
         out.write_all(b"\n")?;
     }
     Ok(())
@@ -207,8 +267,13 @@ pub fn cat(vol: &Volume, path: &[u8], out: &mut impl Write) -> anyhow::Result<()
 }
 
 /// `info`: what the filesystem reports about itself.
-pub fn info(vol: &Volume, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn info(vol: &Volume, format: &Format, out: &mut impl Write) -> anyhow::Result<()> {
     let i = vol.statfs().map_err(|e| os(e, "statfs"))?;
+    if let Format::Json = format {
+        serde_json::to_writer(&mut *out, &json::info(&i, format_uuid(&i.uuid)))?;
+        out.write_all(b"\n")?;
+        return Ok(());
+    }
     writeln!(out, "type: {}", i.fs_type)?;
     out.write_all(b"label: ")?;
     out.write_all(&i.label)?;

@@ -8,6 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -234,4 +235,112 @@ fn cp_out_of_a_damaged_tree_copies_the_rest_and_reports_each_failure() {
         compared += 1;
     }
     assert_eq!(compared, 33);
+}
+
+/// `--json`: every attribute as GNU stat reads it through the kernel, the
+/// names as the kernel lists them (a non-UTF-8 name as hex), and `info`
+/// as dumpe2fs reads the superblock.
+#[test]
+fn json_output_agrees_with_the_kernel_and_e2fsprogs() {
+    require_root();
+    let img = sample(5);
+    {
+        let m = KernelMount::read_write(img.path(), "").unwrap();
+        std::fs::write(m.path().join(OsStr::from_bytes(b"latin-\xe9")), b"x").unwrap();
+        std::os::unix::fs::symlink("dated", m.path().join("link")).unwrap();
+    }
+    let plugin = guest("ext4");
+    let kernel = KernelMount::read_only(img.path()).unwrap();
+    let json = |cmd: &str, args: &[&OsStr]| -> Vec<serde_json::Value> {
+        let out = offline(cmd, &plugin, img.path(), &[&[OsStr::new("--json")], args].concat()).unwrap();
+        assert!(out.status.success(), "{cmd} --json: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    for file in ["dated", "big", "tmp", "link"] {
+        let v = &json("stat", &[OsStr::new(file)])[0];
+        let theirs =
+            run(Command::new("stat").args(["-c", "%i %f %h %u %g %s %b %X %Y %Z"]).arg(kernel.path().join(file)))
+                .unwrap();
+        let theirs: Vec<u64> = String::from_utf8(theirs.stdout)
+            .unwrap()
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, f)| if i == 1 { u64::from_str_radix(f, 16).unwrap() } else { f.parse().unwrap() })
+            .collect();
+        let ours = [
+            v["ino"].as_u64().unwrap(),
+            theirs[1] & !0o7777 | v["mode"].as_u64().unwrap(),
+            v["nlink"].as_u64().unwrap(),
+            v["uid"].as_u64().unwrap(),
+            v["gid"].as_u64().unwrap(),
+            v["size"].as_u64().unwrap(),
+            v["blocks"].as_u64().unwrap(),
+            v["atime"]["sec"].as_u64().unwrap(),
+            v["mtime"]["sec"].as_u64().unwrap(),
+            v["ctime"]["sec"].as_u64().unwrap(),
+        ];
+        assert_eq!(ours.to_vec(), theirs, "{file}: {v}");
+        let want_type = if file == "tmp" {
+            "directory"
+        } else if file == "link" {
+            "symlink"
+        } else {
+            "regular"
+        };
+        assert_eq!(v["type"], want_type);
+    }
+    assert_eq!(json("stat", &[OsStr::new("link")])[0]["target"], "dated");
+
+    let listed = json("ls", &[OsStr::new("/")]);
+    let mut ours: Vec<Vec<u8>> = listed
+        .iter()
+        .map(|e| match (e["name"].as_str(), e["name_hex"].as_str()) {
+            (Some(s), None) => s.as_bytes().to_vec(),
+            (None, Some(h)) => (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect(),
+            other => panic!("entry without exactly one name field: {e} ({other:?})"),
+        })
+        .collect();
+    let mut theirs: Vec<Vec<u8>> =
+        std::fs::read_dir(kernel.path()).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    assert!(listed.iter().any(|e| e["name_hex"] == "6c6174696e2de9"), "the latin-1 name is not in hex");
+
+    let info = &json("info", &[])[0];
+    let dump = run(Command::new("dumpe2fs").arg("-h").arg(img.path())).unwrap();
+    let dump = String::from_utf8(dump.stdout).unwrap();
+    let field = |k: &str| dump.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_string();
+    assert_eq!(info["uuid"], field("Filesystem UUID:"));
+    assert_eq!(info["block_size"].as_u64().unwrap().to_string(), field("Block size:"));
+    assert_eq!(info["total_inodes"].as_u64().unwrap().to_string(), field("Inode count:"));
+    assert_eq!(info["type"], "ext4");
+
+    let plugins = offline("ls", &plugin, img.path(), &[]).unwrap();
+    assert!(plugins.status.success());
+    let listed = Command::new(fshost_bin()).args(["plugins", "--json"]).output().unwrap();
+    let entries: Vec<serde_json::Value> =
+        String::from_utf8(listed.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        entries.iter().any(|e| e["name"] == "ext4" && e["status"] == "ok" && e["contract"].is_string()),
+        "{entries:?}"
+    );
+}
+
+/// `ls -l` of a directory with a damaged inode lists every name, the
+/// damaged one with `?` fields as ls(1) shows it, says why on stderr and
+/// exits 1.
+#[test]
+fn ls_long_lists_past_a_damaged_inode() {
+    require_root();
+    let img = sample(10);
+    run(Command::new("debugfs").args(["-w", "-R", "set_inode_field /many/file-00003 checksum 0"]).arg(img.path()))
+        .unwrap();
+    let out = offline("ls", &guest("ext4"), img.path(), &[OsStr::new("-l"), OsStr::new("/many")]).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(text.lines().count(), 10, "{text}");
+    let bad = text.lines().find(|l| l.ends_with("file-00003")).unwrap();
+    assert!(bad.starts_with("?????????? ?"), "{bad}");
+    assert!(stderr(&out).contains("file-00003"), "{}", stderr(&out));
 }

@@ -10,11 +10,13 @@
 //! clusters, so a page is a cluster on both sides) and filled by `mcopy`,
 //! then damaged here at offsets computed from its boot sector (parsed here,
 //! not by the guest's code): one file or directory per kind of damage (see
-//! [`damage`]), next to intact ones. Two more images: a FAT32 one whose
+//! [`damage`]), next to intact ones. Four more images: a FAT32 one whose
 //! boot sector, FSInfo and FAT header carry what the kernel tolerates
-//! ([`tolerated_bpb`]), and a FAT16 one cut short in the middle of a file.
-//! The kernel's view is taken inside user-mode Linux 6.1 (this machine's
-//! kernel has no vfat; `fshost_tests::uml`), all five images in one boot;
+//! ([`tolerated_bpb`]), a FAT16 one cut short in the middle of a file, and
+//! two FAT32 ones whose root's chain ends at the bad-cluster marker after
+//! its first cluster, or loops (both sides refuse that mount). The
+//! kernel's view is taken inside user-mode Linux 6.1 (this machine's
+//! kernel has no vfat; `fshost_tests::uml`), all seven images in one boot;
 //! fshost's through its FUSE mount. Both sides run the same probe
 //! (`fshost_tests::probe`, this test binary re-run inside UML): names and
 //! d_types from readdir, lstat's fields or errno, how many bytes read
@@ -27,7 +29,7 @@
 //! hand.
 //!
 //! Needs root (FUSE mounts) and dosfstools, mtools, user-mode-linux.
-//! About 10 s, the UML boot 5 s of it.
+//! About 15 s, the UML boot 6 s of it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -324,6 +326,11 @@ impl Image {
 /// `mkfs.vfat -F FAT -s 8` (4 KiB clusters) of `size_kib`, filled with
 /// [`FILES`], [`DIRS`] and LFNDIR by `mcopy -s`.
 fn build(fat: &str, size_kib: u64) -> anyhow::Result<Image> {
+    build_with(fat, size_kib, 0)
+}
+
+/// As [`build`], with `extra` more empty files in the root (R000...).
+fn build_with(fat: &str, size_kib: u64, extra: usize) -> anyhow::Result<Image> {
     let dir = ScratchDir::new("fat-damaged")?;
     let path = dir.path().join("fat.img");
     run(Command::new("mkfs.vfat")
@@ -333,6 +340,9 @@ fn build(fat: &str, size_kib: u64) -> anyhow::Result<Image> {
     let src = ScratchDir::new("fat-damaged-src")?;
     for (i, name) in FILES.iter().enumerate() {
         fs::write(src.path().join(name), pattern(FILE_LEN as usize, 500 + i as u32))?;
+    }
+    for i in 0..extra {
+        fs::write(src.path().join(format!("R{i:03}")), b"")?;
     }
     for (i, name) in DIRS.iter().enumerate() {
         let d = src.path().join(name);
@@ -601,6 +611,17 @@ fn damaged_images() -> anyhow::Result<Vec<Damaged>> {
     fs::OpenOptions::new().write(true).open(&image.path)?.set_len(cut)?;
     let lookups = FILES.iter().map(|n| n.as_bytes().to_vec()).collect();
     out.push(Damaged { label: "TRUNC", image, lookups });
+    // FAT32 roots: one of two clusters whose link is the bad-cluster
+    // marker (the kernel ends the root there), one that loops.
+    let image = build_with("32", 300 << 10, 150)?;
+    let root = image.chain(image.layout.root_cluster)?;
+    ensure!(root.len() >= 2, "the FAT32 root has {} clusters", root.len());
+    image.set(root[0], image.layout.bad())?;
+    let lookups = FILES.iter().map(|n| n.as_bytes().to_vec()).collect();
+    out.push(Damaged { label: "ROOTBAD", image, lookups });
+    let image = build("32", 300 << 10)?;
+    image.set(image.layout.root_cluster, image.layout.root_cluster)?;
+    out.push(Damaged { label: "ROOTLOOP", image, lookups: Vec::new() });
     Ok(out)
 }
 
@@ -731,18 +752,28 @@ fn probes(images: &[Damaged]) -> anyhow::Result<Vec<(Probe, Probe, String)>> {
     let started = Instant::now();
     let kernel = uml::probe_vfat(&paths, "ro,utf8", &body, |_, out| {
         if out.join("mount-failed").exists() {
-            return Ok(Probe::from([("mount".to_string(), "failed".to_string())]));
+            return Ok(refused());
         }
         probe::read_file(&out.join("probe"))
     })?;
     eprintln!("the kernel's probes of {} images: {:.1?}", images.len(), started.elapsed());
     let mut out = Vec::new();
     for (d, kernel) in images.iter().zip(kernel) {
-        let mount = FshostMount::mount(&guest("fat"), &d.image.path, &[])?;
-        let fshost = probe::take(mount.path(), &d.lookups);
-        out.push((kernel, fshost, mount.log()));
+        match FshostMount::mount(&guest("fat"), &d.image.path, &[]) {
+            Ok(mount) => {
+                let fshost = probe::take(mount.path(), &d.lookups);
+                out.push((kernel, fshost, mount.log()));
+            }
+            // The error holds fshost's log.
+            Err(e) => out.push((kernel, refused(), format!("{e:#}"))),
+        }
     }
     Ok(out)
+}
+
+/// The probe of an image that was not mounted.
+fn refused() -> Probe {
+    Probe::from([("mount".to_string(), "failed".to_string())])
 }
 
 /// Every damaged image against the kernel: only the [`DELIBERATE`]
@@ -764,7 +795,9 @@ fn damaged_images_show_what_the_kernel_shows() -> anyhow::Result<()> {
     let mut seen = BTreeSet::new();
     for (d, (kernel, fshost, log)) in images.iter().zip(&views) {
         ensure!(!log.contains("panicked"), "{}: a panic in fshost's log:\n{log}", d.label);
-        ensure!(kernel.len() > 10, "{}: the kernel showed almost nothing: {kernel:?}", d.label);
+        let listed = kernel.keys().filter(|k| k.ends_with("\ttype")).count();
+        eprintln!("{}: the kernel shows {listed} names, {} records", d.label, kernel.len());
+        ensure!(kernel.len() > 10 || *kernel == refused(), "{}: the kernel showed almost nothing: {kernel:?}", d.label);
         for diff in probe::diff(kernel, fshost) {
             let listed = DELIBERATE.iter().find(|x| x.images.contains(&d.label) && (x.covers)(kernel, &diff));
             match listed {

@@ -193,6 +193,16 @@ fn bmap(img: &Path, path: &str, lblk: u64) -> u64 {
     out.trim().parse().unwrap_or_else(|_| panic!("debugfs bmap {path} {lblk} printed {out:?}"))
 }
 
+/// The inode number of `path`.
+fn inum(img: &Path, path: &str) -> u64 {
+    let out = debugfs(img, &format!("stat {path}"));
+    out.split_whitespace()
+        .skip_while(|w| *w != "Inode:")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("debugfs stat {path}: {out}"))
+}
+
 fn read_at(img: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
     File::open(img).expect("open image").read_exact_at(&mut buf, offset).expect("read image");
@@ -228,8 +238,9 @@ fn records(img: &Path, block: u64) -> Vec<(u64, Vec<u8>)> {
 /// Builds the image for `mkfs_args` (directories of several blocks
 /// indexed by `e2fsck -fyD` when dir_index is on), applies `damage`, and
 /// compares fshost with the kernel; fails on every difference not in
-/// `known`, and on every entry of `known` that did not occur.
-fn case(mkfs_args: &[&str], damage: impl FnOnce(&Path), known: &[Known]) {
+/// `known`, and on every entry of `known` that did not occur. Returns
+/// fshost's log: its damage report.
+fn case(mkfs_args: &[&str], damage: impl FnOnce(&Path), known: &[Known]) -> String {
     require_root();
     let image = Image::mkfs(tree(), mkfs_args, "64M").expect("mkfs.ext4");
     let img = image.path();
@@ -274,6 +285,7 @@ fn case(mkfs_args: &[&str], damage: impl FnOnce(&Path), known: &[Known]) {
         missing.join("\n"),
         log.lines().take(40).collect::<Vec<_>>().join("\n")
     );
+    log
 }
 
 /// mke2fs's defaults (metadata_csum), two block groups of 32 MiB.
@@ -298,11 +310,15 @@ fn undamaged_images_show_no_difference() {
 
 #[test]
 fn inode_with_a_bad_checksum() {
-    case(
-        CSUM,
-        |img| debugfs(img, "set_inode_field /victims/c checksum 0xdead").truncate(0),
-        &[Known { path: "/victims/c", what: "lstat", kind: Kind::Errno, reason: NO_BADCRC_CODE }],
-    );
+    let mut ino = 0;
+    let damage = |img: &Path| {
+        ino = inum(img, "/victims/c");
+        debugfs(img, "set_inode_field /victims/c checksum 0xdead");
+    };
+    let log =
+        case(CSUM, damage, &[Known { path: "/victims/c", what: "lstat", kind: Kind::Errno, reason: NO_BADCRC_CODE }]);
+    let report = format!("inode {ino} (block ");
+    assert!(log.contains(&report) && log.contains("checksum"), "the log names {report:?}:\n{log}");
 }
 
 #[test]
@@ -422,7 +438,14 @@ fn break_record(img: &Path, dir: &str, lblk: u64, n: usize) {
 
 #[test]
 fn linear_directory_with_a_bad_record_length() {
-    case(LINEAR, |img| break_record(img, "/big", 1, 20), &[]);
+    let mut ino = 0;
+    let damage = |img: &Path| {
+        ino = inum(img, "/big");
+        break_record(img, "/big", 1, 20);
+    };
+    let log = case(LINEAR, damage, &[]);
+    let report = format!("directory {ino} block 1: bad entry at offset");
+    assert!(log.contains(&report), "the log says {report:?}:\n{log}");
 }
 
 #[test]
@@ -477,6 +500,25 @@ fn zeroed_block_in_a_linear_directory() {
 #[test]
 fn zeroed_leaf_in_an_htree_directory() {
     case(NOCSUM, |img| debugfs(img, "zap_block -f /big 2").truncate(0), &[]);
+}
+
+/// Marks the first extent in `path`'s inode unwritten (ee_len + 32768).
+fn mark_unwritten(img: &Path, path: &str) {
+    let out = debugfs(img, &format!("imap {path}"));
+    let field = |key: &str| {
+        out.split(key).nth(1).and_then(|s| s.split(|c: char| c == ',' || c.is_whitespace()).next()).map(str::to_owned)
+    };
+    let block: u64 = field("located at block ").and_then(|b| b.parse().ok()).expect("imap block");
+    let offset = field("offset 0x").and_then(|o| u64::from_str_radix(&o, 16).ok()).expect("imap offset");
+    let at = block * block_size(img) + offset + 0x28 + 16; // i_block[4]
+    let word = u32::from_le_bytes(read_at(img, at, 4).try_into().expect("4 bytes"));
+    assert!(word & 0xffff <= 32768, "{path}: first extent already unwritten");
+    debugfs(img, &format!("set_inode_field {path} block[4] {:#x}", word + 32768));
+}
+
+#[test]
+fn directory_whose_blocks_are_unwritten() {
+    case(LINEAR, |img| mark_unwritten(img, "/big"), &[]);
 }
 
 #[test]

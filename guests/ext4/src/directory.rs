@@ -111,7 +111,7 @@ fn allocated_blocks<'a>(vol: &'a Volume, dir: &'a Inode, from: u64) -> impl Iter
 /// blocks, and blocks whose checksum fails (skipped with a warning, as the
 /// kernel's `ext4_readdir` skips them).
 fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
-    let Some(data) = mapping::read_block(vol, dir, blk)? else {
+    let Some(data) = mapping::read_dir_block(vol, dir, blk)? else {
         return Ok(None);
     };
     if is_dx(vol, dir)
@@ -122,7 +122,7 @@ fn leaf_block(vol: &Volume, dir: &Inode, blk: u64) -> Result<Option<Vec<u8>>> {
     if vol.csum.metadata
         && let Err(e) = dir::verify_leaf(&data, dir.csum_seed)
     {
-        fshost_sdk::warn!("directory {} block {blk}: {e}; skipping the block, as the kernel does", dir.ino);
+        fshost_sdk::warn!("directory {} block {blk}: {}; skipping the block, as the kernel does", dir.ino, e.message());
         return Ok(None);
     }
     Ok(Some(data))
@@ -141,7 +141,8 @@ fn records<'a>(
     match dir::parse_lenient(data, vol.sb.block_size, vol.sb.inodes_count) {
         (entries, None) => Ok(entries),
         (entries, Some(bad)) => {
-            fshost_sdk::warn!("directory {} {}: {bad}; skipping the rest of it, as the kernel does", dir.ino, what());
+            let why = bad.message();
+            fshost_sdk::warn!("directory {} {}: {why}; skipping the rest of it, as the kernel does", dir.ino, what());
             Err(entries)
         }
     }
@@ -232,7 +233,7 @@ pub fn parent(vol: &Volume, dir: &Inode) -> Result<u32> {
     if is_inline(dir) {
         return Ok(inline_areas(vol, dir)?.0);
     }
-    let data = mapping::read_block(vol, dir, 0)?
+    let data = mapping::read_dir_block(vol, dir, 0)?
         .ok_or_else(|| Error::corrupted(format!("directory {}: first block is a hole", dir.ino)))?;
     records(vol, dir, &data, &|| "block 0".into())
         .unwrap_or_else(|good| good)
@@ -360,7 +361,7 @@ impl Search<'_> {
     fn htree(&mut self, vol: &Volume, dir: &Inode, mut cursor: htree::Cursor) -> Result<Option<Found>> {
         for _ in 0..block_count(vol, dir) {
             let blk = u64::from(cursor.leaf());
-            let data = mapping::read_block(vol, dir, blk)?
+            let data = mapping::read_dir_block(vol, dir, blk)?
                 .ok_or_else(|| Error::corrupted(format!("directory {}: htree leaf block {blk} is a hole", dir.ino)))?;
             if vol.csum.metadata {
                 dir::verify_leaf(&data, dir.csum_seed).with_context(|| format!("directory {} block {blk}", dir.ino))?;

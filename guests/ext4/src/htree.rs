@@ -106,7 +106,7 @@ fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) ->
 /// The hash version recorded in the index root of `dir`, if it can be read
 /// and is one the kernel knows.
 pub fn root_hash_version(vol: &Volume, dir: &Inode) -> Option<u8> {
-    let root = mapping::read_block(vol, dir, 0).ok()??;
+    let root = mapping::read_dir_block(vol, dir, 0).ok()??;
     u8_at(&root, ROOT_INFO + 4).ok().filter(|v| [hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(v))
 }
 
@@ -115,7 +115,7 @@ pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
     let bs = vol.sb.block_size as usize;
     let blocks = dir.size.div_ceil(vol.bs());
     let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
-    let Some(root) = mapping::read_block(vol, dir, 0)? else {
+    let Some(root) = mapping::read_dir_block(vol, dir, 0)? else {
         return Ok(Probe::Bad(Error::corrupted("htree root block is a hole")));
     };
     let hash_version = u8_at(&root, ROOT_INFO + 4)?;
@@ -173,7 +173,7 @@ impl Cursor {
 
     /// Read interior node `block` and parse its entries.
     fn node(&self, vol: &Volume, dir: &Inode, block: u32) -> Result<Result<Vec<(u32, u32)>>> {
-        let Some(data) = mapping::read_block(vol, dir, u64::from(block))? else {
+        let Some(data) = mapping::read_dir_block(vol, dir, u64::from(block))? else {
             return Ok(Err(Error::corrupted(format!("htree node block {block} is a hole"))));
         };
         if dir::first_rec_len(&data, vol.sb.block_size)? != data.len() {

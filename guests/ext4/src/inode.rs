@@ -166,8 +166,11 @@ pub fn read(vol: &Volume, ino: u32) -> Result<Inode> {
         .and_then(|o| o.checked_add(u64::from(index) * u64::from(sb.inode_size)))
         .ok_or_else(|| Error::corrupted(format!("inode {ino}: inode table offset overflows")))?;
     let raw = vol.disk.read(offset, usize::from(sb.inode_size))?;
-    parse(vol, ino, raw)
-        .map_err(|e| if e.code() == ErrorCode::NotFound { e } else { e.context(format!("inode {ino}")) })
+    // Damage reports name the inode and where it lies, as e2fsck would.
+    let (block, within) = (offset / vol.bs(), offset % vol.bs());
+    parse(vol, ino, raw).map_err(|e| {
+        if e.code() == ErrorCode::NotFound { e } else { e.context(format!("inode {ino} (block {block} + {within})")) }
+    })
 }
 
 /// Parse and check the raw bytes of inode `ino`.

@@ -68,3 +68,14 @@ pub fn read_block(vol: &Volume, inode: &Inode, lblk: u64) -> Result<Option<Vec<u
         Some(run) => vol.disk.read_block(run.pblk + (lblk - run.lblk)).map(Some),
     }
 }
+
+/// Logical block `lblk` of directory `dir` as the kernel's `ext4_bread`
+/// reads it: `None` for a hole, and the block's bytes on disk even when its
+/// extent is unwritten (`ext4_getblk` zeroes only blocks it allocates; the
+/// kernel lists what an unwritten directory block holds).
+pub fn read_dir_block(vol: &Volume, dir: &Inode, lblk: u64) -> Result<Option<Vec<u8>>> {
+    match run_at(vol, dir, lblk)? {
+        None => Ok(None),
+        Some(run) => vol.disk.read_block(run.pblk + (lblk - run.lblk)).map(Some),
+    }
+}

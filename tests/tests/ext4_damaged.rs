@@ -649,19 +649,59 @@ fn superblock_counters_that_contradict_the_groups() {
 fn extent_block_with_a_bad_checksum() {
     case(
         CSUM,
-        |img| {
-            let out = debugfs(img, "ex /plain/frag");
-            // The first line after the header: the index entry naming the leaf.
-            let leaf = out
-                .lines()
-                .find(|l| l.trim_start().starts_with("0/ 1"))
-                .and_then(|l| l.split_whitespace().rev().nth(1))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no extent leaf in {out}"));
-            debugfs(img, &format!("zap_block -o 200 -l 4 -p 0x33 {leaf}"));
-        },
+        |img| debugfs(img, &format!("zap_block -o 200 -l 4 -p 0x33 {}", extent_leaf(img, "/plain/frag"))).truncate(0),
         &[Known { path: "/plain/frag", what: "data ranges", kind: Kind::Errno, reason: NO_BADCRC_CODE }],
     );
+}
+
+#[test]
+fn extent_block_with_a_bad_magic() {
+    case(
+        NOCSUM,
+        |img| debugfs(img, &format!("zap_block -o 0 -l 2 -p 0 {}", extent_leaf(img, "/plain/frag"))).truncate(0),
+        &[],
+    );
+}
+
+/// The block of the extent tree's first leaf under `path`'s inode (the
+/// index entry debugfs prints at level 0 of 1).
+fn extent_leaf(img: &Path, path: &str) -> u64 {
+    let out = debugfs(img, &format!("ex {path}"));
+    out.lines()
+        .find(|l| l.trim_start().starts_with("0/ 1"))
+        .and_then(|l| l.split_whitespace().rev().nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no extent leaf in {out}"))
+}
+
+#[test]
+fn in_inode_xattr_with_a_value_outside_the_inode() {
+    case(
+        NOCSUM,
+        |img| {
+            let out = debugfs(img, "imap /plain/xattr-small");
+            let field =
+                |key: &str| out.split(key).nth(1).and_then(|s| s.split(|c: char| c == ',' || c.is_whitespace()).next());
+            let block: u64 = field("located at block ").and_then(|b| b.parse().ok()).expect("imap block");
+            let offset = field("offset 0x").and_then(|o| u64::from_str_radix(o, 16).ok()).expect("imap offset");
+            // 128 + extra_isize (32): the magic, then the first entry; its
+            // e_value_offs is 2 bytes in.
+            write_at(img, block * block_size(img) + offset + 128 + 32 + 4 + 2, &0xfff0u16.to_le_bytes());
+        },
+        &[Known {
+            path: "/plain/xattr-small",
+            what: "lstat",
+            kind: Kind::More,
+            reason: "the kernel's iget checks the in-inode xattrs (xattr_check_inode) and refuses the inode \
+                     (EUCLEAN); fshost checks them when they are read, so stat shows the inode and \
+                     listxattr fails",
+        }],
+    );
+}
+
+#[test]
+fn fast_symlink_flagged_extents() {
+    case(CSUM, |img| debugfs(img, "set_inode_field /plain/fast flags 0x80000").truncate(0), &[]);
 }
 
 #[test]

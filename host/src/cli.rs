@@ -270,6 +270,11 @@ fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
+/// What an offline command's error is about: the image, before the path in it.
+fn in_image(source: &SourceArgs) -> String {
+    source.source.display().to_string()
+}
+
 /// Run a parsed command line. Fails on the first error, except `cp-out`,
 /// which reports each object it could not copy and then exits 1.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -284,7 +289,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls { source, path, long, time_style, json, sandbox } => {
             let format = time_style.format(long, json);
             let vol = open_sandboxed(&source, &sandbox)?;
-            let failed = crate::offline::ls(&vol, path_bytes(&path), &format, &mut out)?;
+            let failed = crate::offline::ls(&vol, path_bytes(&path), &format, &mut out).context(in_image(&source))?;
             if failed > 0 {
                 out.flush()?;
                 // As ls(1): listed, but with problems.
@@ -294,15 +299,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat { source, path, time_style, json, sandbox } => {
             let format = time_style.format(false, json);
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::stat(&vol, path_bytes(&path), &format, &mut out)?;
+            crate::offline::stat(&vol, path_bytes(&path), &format, &mut out).context(in_image(&source))?;
         }
         Command::Cat { source, path, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
-            crate::offline::cat(&vol, path_bytes(&path), &mut out)?;
+            crate::offline::cat(&vol, path_bytes(&path), &mut out).context(in_image(&source))?;
         }
         Command::CpOut { source, path, dest } => {
             let vol = open_volume(&source, split_options(&source.options)?.guest)?;
-            let done = crate::offline::cp_out(&vol, path_bytes(&path), &dest)?;
+            let done = crate::offline::cp_out(&vol, path_bytes(&path), &dest).context(in_image(&source))?;
             if done.failed > 0 {
                 eprintln!(
                     "fshost: cp-out: {} of {} objects could not be copied (listed above)",
@@ -315,7 +320,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info { source, json, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
             let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
-            crate::offline::info(&vol, &format, &mut out)?;
+            crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }
         Command::Plugins { dirs, json } => plugins(dirs, json, &mut out)?,
         Command::Generate { dir } => crate::docs::generate(&dir)?,

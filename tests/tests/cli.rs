@@ -170,7 +170,8 @@ fn errors_say_each_thing_once_in_words() {
     let plugin = guest("ext4");
     let missing = offline("stat", &plugin, img.path(), &[OsStr::new("/nope")]).unwrap();
     assert_eq!(missing.status.code(), Some(1));
-    assert_eq!(stderr(&missing), "fshost: /nope: No such file or directory (os error 2)\n");
+    let want = format!("fshost: {}: /nope: No such file or directory (os error 2)\n", img.path().display());
+    assert_eq!(stderr(&missing), want);
 
     // A block device the kernel has mounted: O_EXCL fails with EBUSY.
     let kernel = KernelMount::read_only(img.path()).unwrap();

@@ -1038,3 +1038,50 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     eprintln!("bench: table written to {}", out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_costs_a_note_not_the_benchmark() {
+        let mut res = Results::default();
+        res.row("r", "row".into(), "s", false);
+        res.attempt("run 1: kernel".into(), |res| {
+            res.add("r", Peer::Kernel, 1.5);
+            Ok(())
+        })
+        .unwrap();
+        res.attempt("run 1: fuse2fs".into(), |_| bail!("umount: target is busy")).unwrap();
+        let table = res.render("header");
+        assert!(table.contains("FAILED: run 1: fuse2fs: umount: target is busy"), "{table}");
+        assert!(table.lines().any(|l| l.starts_with("row") && l.contains("1.500")), "{table}");
+    }
+
+    /// A mount held busy for a moment (a shell whose cwd is inside it) is
+    /// unmounted once it is released, not reported as failed.
+    #[test]
+    fn a_briefly_busy_mount_is_unmounted_after_retries() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { crate::libc_geteuid() } != 0 {
+            panic!("needs root (mounts a tmpfs)");
+        }
+        let dir = std::env::temp_dir().join(format!("fshost-bench-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        quiet(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(&dir)).unwrap();
+        let mut holder = Command::new("sh").arg("-c").arg("sleep 1.5").current_dir(&dir).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let plain = quiet(Command::new("umount").arg(&dir));
+        assert!(
+            plain.is_err_and(|e| format!("{e:#}").contains("busy")),
+            "the mount was not busy: the test proves nothing"
+        );
+        let result = umount_patiently(&dir);
+        let _ = holder.wait();
+        if result.is_err() {
+            let _ = quiet(Command::new("umount").arg("-l").arg(&dir));
+        }
+        let _ = std::fs::remove_dir(&dir);
+        result.unwrap();
+    }
+}

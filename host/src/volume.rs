@@ -141,7 +141,8 @@ impl Volume {
     /// attributes (`readdir` needs no inode) and each entry's attributes
     /// are asked for alone: the damaged entry costs its attributes only, as
     /// on the kernel's ext4, which lists every name and fails the damaged
-    /// one's lookup. Fails only when the listing itself fails.
+    /// one's lookup. Fails when the listing itself fails, or when the batch
+    /// failed because the guest misbehaved (trap, deadline, invalid answer).
     pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<PlusEntry>, FsError> {
         let batch = match self.plugin.readdirplus(dir, cookie, max) {
             Ok(entries) => {
@@ -150,11 +151,13 @@ impl Volume {
                 }
                 return Ok(entries.into_iter().map(|(e, a)| (e, Ok(a))).collect());
             }
-            Err(batch) => batch,
+            // Only an answer the guest gave: a guest that trapped or answered
+            // nonsense costs the operation, as everywhere (malicious_guest.rs).
+            Err(batch @ FsError::Guest { .. }) => batch,
+            Err(e) => return Err(e),
         };
-        let entries = self.readdir(dir, cookie, max).map_err(|listing| {
+        let entries = self.readdir(dir, cookie, max).inspect_err(|_| {
             tracing::debug!("directory {dir}: readdirplus failed ({batch}), and readdir too");
-            listing
         })?;
         tracing::debug!("directory {dir}: readdirplus failed ({batch}); attributes entry by entry");
         Ok(entries

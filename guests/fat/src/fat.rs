@@ -11,7 +11,10 @@
 //! needs, and a break fails only the clusters from the break on: the part
 //! before it maps, as the kernel reads it. A file's chain may loop within
 //! its size (the kernel reads the loop's clusters again); every walk stops
-//! after as many links as the volume has clusters, so none is endless.
+//! after as many links as the volume has clusters, so none is endless: a
+//! file whose size needs more (only a size past the volume's does, and
+//! only a loop makes a chain that long) maps the rest by repeating the
+//! loop, as the kernel would read it.
 
 use fshost_sdk::{Device, Error, Result};
 
@@ -142,6 +145,7 @@ impl<'a> Fat<'a> {
         let mut runs: Vec<Run> = Vec::new();
         let mut cluster = start;
         let mut count = 0u32;
+        let mut cycle = None;
         let broken = loop {
             if count == need {
                 break None;
@@ -150,9 +154,20 @@ impl<'a> Fat<'a> {
                 break Some(self.out_of_range(what, cluster));
             }
             if count == self.geo.clusters {
-                break Some(Error::io(format!(
-                    "{what}: cluster chain loops (more than the volume's {count} clusters)"
-                )));
+                // More links than the volume has clusters: the chain has
+                // come back to `cluster`, and from its first place on it
+                // repeats (every cluster after it has been met already).
+                let first = runs.iter().find_map(|r| {
+                    let at = cluster.checked_sub(r.cluster).filter(|&at| at < r.len)?;
+                    Some(r.index + at)
+                });
+                match first {
+                    Some(from) => {
+                        cycle = Some(Cycle { from, period: count - from });
+                        break None;
+                    }
+                    None => break Some(Error::io(format!("{what}: cluster chain loops"))),
+                }
             }
             push(&mut runs, count, cluster);
             count += 1;
@@ -170,7 +185,7 @@ impl<'a> Fat<'a> {
                 Err(e) => break Some(e),
             };
         };
-        FileChain { runs, broken }
+        FileChain { runs, broken, cycle, need }
     }
 
     fn out_of_range(&self, what: &dyn std::fmt::Display, cluster: u32) -> Error {
@@ -225,6 +240,38 @@ pub struct FileChain {
     /// Why the clusters after `runs` cannot be found, if the size needs
     /// more.
     pub broken: Option<Error>,
+    /// For a size that needs more clusters than the volume has and a chain
+    /// that loops: the clusters after `runs` repeat its loop.
+    pub cycle: Option<Cycle>,
+    /// The clusters the file's size needs.
+    pub need: u32,
+}
+
+impl FileChain {
+    /// No clusters (an empty file, or one without a first cluster).
+    pub fn empty() -> FileChain {
+        FileChain { runs: Vec::new(), broken: None, cycle: None, need: 0 }
+    }
+
+    /// The file cluster `index` names, as an index into `runs`' clusters:
+    /// itself, or its place in the loop (the chain's `from + (index - from)
+    /// % period`-th cluster). None past a break or the size.
+    pub fn chain_index(&self, index: u64) -> Option<u64> {
+        let mapped = self.runs.last().map_or(0, |r| u64::from(r.index) + u64::from(r.len));
+        match self.cycle {
+            _ if index >= u64::from(self.need) => None,
+            _ if index < mapped => Some(index),
+            Some(c) if c.period > 0 => Some(u64::from(c.from) + (index - u64::from(c.from)) % u64::from(c.period)),
+            _ => None,
+        }
+    }
+}
+
+/// A loop in a chain: its clusters `from .. from + period` repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    pub from: u32,
+    pub period: u32,
 }
 
 /// Appends `cluster`, the chain's `index`-th, to `runs`.
@@ -327,7 +374,6 @@ mod tests {
             ("free in chain", vec![(2, 3), (3, 0)], 4, 2),
             ("out of range", vec![(2, 3), (3, 100)], 4, 2),
             ("bigger than the volume", vec![(2, 3), (3, 0xffff)], 1000, 2),
-            ("a loop past the volume's clusters", vec![(2, 3), (3, 2)], 1000, 6),
         ] {
             let (dev, geo) = setup(&entries);
             let chain = Fat::new(&dev, &geo).file_chain(2, need, &"file");
@@ -351,5 +397,29 @@ mod tests {
         let clusters: Vec<u32> = chain.runs.iter().flat_map(|r| (0..r.len).map(move |i| r.cluster + i)).collect();
         assert_eq!(clusters, [2, 3, 2, 3, 2]);
         assert_eq!(chain.runs.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 2, 4]);
+    }
+
+    /// A loop past the volume's clusters: the walk stops at the volume's
+    /// cluster count and the rest of the file repeats the loop.
+    #[test]
+    fn a_file_larger_than_the_volume_repeats_its_loop() {
+        // 2 -> 3 -> 4 -> 5 -> 3: the loop is 3, 4, 5 (chain places 1..4).
+        let (dev, geo) = setup(&[(2, 3), (3, 4), (4, 5), (5, 3)]);
+        let chain = Fat::new(&dev, &geo).file_chain(2, 1000, &"file");
+        assert_eq!(chain.broken, None);
+        assert_eq!(chain.cycle, Some(Cycle { from: 3, period: 3 }));
+        let cluster_at = |i: u64| -> u32 {
+            let c = chain.chain_index(i).unwrap() as u32;
+            let r = chain.runs.iter().find(|r| r.index <= c && c < r.index + r.len).unwrap();
+            r.cluster + (c - r.index)
+        };
+        let walked: Vec<u32> = (0..12).map(cluster_at).collect();
+        assert_eq!(walked, [2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3, 4]);
+        assert_eq!(cluster_at(999), [3, 4, 5][(999 - 1) % 3]);
+        assert_eq!(chain.chain_index(1000), None, "past the size");
+        // Without a loop the chain index ends where the runs do.
+        let short = Fat::new(&dev, &geo).file_chain(2, 3, &"file");
+        assert_eq!(short.chain_index(2), Some(2));
+        assert_eq!(short.chain_index(3), None);
     }
 }

@@ -326,7 +326,7 @@ impl FatFs {
         // A file with a size but no first cluster reads as zeros in the
         // kernel (no block maps); it maps as one hole here.
         let chain = if need == 0 || start == 0 {
-            FileChain { runs: Vec::new(), broken: None }
+            FileChain::empty()
         } else {
             Fat::new(&self.dev, &self.geo).file_chain(start, need, &what)
         };
@@ -448,35 +448,46 @@ impl Filesystem for FatFs {
 
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, _flags: IomapFlags) -> Result<Vec<Mapping>> {
         let chain = self.file_chain(ino)?;
-        let runs = &chain.runs;
         let cs = self.cluster_size();
         let ci = offset / cs;
-        let first = runs.iter().position(|r| u64::from(r.index) <= ci && ci < u64::from(r.index) + u64::from(r.len));
-        let Some(first) = first else {
-            let mapped = runs.last().map_or(0, |r| u64::from(r.index) + u64::from(r.len));
+        let contains = |r: &Run, i: u64| u64::from(r.index) <= i && i < u64::from(r.index) + u64::from(r.len);
+        let found = chain.chain_index(ci).and_then(|at| Some((at, chain.runs.iter().position(|r| contains(r, at))?)));
+        let Some((at, first)) = found else {
             return match &chain.broken {
                 // From the break on, as the kernel: EIO.
-                Some(err) if ci >= mapped => Err(err.clone()),
+                Some(err) if ci < u64::from(chain.need) => Err(err.clone()),
                 // Past the clusters the size needs (the host reads nothing
                 // there), or a file without clusters.
                 _ => Ok(vec![Mapping { offset, length: length.max(1), kind: MappingKind::Hole }]),
             };
         };
+        // (file cluster, device cluster, clusters): the runs from `ci`'s on;
+        // in a loop's repeats, the one piece up to the end of its run.
+        let pieces: Vec<(u64, u32, u64)> = match chain.runs.get(first..).unwrap_or_default() {
+            runs if at == ci => {
+                runs.iter().take(MAX_MAPPINGS).map(|r| (u64::from(r.index), r.cluster, u64::from(r.len))).collect()
+            }
+            [r, ..] => {
+                let skip = at - u64::from(r.index); // < r.len
+                let len = (u64::from(r.len) - skip).min(u64::from(chain.need) - ci);
+                vec![(ci, r.cluster + skip as u32, len)]
+            }
+            [] => Vec::new(),
+        };
         let want_end = offset.saturating_add(length);
         let device_end = self.dev.size();
         let mut out = Vec::new();
-        for run in runs.iter().skip(first).take(MAX_MAPPINGS) {
-            let file_at = u64::from(run.index) * cs;
+        for &(file_cluster, cluster, clusters) in pieces.iter().take(MAX_MAPPINGS) {
+            let file_at = file_cluster * cs;
             if !out.is_empty() && file_at >= want_end {
                 break;
             }
-            let dev_at = self.geo.cluster_offset(run.cluster)?;
-            let mut len = u64::from(run.len) * cs;
+            let dev_at = self.geo.cluster_offset(cluster)?;
+            let mut len = clusters * cs;
             if dev_at >= device_end {
                 if out.is_empty() {
                     return Err(Error::io(format!(
-                        "file {ino}: cluster {} is past the end of the {device_end}-byte device (truncated image?)",
-                        run.cluster
+                        "file {ino}: cluster {cluster} is past the end of the {device_end}-byte device (truncated image?)"
                     )));
                 }
                 break;

@@ -663,19 +663,6 @@ const DELIBERATE: &[Deliberate] = &[
         },
     },
     Deliberate {
-        images: &["FAT12"],
-        name: "a file larger than the volume whose chain loops reads only the volume's size",
-        why: "the kernel follows a looping chain up to the file's size (4 GiB here; the probe \
-              stops at 16 MiB); the guest walks at most as many links as the volume has clusters \
-              (its time and memory bound) and fails with EIO past them. Only a size beyond the \
-              volume's makes a chain that long; FAT16 and FAT32 here have more clusters than the \
-              probe reads",
-        covers: |_, d| {
-            let (Some(k), Some(f)) = (read_result(&d.kernel), read_result(&d.fshost)) else { return false };
-            d.key == "HUGELOOP.BIN read" && k.0 == probe::MAX_READ && !k.2 && f.2 && f.0 < k.0
-        },
-    },
-    Deliberate {
         images: &["TRUNC"],
         name: "past the end of a truncated image the kernel in UML reads zeros",
         why: "a read request that starts inside the image and runs past its end comes back \

@@ -81,14 +81,17 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Extract a file or subtree to a new host path (not sandboxed: it writes
-    /// host files). Objects that cannot be read are reported and left out;
-    /// the exit status is then 1.
+    /// Extract a file or subtree to a new host path DEST, sandboxed: nothing
+    /// outside DEST can be created. The copy belongs to the caller (root:
+    /// uid 0, without capabilities) or to --user/--group. Objects that
+    /// cannot be read are reported and left out; the exit status is then 1.
     CpOut {
         #[command(flatten)]
         source: SourceArgs,
         path: PathBuf,
         dest: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Print what the filesystem reports about itself (type, label, UUID, counts).
     Info {
@@ -305,17 +308,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let vol = open_sandboxed(&source, &sandbox)?;
             crate::offline::cat(&vol, path_bytes(&path), &mut out).context(in_image(&source))?;
         }
-        Command::CpOut { source, path, dest } => {
-            let vol = open_volume(&source, split_options(&source.options)?.guest)?;
-            let done = crate::offline::cp_out(&vol, path_bytes(&path), &dest).context(in_image(&source))?;
-            if done.failed > 0 {
-                eprintln!(
-                    "fshost: cp-out: {} of {} objects could not be copied (listed above)",
-                    done.failed,
-                    done.failed + done.copied
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+        Command::CpOut { source, path, dest, sandbox } => {
+            let open = || open_volume(&source, split_options(&source.options)?.guest);
+            return crate::offline::cp_out(path_bytes(&path), &dest, &sandbox.options(), &in_image(&source), open);
         }
         Command::Info { source, json, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;

@@ -29,13 +29,14 @@ mod seccomp;
 pub mod unmounter;
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use caps::CapSet;
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, LandlockStatus, RestrictSelfAttr, Ruleset, RulesetAttr,
-    RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, LandlockStatus, PathBeneath, RestrictSelfAttr, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -56,8 +57,16 @@ pub struct Options {
 /// unmount helper is needed.
 #[derive(Debug, Clone, Copy)]
 pub enum Profile<'a> {
-    Mount { mountpoint: &'a Path },
+    Mount {
+        mountpoint: &'a Path,
+    },
     Offline,
+    /// `cp-out`'s writer: creates files beneath one directory (given to
+    /// [`Prepared::enter_allowing`]), runs no guest and has one thread. As
+    /// root it keeps uid 0 unless `--user`/`--group` name another identity:
+    /// the copy belongs to the caller, as cp(1)'s would. (cp-out's reader,
+    /// which runs the guest, is an [`Profile::Offline`] command.)
+    CpOut,
 }
 
 /// The uid and gid to switch to.
@@ -78,15 +87,19 @@ pub struct Prepared {
 
 struct Plan {
     ids: Option<Ids>,
-    mount: bool,
+    serving: seccomp::Serving,
     unmounter: Option<Unmounter>,
     bounding_dropped: bool,
+    /// Started as root and staying uid 0 (cp-out without `--user`).
+    root_kept: bool,
 }
 
 /// What is in force after [`Prepared::enter`]; `Display` is the `-v` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub ids: Option<Ids>,
+    /// Root stayed uid 0, without any capability (cp-out).
+    pub root_kept: bool,
     pub bounding_dropped: bool,
     pub landlock: String,
     pub seccomp_syscalls: usize,
@@ -97,6 +110,7 @@ impl fmt::Display for Report {
         write!(f, "sandbox: no_new_privs, ")?;
         match self.ids {
             Some(Ids { uid, gid }) => write!(f, "uid {uid}/gid {gid}, ")?,
+            None if self.root_kept => write!(f, "uid 0 kept (the caller's, for the files it creates), ")?,
             None => write!(f, "uid unchanged (not started as root), ")?,
         }
         let bounding = if self.bounding_dropped { "" } else { " (bounding set kept: no CAP_SETPCAP)" };
@@ -130,10 +144,13 @@ pub fn prepare(options: &Options, profile: Profile<'_>) -> anyhow::Result<Prepar
 }
 
 fn prepare_unchecked(options: &Options, profile: Profile<'_>) -> anyhow::Result<Prepared> {
-    let ids = target_ids(options)?;
-    let (mount, unmounter) = match profile {
-        Profile::Mount { mountpoint } => (true, Some(Unmounter::start(mountpoint)?)),
-        Profile::Offline => (false, None),
+    let root = nix::unistd::geteuid().is_root();
+    let keep_root = matches!(profile, Profile::CpOut) && options.user.is_none() && options.group.is_none();
+    let ids = if keep_root { target_ids_kept(options)? } else { target_ids(options)? };
+    let (serving, unmounter) = match profile {
+        Profile::Mount { mountpoint } => (seccomp::Serving::Mount, Some(Unmounter::start(mountpoint)?)),
+        Profile::Offline => (seccomp::Serving::Offline, None),
+        Profile::CpOut => (seccomp::Serving::CpOut, None),
     };
     let bounding_dropped = match drop_bounding_set() {
         Ok(()) => true,
@@ -142,19 +159,31 @@ fn prepare_unchecked(options: &Options, profile: Profile<'_>) -> anyhow::Result<
     };
     caps::clear(None, CapSet::Ambient).map_err(caps_error)?;
     caps::clear(None, CapSet::Inheritable).map_err(caps_error)?;
-    if ids.is_none() {
+    if !root {
         // Not root: a mount goes through fusermount3, nothing here needs a
         // capability the process may have been given.
         caps::clear(None, CapSet::Effective).map_err(caps_error)?;
         caps::clear(None, CapSet::Permitted).map_err(caps_error)?;
     }
-    Ok(Prepared { plan: Some(Plan { ids, mount, unmounter, bounding_dropped }) })
+    let root_kept = root && ids.is_none();
+    Ok(Prepared { plan: Some(Plan { ids, serving, unmounter, bounding_dropped, root_kept }) })
 }
 
 impl Prepared {
+    /// The identity [`Prepared::enter`] will switch to, if any: what files
+    /// created before the sandbox point should be owned by.
+    pub fn ids(&self) -> Option<Ids> {
+        self.plan.as_ref().and_then(|p| p.ids)
+    }
+
     /// Give up everything not needed to serve: see the module docs. Fails
     /// closed: an error here must end the command.
     pub fn enter(self) -> anyhow::Result<Sandboxed> {
+        self.enter_allowing(None)
+    }
+
+    /// As [`Prepared::enter`], with one Landlock rule for cp-out's writer.
+    pub fn enter_allowing(self, rule: Option<Allow<'_>>) -> anyhow::Result<Sandboxed> {
         let Some(plan) = self.plan else {
             return Ok(Sandboxed { report: None, unmounter: None });
         };
@@ -169,13 +198,14 @@ impl Prepared {
             caps::clear(None, set).map_err(caps_error)?;
         }
         check_threads(plan.ids, plan.bounding_dropped)?;
-        let landlock = restrict_landlock()?;
-        let rows = || seccomp::host_rows(plan.mount);
+        let landlock = restrict_landlock(rule)?;
+        let rows = || seccomp::host_rows(plan.serving);
         let filters = seccomp::compile(rows())?;
         tracing::debug!("seccomp allows: {}", rows().map(|r| r.name).collect::<Vec<_>>().join(" "));
         seccomp::apply_all_threads(&filters)?;
         let report = Report {
             ids: plan.ids,
+            root_kept: plan.root_kept,
             bounding_dropped: plan.bounding_dropped,
             landlock,
             seccomp_syscalls: seccomp::count(rows()),
@@ -235,6 +265,15 @@ fn target_ids(options: &Options) -> anyhow::Result<Option<Ids>> {
         bail!("refusing to run as uid {uid}/gid {gid}: that keeps root's files; use --no-sandbox to debug");
     }
     Ok(Some(Ids { uid, gid }))
+}
+
+/// cp-out's identity: the caller's own unless `--user`/`--group` name
+/// another (as root only; checked by [`target_ids`]).
+fn target_ids_kept(options: &Options) -> anyhow::Result<Option<Ids>> {
+    if options.user.is_some() || options.group.is_some() {
+        return target_ids(options);
+    }
+    Ok(None)
 }
 
 /// A user name or number: its uid and, when known, its primary group.
@@ -323,22 +362,59 @@ fn check_threads(ids: Option<Ids>, bounding_dropped: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Landlock handling every access right this binary knows, with no rule:
-/// no file can be opened, created, executed or removed, no TCP port bound
-/// or connected, no signal sent and no abstract socket reached outside the
+/// The one filesystem rule cp-out's writer keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Allow<'a> {
+    /// DEST is this directory: create the copy beneath it
+    /// ([`creating_rights`]).
+    CreateBeneath(BorrowedFd<'a>),
+    /// DEST is one file in this directory, created before the sandbox
+    /// point: remove it if it cannot be copied whole (the rule allows
+    /// removing files beneath the directory; the writer's code names DEST
+    /// alone).
+    RemoveIn(BorrowedFd<'a>),
+}
+
+/// What cp-out may do beneath its destination directory: create
+/// directories, files, symlinks and fifos, write and size the files it
+/// created, open the directories and fifos it created again (to set their
+/// mode and times through an fd), remove a file it copied short, and
+/// hard-link between its own directories (REFER; Landlock refuses a link
+/// whose source is outside the rule). Never execute, never make a device
+/// node or socket.
+fn creating_rights() -> landlock::BitFlags<AccessFs> {
+    AccessFs::MakeDir
+        | AccessFs::MakeReg
+        | AccessFs::MakeSym
+        | AccessFs::MakeFifo
+        | AccessFs::WriteFile
+        | AccessFs::Truncate
+        | AccessFs::ReadDir
+        | AccessFs::ReadFile
+        | AccessFs::RemoveFile
+        | AccessFs::Refer
+}
+
+/// Landlock handling every access right this binary knows, with no rule
+/// (or, for cp-out's writer, the one `rule` says): no file
+/// can be opened, created, executed or removed, no TCP port bound or
+/// connected, no signal sent and no abstract socket reached outside the
 /// domain. Best effort: the kernel enforces what its ABI supports; the
 /// description says which.
-fn restrict_landlock() -> anyhow::Result<String> {
+fn restrict_landlock(rule: Option<Allow<'_>>) -> anyhow::Result<String> {
     let abi = ABI::V10;
-    let status = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))?
         .handle_access(AccessNet::from_all(abi))?
         .scope(Scope::from_all(abi))?
-        .create()?
-        .all_threads(true)?
-        .restrict_self()
-        .context("entering the Landlock domain")?;
+        .create()?;
+    match rule {
+        Some(Allow::CreateBeneath(dir)) => ruleset = ruleset.add_rule(PathBeneath::new(dir, creating_rights()))?,
+        Some(Allow::RemoveIn(dir)) => ruleset = ruleset.add_rule(PathBeneath::new(dir, AccessFs::RemoveFile))?,
+        None => {}
+    }
+    let status = ruleset.all_threads(true)?.restrict_self().context("entering the Landlock domain")?;
     let enforced = match status.ruleset {
         RulesetStatus::FullyEnforced => "full",
         // Best effort: every right the running kernel supports is handled;
@@ -438,7 +514,7 @@ mod tests {
         let scratch = std::env::temp_dir().join(format!("fshost-sandbox-probe-{}", std::process::id()));
         let scratch = scratch.to_string_lossy().into_owned();
         println!("{}", outcome("open before", try_open(&exe())));
-        println!("{}", restrict_landlock().unwrap());
+        println!("{}", restrict_landlock(None).unwrap());
         println!("{}", outcome("open after", try_open(&exe())));
         println!("{}", outcome("open /proc after", try_open("/proc/self/status")));
         println!("{}", outcome("create after", try_create(&scratch)));
@@ -521,6 +597,7 @@ mod tests {
     fn report_names_every_layer() {
         let r = Report {
             ids: Some(NOBODY),
+            root_kept: false,
             bounding_dropped: true,
             landlock: "landlock ABI v7 (full, all threads)".into(),
             seccomp_syscalls: 40,

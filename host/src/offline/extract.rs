@@ -1,23 +1,49 @@
-//! `cp-out`: copy a file or a subtree out of the image onto the host.
+//! `cp-out`: copy a file or a subtree out of the image onto the host, in
+//! two sandboxed processes.
+//!
+//! The *reader* runs the guest: it is an offline command like `ls` (no
+//! file can be opened or created, seccomp's offline list, as root the uid
+//! of `--user`, default nobody). The *writer* ([`writer`]), forked first
+//! while the process has one thread, never runs the guest and creates what
+//! the reader asks for ([`wire`]), one name at a time relative to the fd of
+//! the directory it goes in, never following a symlink and never replacing
+//! a name; its sandbox lets it create only beneath DEST. Splitting them
+//! matters because Landlock before ABI v8 does not confine threads that
+//! already run (the guest's runtime starts some): a process that runs the
+//! guest must not have seccomp allow creating files. The writer has one
+//! thread, so Landlock holds it whole. (ARCHITECTURE.md, "Sandbox".)
 //!
 //! On a damaged image the copy goes on past what it cannot read, as rsync
 //! does: each object that fails (an unreadable inode, directory, symlink or
-//! file content, a directory cycle) is reported on stderr with its path and
-//! reason and left out, everything else is copied, and the command exits
-//! non-zero at the end. A regular file whose content cannot be read in full
-//! is removed rather than left short, so every file copied is whole.
+//! file content, a directory cycle, a name the host refuses or that exists
+//! already) is reported on stderr with its path and reason and left out,
+//! everything else is copied, and the command exits 1 at the end. A regular
+//! file whose content cannot be read in full is removed rather than left
+//! short, so every file copied is whole.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
+mod progress;
+mod wire;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstatat};
+use nix::unistd::{ForkResult, fork, pipe};
 
 use super::{display, os, resolve};
+use crate::sandbox;
 use crate::types::{Attr, FileKind, Ino, Timestamp};
 use crate::volume::{Seek, Volume};
+use progress::Progress;
+use wire::{Meta, Request};
+use writer::Destination;
 
 /// What a copy did.
 #[derive(Debug, Default)]
@@ -32,45 +58,182 @@ pub struct Extracted {
 /// could nest without end; Linux's own paths stop far sooner).
 const MAX_DEPTH: usize = 4096;
 
-/// Extract `path` (a file or a whole subtree) to `dest`, which must not
-/// exist. Regular files keep their holes; directories, symlinks, fifos and
-/// hard links are recreated; device nodes and sockets are skipped with a
-/// warning; set-id bits are dropped (the image is untrusted), the sticky
-/// bit is kept (it only limits who may delete in a directory); times are
-/// kept. A directory met under a second name (a cycle) is not entered.
+/// `fshost cp-out`: extract `path` (a file or a whole subtree) to `dest`,
+/// which must not exist, with the volume `open` mounts. Regular files keep
+/// their holes; directories, symlinks, fifos and hard links are recreated;
+/// device nodes and sockets are skipped with a warning; set-id bits are
+/// dropped (the image is untrusted), the sticky bit is kept (it only limits
+/// who may delete in a directory); times are kept. A directory met under a
+/// second name (a cycle) is not entered.
 ///
-/// Fails at once only when nothing can be copied: `dest` exists, or `path`
-/// cannot be resolved. Every later failure costs one object (see the
-/// module docs) and is counted in the result.
-pub fn cp_out(vol: &Volume, path: &[u8], dest: &Path) -> anyhow::Result<Extracted> {
-    if dest.symlink_metadata().is_ok() {
-        bail!("{} already exists; cp-out only creates new files", dest.display());
+/// Fails at once only when nothing can be copied: `dest` exists or its
+/// directory cannot be opened, the volume or `path` cannot be resolved,
+/// the sandbox cannot be entered; those errors name `image` first, except
+/// `open`'s own. Every later failure costs one object (see the module
+/// docs); the exit code is then 1. Must be called while the process has
+/// one thread (it forks).
+pub fn cp_out(
+    path: &[u8],
+    dest: &Path,
+    options: &sandbox::Options,
+    image: &str,
+    open: impl FnOnce() -> anyhow::Result<Volume>,
+) -> anyhow::Result<ExitCode> {
+    let place = destination(dest).context(image.to_owned())?;
+    let writer_jail = sandbox::prepare(options, sandbox::Profile::CpOut)?;
+    let (requests_in, requests_out) = pipe().context("creating cp-out's pipes")?;
+    let (answers_in, answers_out) = pipe().context("creating cp-out's pipes")?;
+    // SAFETY: the process has a single thread (prepare checked it, or the
+    // sandbox is off and nothing has started one yet: the guest is loaded
+    // after this), so the child may run any code.
+    match unsafe { fork() }.context("forking cp-out's reader")? {
+        ForkResult::Parent { child } => {
+            drop((requests_out, answers_in));
+            Ok(writer::serve(place, writer_jail, File::from(requests_in), File::from(answers_out), child))
+        }
+        ForkResult::Child => {
+            drop((place, writer_jail, requests_in, answers_out));
+            let to_writer =
+                Remote { requests: File::from(requests_out), answers: BufReader::new(File::from(answers_in)) };
+            read(path, options, image, open, to_writer)
+        }
     }
-    let attr = resolve(vol, path, false)?;
-    let mut copy = Copy { vol, links: HashMap::new(), done: Extracted::default() };
-    copy.object(&attr, display(path), dest, 0);
-    Ok(copy.done)
+}
+
+/// The reader: open the volume, enter the offline sandbox, walk `path`
+/// and have the writer make each object.
+fn read(
+    path: &[u8],
+    options: &sandbox::Options,
+    image: &str,
+    open: impl FnOnce() -> anyhow::Result<Volume>,
+    remote: Remote,
+) -> anyhow::Result<ExitCode> {
+    let jail = sandbox::prepare(options, sandbox::Profile::Offline)?;
+    let vol = open()?;
+    // Decided before the sandbox point: the check is an ioctl.
+    let progress = Progress::on_terminal();
+    if let Some(report) = jail.enter()?.report {
+        tracing::info!("cp-out reader: {report}");
+    }
+    let attr = resolve(&vol, path, false).context(image.to_owned())?;
+    let what = display(path);
+    let mut copy =
+        Copy { vol: &vol, remote, dirs: HashMap::new(), links: HashSet::new(), done: Extracted::default(), progress };
+    match copy.top(&attr, &what) {
+        Ok(()) => copy.done.copied += 1,
+        Err(e) => copy.report(&what, &e),
+    }
+    copy.progress.finish();
+    let done = copy.done;
+    if done.failed > 0 {
+        eprintln!(
+            "fshost: cp-out: {} of {} objects could not be copied (listed above)",
+            done.failed,
+            done.failed + done.copied
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Open DEST's directory; DEST itself must not exist.
+fn destination(dest: &Path) -> anyhow::Result<Destination> {
+    let Some(name) = dest.file_name() else {
+        bail!("{}: cp-out needs the name of a new file or directory", dest.display());
+    };
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let parent = openat(nix::fcntl::AT_FDCWD, dir, flags, Mode::empty())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(nix::errno::Errno::ENOENT) => {}
+        Ok(_) => bail!("{} already exists; cp-out only creates new files", dest.display()),
+        Err(e) => return Err(e).with_context(|| format!("checking {}", dest.display())),
+    }
+    Ok(Destination { parent, name: name.as_bytes().to_vec(), shown: dest.to_owned() })
+}
+
+/// The reader's end of the pipes to the writer.
+struct Remote {
+    requests: File,
+    answers: BufReader<File>,
+}
+
+impl Remote {
+    /// Send `req`; for a request the writer answers, its answer.
+    fn ask(&mut self, req: Request) -> anyhow::Result<()> {
+        let answered = req.answered();
+        self.requests.write_all(&req.encode()).context("cp-out's writer has gone")?;
+        if !answered {
+            return Ok(());
+        }
+        match wire::read_answer(&mut self.answers).context("cp-out's writer has gone")? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!(e)),
+        }
+    }
+}
+
+fn meta(attr: &Attr) -> Meta {
+    let t = |t: Timestamp| (t.seconds, t.nanoseconds);
+    Meta { perm: attr.perm, atime: t(attr.atime), mtime: t(attr.mtime) }
 }
 
 struct Copy<'a> {
     vol: &'a Volume,
-    /// Inodes copied so far that have (or are) other names: hard-linked
-    /// files, and every directory (to refuse cycles).
-    links: HashMap<Ino, PathBuf>,
+    remote: Remote,
+    /// Directories entered, by inode, with the name they were entered by.
+    dirs: HashMap<Ino, String>,
+    /// Hard-linked non-directories copied whole (the writer knows where).
+    links: HashSet<Ino>,
     done: Extracted,
+    progress: Progress,
 }
 
 impl Copy<'_> {
-    /// Copy one object; report it if it fails.
-    fn object(&mut self, attr: &Attr, what: String, dest: &Path, depth: usize) {
-        match self.try_object(attr, &what, dest, depth) {
+    /// DEST itself, as what `attr` is.
+    fn top(&mut self, attr: &Attr, what: &str) -> anyhow::Result<()> {
+        match attr.kind {
+            FileKind::Directory => {
+                self.remote.ask(Request::TopDir)?;
+                self.dirs.insert(attr.ino, what.to_owned());
+                let listed = self.entries(attr, what, 0);
+                self.remote.ask(Request::Finish { meta: meta(attr) })?;
+                listed
+            }
+            FileKind::Regular => {
+                self.remote.ask(Request::TopFile)?;
+                self.file_data(attr, what, 0)
+            }
+            FileKind::Symlink => {
+                let target = self.vol.readlink(attr.ino).map_err(|e| os(e, what))?;
+                self.remote.ask(Request::TopSymlink { target })
+            }
+            FileKind::Fifo => self.remote.ask(Request::TopFifo { meta: meta(attr) }),
+            FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
+                tracing::warn!("{what}: skipping a device node or socket");
+                Ok(())
+            }
+        }
+    }
+
+    /// Copy one object into the writer's current directory as `name`;
+    /// report it if it fails.
+    fn object(&mut self, attr: &Attr, what: String, name: &[u8], depth: usize) {
+        match self.try_object(attr, &what, name, depth) {
             Ok(()) => self.done.copied += 1,
             Err(e) => self.report(&what, &e),
         }
+        self.progress.object_done();
     }
 
     fn report(&mut self, what: &str, e: &anyhow::Error) {
         self.done.failed += 1;
+        self.progress.clear();
         let e = crate::report::message(e);
         // The error usually starts with the path already.
         if e.starts_with(what) {
@@ -80,7 +243,9 @@ impl Copy<'_> {
         }
     }
 
-    fn try_object(&mut self, attr: &Attr, what: &str, dest: &Path, depth: usize) -> anyhow::Result<()> {
+    fn try_object(&mut self, attr: &Attr, what: &str, name: &[u8], depth: usize) -> anyhow::Result<()> {
+        writer::single_component(name).map_err(anyhow::Error::msg)?;
+        let link = if attr.nlink > 1 { attr.ino.0 } else { 0 };
         if attr.kind == FileKind::Directory {
             if depth > MAX_DEPTH {
                 bail!("{what}: directory nesting deeper than {MAX_DEPTH}");
@@ -88,60 +253,36 @@ impl Copy<'_> {
             // A directory has one name. A second one is a cycle (a directory
             // inside itself) or a DAG whose paths multiply; both would make
             // the copy endless, so refuse.
-            if let Some(first) = self.links.insert(attr.ino, dest.to_owned()) {
+            if let Some(first) = self.dirs.insert(attr.ino, what.to_owned()) {
                 bail!(
-                    "{what}: directory inode {} is also {}: a directory has one name (a cycle or a corrupted entry)",
-                    attr.ino,
-                    first.display()
+                    "{what}: directory inode {} is also {first}: a directory has one name (a cycle or a corrupted entry)",
+                    attr.ino
                 );
             }
-        } else if attr.nlink > 1
-            && let Some(first) = self.links.get(&attr.ino)
-        {
-            return std::fs::hard_link(first, dest).with_context(|| format!("linking {}", dest.display()));
+        } else if link != 0 && self.links.contains(&attr.ino) {
+            return self.remote.ask(Request::Link { link, name: name.to_vec() });
         }
-        let perm = std::fs::Permissions::from_mode(u32::from(attr.perm) & 0o1777);
         match attr.kind {
             FileKind::Directory => {
-                std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
-                // A directory that cannot be listed stays, empty, and is
-                // reported; its entries that can be read are copied.
-                let listed = self.vol.read_whole_dir(attr.ino).map_err(|e| os(e, what));
-                for e in listed.as_deref().unwrap_or_default() {
-                    let child_what = format!("{what}/{}", String::from_utf8_lossy(&e.name));
-                    let child_dest = dest.join(OsStr::from_bytes(&e.name));
-                    match self.vol.getattr(e.ino) {
-                        Ok(child) => self.object(&child, child_what, &child_dest, depth + 1),
-                        Err(err) => self.report(&child_what.clone(), &os(err, child_what)),
-                    }
-                }
-                std::fs::set_permissions(dest, perm)?;
-                set_times(dest, attr)?;
-                listed.map(drop)
+                self.remote.ask(Request::Dir { name: name.to_vec() })?;
+                let listed = self.entries(attr, what, depth);
+                self.remote.ask(Request::Leave { meta: meta(attr) })?;
+                listed
             }
             FileKind::Regular => {
-                let file = std::fs::File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
-                if let Err(e) = write_sparse(self.vol, attr, what, &file) {
-                    drop(file);
-                    let _ = std::fs::remove_file(dest);
-                    return Err(e);
-                }
-                file.set_permissions(perm)?;
-                self.remember_links(attr, dest);
-                set_times(dest, attr)
+                self.remote.ask(Request::File { name: name.to_vec() })?;
+                self.file_data(attr, what, link)
             }
             FileKind::Symlink => {
                 let target = self.vol.readlink(attr.ino).map_err(|e| os(e, what))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), dest)
-                    .with_context(|| format!("creating symlink {}", dest.display()))?;
-                self.remember_links(attr, dest);
+                self.remote.ask(Request::Symlink { name: name.to_vec(), target, link })?;
+                self.remember(link, attr);
                 Ok(())
             }
             FileKind::Fifo => {
-                nix::unistd::mkfifo(dest, nix::sys::stat::Mode::from_bits_truncate(u32::from(attr.perm) & 0o777))
-                    .with_context(|| format!("creating fifo {}", dest.display()))?;
-                self.remember_links(attr, dest);
-                set_times(dest, attr)
+                self.remote.ask(Request::Fifo { name: name.to_vec(), meta: meta(attr), link })?;
+                self.remember(link, attr);
+                Ok(())
             }
             FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
                 tracing::warn!("{what}: skipping a device node or socket");
@@ -150,44 +291,63 @@ impl Copy<'_> {
         }
     }
 
-    /// A hard-linked non-directory copied whole: its other names link to it.
-    fn remember_links(&mut self, attr: &Attr, dest: &Path) {
-        if attr.nlink > 1 {
-            self.links.insert(attr.ino, dest.to_owned());
+    fn remember(&mut self, link: u64, attr: &Attr) {
+        if link != 0 {
+            self.links.insert(attr.ino);
         }
     }
-}
 
-/// Write the data ranges of `attr` into `file`, leaving holes as holes.
-fn write_sparse(vol: &Volume, attr: &Attr, what: &str, file: &std::fs::File) -> anyhow::Result<()> {
-    let mut pos = 0u64;
-    while pos < attr.size {
-        let data = match vol.seek(attr.ino, pos, Seek::Data) {
-            Ok(d) => d,
-            Err(e) if e.errno() == libc::ENXIO => break,
-            Err(e) => return Err(os(e, what)),
-        };
-        let hole = vol.seek(attr.ino, data, Seek::Hole).map_err(|e| os(e, what))?;
-        let mut at = data;
-        while at < hole {
-            let want = (hole - at).min(1 << 20) as u32;
-            let chunk = vol.read(attr.ino, at, want).map_err(|e| os(e, format!("{what} at byte {at}")))?;
-            if chunk.is_empty() {
-                bail!("{what}: short read at byte {at}");
+    /// Copy a directory's entries into the writer's current directory. A
+    /// directory that cannot be listed stays, empty, and is reported; its
+    /// entries that can be read are copied.
+    fn entries(&mut self, attr: &Attr, what: &str, depth: usize) -> anyhow::Result<()> {
+        let listed = self.vol.read_whole_dir(attr.ino).map_err(|e| os(e, what));
+        for e in listed.as_deref().unwrap_or_default() {
+            let child_what = format!("{}/{}", what.trim_end_matches('/'), String::from_utf8_lossy(&e.name));
+            match self.vol.getattr(e.ino) {
+                Ok(child) => self.object(&child, child_what, &e.name, depth + 1),
+                Err(err) => self.report(&child_what.clone(), &os(err, child_what)),
             }
-            file.write_all_at(&chunk, at)?;
-            at += chunk.len() as u64;
         }
-        pos = hole;
+        listed.map(drop)
     }
-    file.set_len(attr.size)?;
-    Ok(())
-}
 
-fn set_times(dest: &Path, attr: &Attr) -> anyhow::Result<()> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    let spec = |t: Timestamp| TimeSpec::new(t.seconds, i64::from(t.nanoseconds));
-    utimensat(nix::fcntl::AT_FDCWD, dest, &spec(attr.atime), &spec(attr.mtime), UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("setting times of {}", dest.display()))
+    /// Send the open file's data ranges (holes stay holes), then close it;
+    /// if it cannot be read whole, the writer removes it.
+    fn file_data(&mut self, attr: &Attr, what: &str, link: u64) -> anyhow::Result<()> {
+        if let Err(e) = self.send_sparse(attr, what) {
+            self.remote.ask(Request::Abort)?;
+            return Err(e);
+        }
+        self.remote.ask(Request::Close { size: attr.size, meta: meta(attr), link })?;
+        self.remember(link, attr);
+        Ok(())
+    }
+
+    fn send_sparse(&mut self, attr: &Attr, what: &str) -> anyhow::Result<()> {
+        let vol = self.vol;
+        let mut pos = 0u64;
+        while pos < attr.size {
+            let data = match vol.seek(attr.ino, pos, Seek::Data) {
+                Ok(d) => d,
+                Err(e) if e.errno() == libc::ENXIO => break,
+                Err(e) => return Err(os(e, what)),
+            };
+            let hole = vol.seek(attr.ino, data, Seek::Hole).map_err(|e| os(e, what))?;
+            let mut at = data;
+            while at < hole {
+                let want = (hole - at).min(1 << 20) as u32;
+                let chunk = vol.read(attr.ino, at, want).map_err(|e| os(e, format!("{what} at byte {at}")))?;
+                if chunk.is_empty() {
+                    bail!("{what}: short read at byte {at}");
+                }
+                let n = chunk.len() as u64;
+                self.remote.ask(Request::Data { at, bytes: chunk })?;
+                at += n;
+                self.progress.bytes(n);
+            }
+            pos = hole;
+        }
+        Ok(())
+    }
 }

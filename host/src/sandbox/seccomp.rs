@@ -31,11 +31,24 @@ pub enum Need {
     All,
     /// Only `mount`: FUSE workers, the signal thread, the unmount helper.
     Mount,
+    /// Only `cp-out`'s writer: creating files beneath DEST (Landlock bounds where).
+    CpOut,
 }
 
-/// One condition on an argument; all conditions of a row must hold. They
-/// compare the low 32 bits: every argument checked is an `int` (whose upper
-/// register half is undefined) or flags that fit in them.
+/// The sandboxed commands, by what they do once inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// `mount`: serves FUSE.
+    Mount,
+    /// `ls`, `stat`, `cat`, `info`: write to stdout.
+    Offline,
+    /// `cp-out`'s writer: creates files beneath DEST.
+    CpOut,
+}
+
+/// One condition on an argument; all conditions of a row must hold. All
+/// but `Null` compare the low 32 bits: every argument checked is an `int`
+/// (whose upper register half is undefined) or flags that fit in them.
 #[derive(Debug, Clone, Copy)]
 pub enum Cond {
     /// `arg[i] == value`.
@@ -44,6 +57,8 @@ pub enum Cond {
     Masked(u8, u64, u64),
     /// `arg[i]` is this process's id (signals only to ourselves).
     OwnPid(u8),
+    /// `arg[i]` is a null pointer (all 64 bits).
+    Null(u8),
 }
 
 /// One allowed syscall.
@@ -67,8 +82,19 @@ const fn when(name: &'static str, nr: libc::c_long, need: Need, conds: &'static 
     Allow { name, nr, conds, need }
 }
 
+const fn cp_out(name: &'static str, nr: libc::c_long) -> Allow {
+    Allow { name, nr, conds: &[], need: Need::CpOut }
+}
+
 const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
 const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
+const O_CREAT: u64 = libc::O_CREAT as u64;
+const O_EXCL: u64 = libc::O_EXCL as u64;
+const O_NOFOLLOW: u64 = libc::O_NOFOLLOW as u64;
+const S_IFMT: u64 = libc::S_IFMT as u64;
+const S_IFIFO: u64 = libc::S_IFIFO as u64;
+const AT_SYMLINK_FOLLOW: u64 = libc::AT_SYMLINK_FOLLOW as u64;
+const AT_EMPTY_PATH: u64 = libc::AT_EMPTY_PATH as u64;
 
 /// The allow-list of the host (mount and offline commands).
 pub const HOST: &[Allow] = &[
@@ -143,6 +169,36 @@ pub const HOST: &[Allow] = &[
     mount("wait4", libc::SYS_wait4),
     // Mount, detached: stderr is pointed at /dev/null (opened before).
     mount("dup3", libc::SYS_dup3),
+    // cp-out's writer (offline/extract/writer.rs: one thread, no guest):
+    // create the copy one name at a time, relative to the fd of the
+    // directory it goes in; Landlock allows these only beneath DEST. It
+    // reaps the reader at the end. Every open refuses to follow a symlink, and every
+    // open that creates refuses an existing name (a symlink included):
+    // either the new object or an object the copy opens again without
+    // following. A name created earlier in the copy is never followed.
+    when(
+        "openat",
+        libc::SYS_openat,
+        Need::CpOut,
+        &[Cond::Masked(2, O_CREAT | O_EXCL | O_NOFOLLOW, O_CREAT | O_EXCL | O_NOFOLLOW)],
+    ),
+    when("openat", libc::SYS_openat, Need::CpOut, &[Cond::Masked(2, O_CREAT | O_NOFOLLOW, O_NOFOLLOW)]),
+    cp_out("mkdirat", libc::SYS_mkdirat),
+    cp_out("symlinkat", libc::SYS_symlinkat),
+    // Fifos only: device nodes are never created.
+    when("mknodat", libc::SYS_mknodat, Need::CpOut, &[Cond::Masked(2, S_IFMT, S_IFIFO)]),
+    // Hard links to a name, never through a symlink or to an fd.
+    when("linkat", libc::SYS_linkat, Need::CpOut, &[Cond::Masked(4, AT_SYMLINK_FOLLOW | AT_EMPTY_PATH, 0)]),
+    // A file copied short is removed; never a directory.
+    when("unlinkat", libc::SYS_unlinkat, Need::CpOut, &[Cond::Eq(2, 0)]),
+    cp_out("pwrite64", libc::SYS_pwrite64),
+    cp_out("ftruncate", libc::SYS_ftruncate),
+    // Metadata only through an fd the copy holds: Landlock does not govern
+    // chmod or utimes, so no form that takes a path (`fchmodat`, a
+    // `utimensat` with a path, which could name `..`) is allowed.
+    cp_out("fchmod", libc::SYS_fchmod),
+    when("utimensat", libc::SYS_utimensat, Need::CpOut, &[Cond::Null(1)]),
+    cp_out("wait4", libc::SYS_wait4),
 ];
 
 /// Syscalls x86_64 has besides the generic ones (glibc uses them there).
@@ -160,10 +216,13 @@ pub const UNMOUNTER: &[Allow] = &[
     all("exit_group", libc::SYS_exit_group),
 ];
 
-/// The rows of the host's tables that a mount (`mount`) or an offline
-/// command needs.
-pub fn host_rows(mount: bool) -> impl Iterator<Item = &'static Allow> + Clone {
-    HOST.iter().chain(HOST_ARCH).filter(move |a| mount || a.need == Need::All)
+/// The rows of the host's tables that `serving` needs.
+pub fn host_rows(serving: Serving) -> impl Iterator<Item = &'static Allow> + Clone {
+    HOST.iter().chain(HOST_ARCH).filter(move |a| match a.need {
+        Need::All => true,
+        Need::Mount => serving == Serving::Mount,
+        Need::CpOut => serving == Serving::CpOut,
+    })
 }
 
 /// How many distinct syscalls `rows` allows.
@@ -190,6 +249,7 @@ fn condition(c: Cond, own_pid: u64) -> Result<SeccompCondition, seccompiler::Bac
         Cond::Eq(arg, value) => (arg, SeccompCmpOp::Eq, value),
         Cond::Masked(arg, mask, value) => (arg, SeccompCmpOp::MaskedEq(mask), value),
         Cond::OwnPid(arg) => (arg, SeccompCmpOp::Eq, own_pid),
+        Cond::Null(arg) => return SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0),
     };
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
 }
@@ -245,14 +305,16 @@ mod tests {
 
     #[test]
     fn tables_compile_and_have_no_duplicate_unconditional_rows() {
-        compile(host_rows(true)).unwrap();
-        compile(host_rows(false)).unwrap();
-        compile(UNMOUNTER.iter()).unwrap();
-        let mut seen = std::collections::BTreeSet::new();
-        for row in host_rows(true).filter(|r| r.conds.is_empty()) {
-            assert!(seen.insert(row.nr), "{} is listed twice", row.name);
+        for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {
+            compile(host_rows(serving)).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for row in host_rows(serving).filter(|r| r.conds.is_empty()) {
+                assert!(seen.insert(row.nr), "{} is listed twice", row.name);
+            }
         }
-        assert!(count(host_rows(false)) < count(host_rows(true)));
+        compile(UNMOUNTER.iter()).unwrap();
+        assert!(count(host_rows(Serving::Offline)) < count(host_rows(Serving::Mount)));
+        assert!(count(host_rows(Serving::Offline)) < count(host_rows(Serving::CpOut)));
     }
 
     #[test]
@@ -260,12 +322,31 @@ mod tests {
         // Threads created just before the sandbox point run these on
         // themselves afterwards; a failed rseq makes glibc abort.
         let start = [libc::SYS_rseq, libc::SYS_set_robust_list, libc::SYS_prctl, libc::SYS_sched_getaffinity];
-        for mount in [false, true] {
+        for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {
             for nr in start {
-                assert!(host_rows(mount).any(|r| r.nr == nr), "syscall {nr} missing (mount: {mount})");
+                assert!(host_rows(serving).any(|r| r.nr == nr), "syscall {nr} missing ({serving:?})");
             }
+            let creates = serving == Serving::Mount;
+            assert_eq!(host_rows(serving).any(|r| r.nr == libc::SYS_clone || r.nr == libc::SYS_clone3), creates);
         }
-        assert!(!host_rows(false).any(|r| r.nr == libc::SYS_clone || r.nr == libc::SYS_clone3));
-        assert!(host_rows(true).any(|r| r.nr == libc::SYS_clone));
+    }
+
+    #[test]
+    fn only_cp_out_creates_files_and_never_by_a_path_that_sets_metadata() {
+        let creating = [libc::SYS_openat, libc::SYS_mkdirat, libc::SYS_symlinkat, libc::SYS_linkat, libc::SYS_mknodat];
+        for serving in [Serving::Mount, Serving::Offline] {
+            assert!(!host_rows(serving).any(|r| creating.contains(&r.nr) || r.nr == libc::SYS_unlinkat));
+        }
+        let cp_out: Vec<_> = host_rows(Serving::CpOut).collect();
+        for nr in creating {
+            assert!(cp_out.iter().any(|r| r.nr == nr), "cp-out cannot make syscall {nr}");
+        }
+        for nr in [libc::SYS_fchmodat, libc::SYS_fchownat, libc::SYS_renameat2, libc::SYS_execve, libc::SYS_execveat] {
+            assert!(!cp_out.iter().any(|r| r.nr == nr), "cp-out allows syscall {nr}");
+        }
+        // Every openat row demands O_NOFOLLOW.
+        for row in cp_out.iter().filter(|r| r.nr == libc::SYS_openat) {
+            assert!(row.conds.iter().any(|c| matches!(c, Cond::Masked(2, m, v) if m & v & O_NOFOLLOW != 0)));
+        }
     }
 }

@@ -124,6 +124,7 @@ fn read(
         Ok(()) => copy.done.copied += 1,
         Err(e) => copy.report(&what, &e),
     }
+    copy.progress.object_done();
     copy.progress.finish();
     let done = copy.done;
     if done.failed > 0 {

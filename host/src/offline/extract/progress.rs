@@ -1,4 +1,5 @@
-//! cp-out's progress line: bytes, files and rate on stderr, redrawn in
+//! cp-out's progress line: MiB, objects (files, directories, links…) and
+//! rate on stderr, redrawn in
 //! place a few times a second, only when stderr is a terminal (a script or
 //! a log gets nothing but the reports of failed objects).
 
@@ -81,7 +82,8 @@ impl Shown {
         let secs = now.duration_since(self.start).as_secs_f64().max(1e-3);
         let mib = self.bytes as f64 / f64::from(1 << 20);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[Kfshost: cp-out: {} objects, {mib:.1} MiB, {:.1} MiB/s", self.objects, mib / secs);
+        let (n, plural) = (self.objects, if self.objects == 1 { "" } else { "s" });
+        let _ = write!(err, "\r\x1b[Kfshost: cp-out: {mib:.1} MiB, {n} object{plural}, {:.1} MiB/s", mib / secs);
         let _ = err.flush();
         self.drawn = true;
     }

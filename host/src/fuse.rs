@@ -178,7 +178,11 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_SPLICE_READ;
+            | InitFlags::FUSE_SPLICE_READ
+            // The kernel keeps each inode's POSIX ACLs (and their absence)
+            // after one GETXATTR, and checks access with them as its own
+            // ext4 does; without it every ACL probe is a round trip.
+            | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
     }
@@ -353,7 +357,7 @@ impl Filesystem for FuseFs {
         match self.volume.listxattr(self.ino(node)) {
             Ok(names) => {
                 let mut list = Vec::new();
-                for n in names {
+                for n in names.iter() {
                     list.extend_from_slice(&n);
                     list.push(0);
                 }

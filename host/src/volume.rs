@@ -19,6 +19,8 @@ use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
 const MAP_AHEAD: u64 = 8 << 20;
 /// Most attributes kept.
 const ATTR_CACHE: usize = 1 << 20;
+/// Most inodes whose xattr names are kept.
+const XATTR_NAMES_CACHE: usize = 1 << 18;
 /// Most guest answers one SEEK_DATA/SEEK_HOLE may take (about a second of
 /// guest calls). A guest returns whole extents, up to 8 MiB or more per
 /// answer, so this is terabytes of a real file; a guest that answers a byte
@@ -37,6 +39,10 @@ pub struct Volume {
     device: Arc<Device>,
     info: FsInfo,
     attrs: RwLock<HashMap<Ino, Attr>>,
+    /// Each inode's xattr names, so a probe for a name it lacks (ls -l
+    /// asks every file for security.selinux and system.posix_acl_access)
+    /// is answered ENODATA without a guest call.
+    xattr_names: RwLock<HashMap<Ino, Arc<[Vec<u8>]>>>,
     mappings: MappingCache,
     /// Layout-only answers (iomap REPORT) for SEEK_DATA/SEEK_HOLE: a guest
     /// may answer them differently, as ext4 does for inline data.
@@ -82,6 +88,7 @@ impl Volume {
             device,
             info,
             attrs: RwLock::new(HashMap::new()),
+            xattr_names: RwLock::new(HashMap::new()),
             mappings: MappingCache::new(1 << 20),
             reports: MappingCache::new(1 << 16),
         })
@@ -207,13 +214,31 @@ impl Volume {
     }
 
     /// Extended attribute names of `ino`.
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
-        self.plugin.listxattr(ino)
+    pub fn listxattr(&self, ino: Ino) -> Result<Arc<[Vec<u8>]>, FsError> {
+        if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
+            return Ok(names.clone());
+        }
+        let names: Arc<[Vec<u8>]> = self.plugin.listxattr(ino)?.into();
+        let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= XATTR_NAMES_CACHE {
+            cache.clear();
+        }
+        cache.insert(ino, names.clone());
+        Ok(names)
     }
 
-    /// Extended attribute `name` of `ino`.
+    /// Extended attribute `name` of `ino`. A name its `listxattr` does not
+    /// hold is ENODATA without asking the guest for it (the contract: the
+    /// names listxattr returns are the attributes getxattr answers; the
+    /// image does not change under a read-only mount).
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        self.plugin.getxattr(ino, name)
+        match self.listxattr(ino) {
+            Ok(names) if !names.iter().any(|n| n.as_slice() == name) => {
+                Err(FsError::Guest { op: "getxattr", code: crate::error::GuestCode::NoData })
+            }
+            // Listed, or the list itself failed: the guest answers.
+            _ => self.plugin.getxattr(ino, name),
+        }
     }
 
     /// The mapping of `ino` containing `pos`: from the cache, or from the

@@ -315,6 +315,15 @@ fn one_mount_survives_every_cheap_misbehaviour() {
     s.fails(Op::Xattr, "xattr/logflood", eio, "guest log messages over the per-call budget");
     let grown = s.mount.log().len() - size_before;
     assert!(grown < 1 << 20, "one call grew the log by {grown} bytes");
+    // A name the file does not list (it lists user.evil) is ENODATA from the
+    // host's cache of names, without a guest call: the guest's getxattr
+    // would flood the log until the deadline and fail with EIO.
+    let _ = s.new_log();
+    let logflood = s.path("xattr/logflood");
+    assert_eq!(getxattr(&logflood, "security.selinux"), Err(libc::ENODATA));
+    assert_eq!(getxattr(&logflood, "system.posix_acl_access"), Err(libc::ENODATA));
+    let log = s.new_log();
+    assert!(!log.contains("evil: flood") && !log.contains("guest log messages"), "the guest was asked:\n{log}");
 
     // Traps on every other call of one instance: the restarted instance
     // answers again.

@@ -116,7 +116,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--only" => o.only = it.next().context("--only LIST")?.split(',').map(str::to_string).collect(),
             "--tree" => o.tree = Some(it.next().context("--tree DIR")?.into()),
             _ => bail!(
-                "usage: cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount] [--no-build] [--tree DIR]"
+                "usage: cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount,bigdir] [--no-build] [--tree DIR]"
             ),
         }
     }
@@ -124,8 +124,8 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         bail!("--runs must be at least 1");
     }
     for w in &o.only {
-        if !["seq", "rand", "walk", "tar", "mount"].contains(&w.as_str()) {
-            bail!("unknown workload {w:?} (seq, rand, walk, tar, mount)");
+        if !["seq", "rand", "walk", "tar", "mount", "bigdir"].contains(&w.as_str()) {
+            bail!("unknown workload {w:?} (seq, rand, walk, tar, mount, bigdir)");
         }
     }
     Ok(o)
@@ -321,6 +321,70 @@ fn tree_image(dir: &Path, small: bool, source: Option<&Path>) -> anyhow::Result<
         &[("source", source.display().to_string()), ("entries", entries.to_string()), ("bytes", bytes.to_string())],
     )?;
     Ok(Image { path: img, about: describe(entries, bytes), entries, file_size: 0 })
+}
+
+/// A directory of `count` empty files made by the kernel's ext4 (so with
+/// `dir_index` it is an htree, as on real disks; `-O ^dir_index` keeps it
+/// linear). The huge-directory rows list it.
+fn bigdir_image(dir: &Path, small: bool, indexed: bool) -> anyhow::Result<Image> {
+    // Filling a linear directory costs the kernel a scan of it per new
+    // name (quadratic: 300k names took over 20 minutes here), so the
+    // linear one holds a third as many.
+    let count: u64 = match (small, indexed) {
+        (true, true) => 30_000,
+        (true, false) => 10_000,
+        (false, true) => 300_000,
+        (false, false) => 100_000,
+    };
+    let kind = if indexed { "htree" } else { "linear" };
+    let img = dir.join(format!("bigdir-{kind}{}.img", if small { "-small" } else { "" }));
+    let about = format!("/{BIGDIR_NAME} holds {count} empty files made by the kernel ({kind} directory)");
+    if let Some(m) = read_marker(&img)
+        && m.get("count").map(String::as_str) == Some(&count.to_string())
+    {
+        return Ok(Image { path: img, about, entries: count, file_size: 0 });
+    }
+    let _ = std::fs::remove_file(img.with_extension("done"));
+    eprintln!("bench: building {} ({count} files through the kernel)", img.display());
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-L", "bench-bigdir", "-N"]).arg((count + 10_000).to_string());
+    if !indexed {
+        mkfs.args(["-O", "^dir_index"]);
+    }
+    crate::run(mkfs.arg(&img).arg(if small { "256M" } else { "2G" }))?;
+    let mnt = dir.join("mnt/bigdir-build");
+    std::fs::create_dir_all(&mnt)?;
+    crate::run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
+    let filled = (|| -> anyhow::Result<()> {
+        let d = mnt.join(BIGDIR_NAME);
+        std::fs::create_dir(&d)?;
+        for i in 0..count {
+            if i % 1_000 == 0 {
+                check_stop()?;
+            }
+            File::create(d.join(format!("file-{i:07}")))?;
+        }
+        Ok(())
+    })();
+    let unmounted = umount_patiently(&mnt);
+    filled?;
+    unmounted?;
+    write_marker(&img, &[("count", count.to_string())])?;
+    Ok(Image { path: img, about, entries: count, file_size: 0 })
+}
+
+const BIGDIR_NAME: &str = "big";
+
+/// `ls` with `args` on `dir`, its output counted; seconds.
+fn ls_dir(dir: &Path, args: &[&str]) -> anyhow::Result<f64> {
+    check_stop()?;
+    let t0 = Instant::now();
+    let out = Command::new("ls").args(args).arg(dir).env("LC_ALL", "C").stderr(Stdio::inherit()).output()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("ls {args:?} {} failed: {}", dir.display(), out.status);
+    }
+    Ok(secs)
 }
 
 // ---- mounts -------------------------------------------------------------------------
@@ -991,6 +1055,53 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    let mut bigdirs = Vec::new();
+    if opts.wants("bigdir") {
+        for indexed in [true, false] {
+            bigdirs.push(bigdir_image(&dir, opts.small, indexed)?);
+        }
+    }
+    for (img, kind) in bigdirs.iter().zip(["htree", "linear"]) {
+        let n = img.entries;
+        let (f, lc, lw) = (
+            ["bigdir_f_htree", "bigdir_f_linear"][usize::from(kind == "linear")],
+            ["bigdir_lc_htree", "bigdir_lc_linear"][usize::from(kind == "linear")],
+            ["bigdir_lw_htree", "bigdir_lw_linear"][usize::from(kind == "linear")],
+        );
+        res.row(f, format!("ls -f of {n} names ({kind}), cold"), "s", false);
+        res.row(lc, format!("ls -l of {n} files ({kind}), cold"), "s", false);
+        res.row(lw, format!("ls -l of {n} files ({kind}), warm"), "s", false);
+        res.load.push(loadavg());
+        for i in 0..runs {
+            for peer in order(i) {
+                eprintln!("bench: bigdir {kind} run {}/{runs}: {}", i + 1, peer.name());
+                res.attempt(format!("bigdir {kind} run {}: {}", i + 1, peer.name()), |res| {
+                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
+                    let d = m.mnt.join(BIGDIR_NAME);
+                    drop_caches()?;
+                    res.add(f, peer, ls_dir(&d, &["-f"])?);
+                    // fuse2fs takes minutes for one ls -l of 300k files
+                    // (it answers each getxattr by reading the inode).
+                    if peer != Peer::Fuse2fs {
+                        drop_caches()?;
+                        res.add(lc, peer, ls_dir(&d, &["-l"])?);
+                        res.add(lw, peer, ls_dir(&d, &["-l"])?);
+                    }
+                    res.add_usage("huge directory: ls -f, ls -l cold + warm", peer, &m);
+                    m.unmount()
+                })?;
+            }
+        }
+        res.checkpoint(&header(&env, &opts, &[img]), &partial);
+    }
+    if !bigdirs.is_empty() {
+        res.notes.push(
+            "huge directory: fuse2fs is timed for ls -f only (ls -l takes it minutes). The FAT guest's largest \
+             directory is not a row: this kernel has no vfat to compare with."
+                .into(),
+        );
+    }
+
     if let Some(img) = tree.as_ref()
         && opts.wants("mount")
     {
@@ -1030,7 +1141,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          other jobs share this machine, so numbers under load are noisy.",
         res.load.join("; ")
     ));
-    let images: Vec<&Image> = big.iter().chain(tree.iter()).collect();
+    let images: Vec<&Image> = big.iter().chain(tree.iter()).chain(bigdirs.iter()).collect();
     let table = res.render(&header(&env, &opts, &images));
     println!("{table}");
     let out = dir.join(if opts.small { "results-small.txt" } else { "results.txt" });

@@ -159,14 +159,24 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
             if pos < cookie || e.ino == 0 || e.is_dot() {
                 continue;
             }
-            // Encrypted names are ciphertext; the caller shows them as
-            // no-key names, which are always valid.
-            if !encrypted && !fshost_sdk::valid_name(e.name) {
-                // The kernel would hand such a name to userspace as is; no
-                // path can name it, and the host refuses it. Skip the one
-                // record so the rest of the directory still lists.
+            // A name holding a NUL reaches programs cut at the NUL, as the
+            // kernel's getdents delivers it (its lookup then fails, as the
+            // record's bytes are longer): show it cut the same way.
+            // Encrypted names are ciphertext; the caller shows them as no-key
+            // names, which are always valid.
+            let name = match e.name.iter().position(|&b| b == 0) {
+                Some(nul) if !encrypted => {
+                    fshost_sdk::warn!("directory {}: the name of the record at {pos} holds a NUL; cut there", dir.ino);
+                    e.name.get(..nul).unwrap_or_default()
+                }
+                _ => e.name,
+            };
+            if !encrypted && !fshost_sdk::valid_name(name) {
+                // No path can name it and the host refuses it (FUSE refuses
+                // an empty name or one with '/' too). Skip the one record so
+                // the rest of the directory still lists.
                 fshost_sdk::warn!(
-                    "directory {}: skipping the record at {pos}: its name is empty or holds '/' or NUL",
+                    "directory {}: skipping the record at {pos}: its name is empty or holds '/'",
                     dir.ino
                 );
                 continue;
@@ -176,7 +186,7 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
             }
             out.push(Listed {
                 ino: e.ino,
-                name: e.name.to_vec(),
+                name: name.to_vec(),
                 file_type: e.file_type,
                 cookie: pos + e.rec_len as u64,
             });

@@ -103,8 +103,27 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// List the partitions of a whole-disk image (MBR or GPT), as read by
+    /// a sandboxed volume guest: number, start and length in bytes, type,
+    /// flags, unique GUID, name. `--partition N` on the other commands uses one.
+    Partitions {
+        /// An image file or block device.
+        source: PathBuf,
+        /// The volume guest that reads the table [default: partitions].
+        #[arg(long, value_name = "NAME|PATH")]
+        volume: Option<OsString>,
+        /// One JSON object per partition (README: "JSON output").
+        #[arg(long)]
+        json: bool,
+        /// Do not use or fill the compiled-guest cache.
+        #[arg(long)]
+        no_cache: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
     /// List the guests `--plugin NAME` can find: name, contract version,
-    /// size, path, status (ok, shadowed, incompatible, not-a-guest).
+    /// size, path, status (ok, shadowed, incompatible, not-a-guest; volume
+    /// or incompatible-volume for volume guests, which `--volume` takes).
     Plugins {
         /// Print the search path's directories instead, in search order.
         #[arg(long)]
@@ -220,6 +239,13 @@ pub struct SourceArgs {
     /// Do not use or fill the compiled-guest cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// A whole disk: use its partition N (as the kernel numbers them:
+    /// sdaN; `fshost partitions` lists them), read by the volume guest.
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
+    /// The volume guest that reads the partition table [default: partitions].
+    #[arg(long, value_name = "NAME|PATH", requires = "partition")]
+    pub volume: Option<OsString>,
 }
 
 /// Host-level mount options, split from those meant for the guest.
@@ -251,13 +277,20 @@ fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
 /// Open the source, load the guest and mount it.
 fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Result<Volume> {
     let path = SearchPath::from_env().resolve(&args.plugin)?;
-    let device = Arc::new(Device::open(&args.source, true)?);
+    let mut device = Arc::new(Device::open(&args.source, true)?);
     let limits = Limits {
         memory: args.guest_memory_mib.saturating_mul(1 << 20),
         call_timeout: Duration::from_millis(args.guest_timeout_ms.max(10)),
         ..Limits::default()
     };
     let cache = if args.no_cache { None } else { CompileCache::default_location() };
+    if let Some(number) = args.partition {
+        // The volume guest parses the table before the sandbox point, as
+        // the filesystem guest's mount does, and is dropped once the
+        // partition is a window.
+        let volumes = crate::partitions::load(args.volume.as_deref(), device, limits.clone(), cache.as_ref())?;
+        device = crate::partitions::open(&volumes, number)?;
+    }
     let options = GuestOptions { read_only: true, options: guest };
     let (plugin, stats) = Plugin::load(&path, device.clone(), limits, options, cache.as_ref())?;
     tracing::info!(
@@ -317,6 +350,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
             crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }
+        Command::Partitions { source, volume, json, no_cache, sandbox } => {
+            let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
+            let device = Arc::new(Device::open(&source, true)?);
+            let cache = if no_cache { None } else { CompileCache::default_location() };
+            let guest = crate::partitions::load(volume.as_deref(), device, Limits::default(), cache.as_ref())?;
+            guest.start()?;
+            // Compiled and instantiated; the table is parsed inside the sandbox.
+            if let Some(report) = jail.enter()?.report {
+                tracing::info!("{report}");
+            }
+            let table = crate::partitions::table(&guest)?;
+            crate::partitions::list(&table, &source, json, &mut out)?;
+        }
         Command::Plugins { dirs, json } => plugins(dirs, json, &mut out)?,
         Command::Generate { dir } => crate::docs::generate(&dir)?,
         Command::SandboxUnmounter { mountpoint } => crate::sandbox::unmounter::serve(&mountpoint),
@@ -350,6 +396,7 @@ fn plugins(dirs: bool, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
             Kind::Guest(v) => (v.as_str(), "ok"),
             Kind::Incompatible(v) => (v.as_str(), "incompatible"),
             Kind::NotAGuest(_) => ("-", "not-a-guest"),
+            Kind::Volume(v, ok) => (v.as_str(), if *ok { "volume" } else { "incompatible-volume" }),
         };
         let status = if found.shadowed_by.is_some() { "shadowed" } else { status };
         if json {

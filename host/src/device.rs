@@ -3,11 +3,13 @@
 //! Opened read-only for read-only mounts; a block device is opened with
 //! O_EXCL so the kernel refuses it while it is mounted elsewhere (and
 //! refuses to mount it while we hold it). Every read is bounds-checked
-//! against the size taken at open.
+//! against the size taken at open, and a window on a partition
+//! ([`Device::window`]) against the window first.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::FsError;
 
@@ -32,7 +34,10 @@ pub enum OpenError {
 /// An open backing device.
 #[derive(Debug)]
 pub struct Device {
-    file: File,
+    file: Arc<File>,
+    /// Where this device starts in the file: 0, or a partition's start
+    /// for a window ([`Device::window`]).
+    base: u64,
     size: u64,
     sector_size: u32,
     read_only: bool,
@@ -73,7 +78,31 @@ impl Device {
         } else {
             (meta.len(), 512)
         };
-        Ok(Device { file, size, sector_size, read_only, path: path.to_owned() })
+        Ok(Device { file: Arc::new(file), base: 0, size, sector_size, read_only, path: path.to_owned() })
+    }
+
+    /// The `length` bytes from byte `start` of this device, as a device of
+    /// its own with sectors of `sector_size` bytes (a partition): reads are
+    /// bounds-checked against the window, then against this device. `None`
+    /// unless the window lies inside this device and is aligned to both
+    /// sector sizes.
+    pub fn window(&self, start: u64, length: u64, sector_size: u32) -> Option<Device> {
+        let align = u64::from(sector_size.max(self.sector_size));
+        let fits =
+            self.contains(start, length) && start.is_multiple_of(align) && length.is_multiple_of(align) && length > 0;
+        fits.then(|| Device {
+            file: self.file.clone(),
+            base: self.base + start,
+            size: length,
+            sector_size: sector_size.max(self.sector_size),
+            read_only: self.read_only,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Where this device starts in the opened file (non-zero for a window).
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     /// Size in bytes.
@@ -111,6 +140,8 @@ impl Device {
             )));
         }
         let len = buf.len();
-        self.file.read_exact_at(buf, offset).map_err(|source| FsError::Device { offset, len, source })
+        // `contains` held: offset + len <= size, and base + size is inside
+        // the file's device (checked when the window was made).
+        self.file.read_exact_at(buf, self.base + offset).map_err(|source| FsError::Device { offset, len, source })
     }
 }

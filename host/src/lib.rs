@@ -6,6 +6,8 @@
 //! - [`device`] owns the backing image or block device;
 //! - [`mapping`] caches validated mappings and reads file data itself;
 //! - [`volume`] combines them into the filesystem both front ends use;
+//! - [`partitions`] turns one partition of a whole disk into the device, as
+//!   a volume guest (`plugin::volume`) reads the table;
 //! - [`fuse`] is the FUSE adapter, [`offline`] the FUSE-free commands;
 //! - [`cli`] and [`mount`] are the edges.
 
@@ -18,6 +20,7 @@ pub mod mapping;
 pub mod mount;
 pub mod mount_helper;
 pub mod offline;
+pub mod partitions;
 pub mod plugin;
 pub mod report;
 pub mod sandbox;

@@ -35,6 +35,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fshost-guest-ext4", "ext4"),
     ("fshost-guest-fat", "fat"),
     ("fshost-guest-evil", "evil"),
+    ("fshost-guest-partitions", "partitions"),
 ];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];
@@ -49,6 +50,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("attr", "setfattr"),
     ("acl", "setfacl"),
     ("util-linux", "losetup"),
+    // Partition tables for tests/partitions.rs (sfdisk), compared with the
+    // partitions user-mode Linux finds (this kernel has no partition parsers).
+    ("fdisk", "sfdisk"),
     ("clang-14", cguest::CLANG),
     ("lld-14", "wasm-ld-14"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),

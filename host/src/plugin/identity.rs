@@ -159,7 +159,13 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
 /// Whether a guest built for `version` links with this host: the same
 /// major version, or for 0.x the same minor, or for 0.0.x the same patch.
 pub fn compatible(version: &str) -> bool {
-    let (Some(ours), Some(theirs)) = (parse_version(CONTRACT_VERSION), parse_version(version)) else {
+    compatible_with(CONTRACT_VERSION, version)
+}
+
+/// Whether `theirs` links with a host speaking `ours`, by the rule of
+/// [`compatible`] (also used for the volume contract, `plugin::volume`).
+pub fn compatible_with(ours: &str, theirs: &str) -> bool {
+    let (Some(ours), Some(theirs)) = (parse_version(ours), parse_version(theirs)) else {
         return false;
     };
     match ours {

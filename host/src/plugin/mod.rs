@@ -20,6 +20,7 @@ pub mod identity;
 mod imports;
 mod limits;
 pub mod search;
+pub mod volume;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,20 +140,7 @@ impl Plugin {
         let pre = linker.instantiate_pre(&component).map_err(|e| incompatible(path, &component, &engine, e))?;
         let pre = FilesystemGuestPre::new(pre).map_err(|e| incompatible(path, &component, &engine, e))?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new().name("fshost-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(limits::EPOCH_TICK);
-                ticker_engine.increment_epoch();
-            }
-        })?;
-
-        // WASI's synchronous bindings (a guest writing to stderr, e.g. a
-        // panic message) run on an ambient Tokio runtime started on first
-        // use: epoll, eventfd, worker threads. Start it now; once the host
-        // is sandboxed it could not.
-        wasmtime_wasi::runtime::in_tokio(async {});
+        let stop_ticker = start_ticker(&engine)?;
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
         let plugin = Plugin { engine, pre, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
@@ -160,26 +148,7 @@ impl Plugin {
     }
 
     fn new_store(&self) -> Store<State> {
-        let stderr = MemoryOutputPipe::new(1 << 20);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory)
-            .table_elements(self.limits.table_elements)
-            .instances(self.limits.instances)
-            .trap_on_grow_failure(true)
-            .build();
-        let state = State {
-            wasi,
-            table: ResourceTable::new(),
-            limits,
-            device: self.device.clone(),
-            max_read: self.limits.max_read,
-            stderr,
-            log_budget: imports::LogBudget::new(self.limits.log_messages_per_call, self.limits.log_bytes_per_call),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store
+        new_store(&self.engine, &self.limits, &self.device)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -369,6 +338,49 @@ impl Plugin {
         let check = convert::MapCheck { ino, offset, device_size: self.device.size(), block_size };
         convert::mappings(raw, &check, &self.limits)
     }
+}
+
+/// Start the thread that advances `engine`'s epoch every tick (the
+/// per-call deadlines count ticks); it stops when the flag is set. Also
+/// starts WASI's ambient Tokio runtime: the guest's stderr (a panic
+/// message) is written through it, and once the host is sandboxed it could
+/// not start.
+fn start_ticker(engine: &Engine) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop_ticker = Arc::new(AtomicBool::new(false));
+    let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+    std::thread::Builder::new().name("fshost-epoch".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(limits::EPOCH_TICK);
+            ticker_engine.increment_epoch();
+        }
+    })?;
+    wasmtime_wasi::runtime::in_tokio(async {});
+    Ok(stop_ticker)
+}
+
+/// A store for one instance: WASI that grants nothing but an in-memory
+/// stderr, the memory, table and instance limits, the device.
+fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>) -> Store<State> {
+    let stderr = MemoryOutputPipe::new(1 << 20);
+    let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory)
+        .table_elements(limits.table_elements)
+        .instances(limits.instances)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = State {
+        wasi,
+        table: ResourceTable::new(),
+        limits: store_limits,
+        device: device.clone(),
+        max_read: limits.max_read,
+        stderr,
+        log_budget: imports::LogBudget::new(limits.log_messages_per_call, limits.log_bytes_per_call),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store
 }
 
 impl Drop for Plugin {

@@ -196,6 +196,9 @@ pub enum Kind {
     Incompatible(String),
     /// Not a guest: unreadable, not a component, or no filesystem export.
     NotAGuest(String),
+    /// A volume guest (`fshost:volume`, `--volume NAME`) for volume
+    /// contract version `.0`, and whether this host can run it.
+    Volume(String, bool),
 }
 
 fn describe(path: &Path) -> (u64, Kind) {
@@ -210,7 +213,10 @@ fn describe(path: &Path) -> (u64, Kind) {
             (Some(v), Ok(())) => Kind::Guest(v.to_string()),
             (Some(v), Err(_)) if !compatible(v) => Kind::Incompatible(v.to_string()),
             (Some(v), Err(e)) => Kind::Incompatible(format!("{v} ({e})")),
-            (None, _) => Kind::NotAGuest(format!("no {} export", super::identity::EXPORT)),
+            (None, _) => match super::volume::contract_version(&id) {
+                Some(v) => Kind::Volume(v.to_string(), super::volume::compatible(v)),
+                None => Kind::NotAGuest(format!("no {} export", super::identity::EXPORT)),
+            },
         },
     };
     (size, kind)

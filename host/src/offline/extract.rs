@@ -93,9 +93,8 @@ pub fn cp_out(
         }
         ForkResult::Child => {
             drop((place, writer_jail, requests_in, answers_out));
-            let to_writer =
-                Remote { requests: File::from(requests_out), answers: BufReader::new(File::from(answers_in)) };
-            read(path, options, image, open, to_writer)
+            let (requests, answers) = (File::from(requests_out), BufReader::new(File::from(answers_in)));
+            read(path, options, image, open, Remote { requests, answers, gone: false })
         }
     }
 }
@@ -109,11 +108,15 @@ fn read(
     open: impl FnOnce() -> anyhow::Result<Volume>,
     remote: Remote,
 ) -> anyhow::Result<ExitCode> {
-    let jail = sandbox::prepare(options, sandbox::Profile::Offline)?;
+    // Disabled, the writer has said so already.
+    let jail = match options.disabled {
+        true => None,
+        false => Some(sandbox::prepare(options, sandbox::Profile::Offline)?),
+    };
     let vol = open()?;
     // Decided before the sandbox point: the check is an ioctl.
     let progress = Progress::on_terminal();
-    if let Some(report) = jail.enter()?.report {
+    if let Some(report) = jail.map(sandbox::Prepared::enter).transpose()?.and_then(|s| s.report) {
         tracing::info!("cp-out reader: {report}");
     }
     let attr = resolve(&vol, path, false).context(image.to_owned())?;
@@ -162,19 +165,29 @@ fn destination(dest: &Path) -> anyhow::Result<Destination> {
 struct Remote {
     requests: File,
     answers: BufReader<File>,
+    /// The writer has gone (killed, or it refused the stream): nothing more
+    /// can be copied.
+    gone: bool,
 }
 
 impl Remote {
     /// Send `req`; for a request the writer answers, its answer.
     fn ask(&mut self, req: Request) -> anyhow::Result<()> {
-        let answered = req.answered();
-        self.requests.write_all(&req.encode()).context("cp-out's writer has gone")?;
-        if !answered {
-            return Ok(());
+        if self.gone {
+            bail!("cp-out's writer has gone");
         }
-        match wire::read_answer(&mut self.answers).context("cp-out's writer has gone")? {
-            Ok(()) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(e)),
+        let answered = req.answered();
+        let answer = self.requests.write_all(&req.encode()).and_then(|()| match answered {
+            true => wire::read_answer(&mut self.answers),
+            false => Ok(Ok(())),
+        });
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!(e)),
+            Err(e) => {
+                self.gone = true;
+                Err(anyhow::Error::new(e).context("cp-out's writer has gone"))
+            }
         }
     }
 }
@@ -304,6 +317,10 @@ impl Copy<'_> {
     fn entries(&mut self, attr: &Attr, what: &str, depth: usize) -> anyhow::Result<()> {
         let listed = self.vol.read_whole_dir(attr.ino).map_err(|e| os(e, what));
         for e in listed.as_deref().unwrap_or_default() {
+            if self.remote.gone {
+                // Said once, by the object that met it.
+                break;
+            }
             let child_what = format!("{}/{}", what.trim_end_matches('/'), String::from_utf8_lossy(&e.name));
             match self.vol.getattr(e.ino) {
                 Ok(child) => self.object(&child, child_what, &e.name, depth + 1),

@@ -173,7 +173,10 @@ impl Request {
             return Err(invalid("request length out of range"));
         }
         let mut buf = vec![0u8; len];
-        from.read_exact(&mut buf)?;
+        from.read_exact(&mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => invalid("the reader ended in the middle of a request"),
+            _ => e,
+        })?;
         let mut f = Fields(&buf[1..]);
         let req = match buf[0] {
             1 => Request::TopDir,

@@ -7,8 +7,9 @@
 //!
 //! - Offline commands: `ls`, `ls -l`, `stat`, `cat` and `info` (the
 //!   sandboxed ones) with stdout read to the end, closed after the first
-//!   line, and closed before the command starts; `cp-out` (not sandboxed)
-//!   into a directory of the user's. None may die of a signal: threads
+//!   line, and closed before the command starts; `cp-out` (sandboxed in
+//!   two processes: tests/cp_out_sandbox.rs) into a directory of the
+//!   user's. None may die of a signal: threads
 //!   started just before the sandbox (the epoch ticker, WASI's Tokio
 //!   workers) registered rseq after the offline seccomp filter was in place,
 //!   and glibc aborted ("Fatal glibc error: rseq registration failed"),

@@ -471,6 +471,8 @@ mod tests {
                 libc::EACCES => "EACCES".to_string(),
                 libc::EPERM => "EPERM".to_string(),
                 libc::ENOSYS => "ENOSYS".to_string(),
+                libc::ELOOP => "ELOOP".to_string(),
+                libc::ENOTDIR => "ENOTDIR".to_string(),
                 n => format!("errno {n}"),
             };
             format!("{label}: {name}")
@@ -591,6 +593,112 @@ mod tests {
         }
         assert!(out.contains("mmap rw: ok"), "{out}");
         assert!(out.contains("spawn: failed"), "{out}");
+    }
+
+    #[test]
+    #[ignore = "run by cp_out_writer_creates_only_beneath_dest_and_never_by_path_metadata in a child process"]
+    fn probe_cp_out_writer() {
+        use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+        use std::os::unix::fs::PermissionsExt;
+        if std::env::var_os(PROBE).is_none() {
+            return;
+        }
+        let scratch = std::env::temp_dir().join(format!("fshost-writer-probe-{}", std::process::id()));
+        let dest = scratch.join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        println!("scratch {}", scratch.display());
+        // The test harness has a second thread, so root cannot stay uid 0
+        // here (its capabilities are per thread; the real writer has one
+        // thread): become nobody, and let DAC allow everything the probe
+        // tries, so that what denies is Landlock or seccomp.
+        let mut options = Options::default();
+        if nix::unistd::geteuid().is_root() {
+            options.user = Some("65534".into());
+            options.group = Some("65534".into());
+            std::os::unix::fs::chown(&dest, Some(65534), Some(65534)).unwrap();
+        }
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir: OwnedFd = std::fs::File::open(&dest).unwrap().into();
+        let d = dir.as_raw_fd();
+        let jail = prepare_unchecked(&options, Profile::CpOut).unwrap();
+        let report = jail.enter_allowing(Some(Allow::CreateBeneath(dir.as_fd()))).unwrap().report.unwrap();
+        println!("{report}");
+        let c = |s: &str| CString::new(s).unwrap();
+        let create = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let outside = format!("{}/outside", scratch.display());
+        // SAFETY: plain syscalls on NUL-terminated paths and fds this probe
+        // owns; results are only compared with -1 (fds leak until exit).
+        unsafe {
+            println!("{}", outcome("mkdirat inside", libc::mkdirat(d, c("sub").as_ptr(), 0o700) < 0));
+            let f = libc::openat(d, c("f").as_ptr(), create, 0o600);
+            println!("{}", outcome("create inside", f < 0));
+            println!("{}", outcome("fchmod by fd", libc::fchmod(f, 0o644) < 0));
+            println!(
+                "{}",
+                outcome("create outside", libc::openat(libc::AT_FDCWD, c(&outside).as_ptr(), create, 0o600) < 0)
+            );
+            println!("{}", outcome("create by ..", libc::openat(d, c("../escape").as_ptr(), create, 0o600) < 0));
+            println!("{}", outcome("open following", libc::openat(d, c("f").as_ptr(), libc::O_RDONLY) < 0));
+            let to_scratch = c(&scratch.display().to_string());
+            println!("{}", outcome("symlinkat inside", libc::symlinkat(to_scratch.as_ptr(), d, c("s").as_ptr()) < 0));
+            let nofollow = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            println!("{}", outcome("open the symlink", libc::openat(d, c("s").as_ptr(), nofollow) < 0));
+            println!(
+                "{}",
+                outcome("create through the symlink", libc::openat(d, c("s/x").as_ptr(), create, 0o600) < 0)
+            );
+            println!("{}", outcome("fchmodat", libc::syscall(libc::SYS_fchmodat, d, c("..").as_ptr(), 0o777) < 0));
+            let null = std::ptr::null::<libc::timespec>();
+            println!("{}", outcome("utimensat by path", libc::utimensat(d, c("..").as_ptr(), null, 0) < 0));
+            let dev = libc::makedev(1, 3);
+            println!("{}", outcome("mknod char", libc::mknodat(d, c("c").as_ptr(), libc::S_IFCHR | 0o600, dev) < 0));
+            println!("{}", outcome("mknod fifo", libc::mknodat(d, c("p").as_ptr(), libc::S_IFIFO | 0o600, 0) < 0));
+            let follow = libc::AT_SYMLINK_FOLLOW;
+            println!(
+                "{}",
+                outcome("linkat following", libc::linkat(d, c("s").as_ptr(), d, c("l").as_ptr(), follow) < 0)
+            );
+            println!("{}", outcome("linkat", libc::linkat(d, c("f").as_ptr(), d, c("sub/f2").as_ptr(), 0) < 0));
+            println!("{}", outcome("rmdir", libc::unlinkat(d, c("sub").as_ptr(), libc::AT_REMOVEDIR) < 0));
+            println!("{}", outcome("unlink file", libc::unlinkat(d, c("sub/f2").as_ptr(), 0) < 0));
+        }
+        println!("PROBE DONE");
+    }
+
+    #[test]
+    fn cp_out_writer_creates_only_beneath_dest_and_never_by_path_metadata() {
+        let out = run_probe("probe_cp_out_writer");
+        if let Some(scratch) = out.lines().find_map(|l| l.strip_prefix("scratch ")) {
+            assert!(!std::path::Path::new(scratch).join("outside").exists(), "{out}");
+            assert!(!std::path::Path::new(scratch).join("escape").exists(), "{out}");
+            assert!(!std::path::Path::new(scratch).join("x").exists(), "{out}");
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+        let lines: Vec<&str> = out.lines().collect();
+        let says = |l: &str| assert!(lines.contains(&l), "missing {l:?}:\n{out}");
+        for ok in [
+            "mkdirat inside",
+            "create inside",
+            "fchmod by fd",
+            "symlinkat inside",
+            "mknod fifo",
+            "linkat",
+            "unlink file",
+        ] {
+            says(&format!("{ok}: ok"));
+        }
+        // Landlock: nothing outside DEST, not through `..`, not through a
+        // symlink to outside.
+        for denied in ["create outside", "create by ..", "create through the symlink"] {
+            says(&format!("{denied}: EACCES"));
+        }
+        // seccomp: no open that follows, no metadata by path, no device
+        // node, no link through a symlink, no rmdir.
+        for denied in ["open following", "fchmodat", "utimensat by path", "mknod char", "linkat following", "rmdir"] {
+            says(&format!("{denied}: EPERM"));
+        }
+        // O_NOFOLLOW|O_DIRECTORY: the symlink itself, not the directory it names.
+        says("open the symlink: ENOTDIR");
     }
 
     #[test]

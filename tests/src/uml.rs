@@ -139,6 +139,29 @@ pub fn probe_vfat<T>(
         .collect()
 }
 
+/// Boots UML once with `images` attached read-only (/dev/ubda, /dev/ubdb…)
+/// and runs the shell commands `body` ($OUT a fresh directory), without
+/// mounting anything, then hands $OUT to `read`. For what the kernel itself
+/// finds on a device: its partitions (/sys/block/ubda/ubdaN: this host
+/// kernel has no partition parsers, UML's has MSDOS and EFI), a filesystem
+/// on one of them.
+pub fn run_read_only<T>(
+    images: &[&Path],
+    body: &str,
+    read: impl FnOnce(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    ensure!((1..=8).contains(&images.len()), "UML takes 1..=8 images per boot here, not {}", images.len());
+    let work = ScratchDir::new("uml")?;
+    let out = work.path().join("out");
+    std::fs::create_dir(&out)?;
+    let body_file = work.path().join("body.sh");
+    std::fs::write(&body_file, body)?;
+    let run = format!("(cd / && OUT=/mnt/out sh {})\n", body_file.display());
+    let attached: Vec<(&Path, bool)> = images.iter().map(|i| (*i, true)).collect();
+    boot(&attached, &run, &out, work.path())?;
+    read(&out).with_context(|| format!("what the kernel showed:\n{}", logs(work.path())))
+}
+
 /// Boots UML with `images` as /dev/ubda, /dev/ubdb… (each read-only or
 /// not), loads the FAT modules, runs the shell commands `mounts` with the
 /// host directory `out` mounted at /mnt/out, and powers off. `work` holds

@@ -259,6 +259,12 @@ impl Filesystem for Ext4 {
     fn getattr(&mut self, ino: Ino) -> Result<Attr> {
         let inode = self.inode(ino)?;
         let mut attr = inode.attr()?;
+        if attr.kind == FileType::Symlink && attr.size > self.vol.bs() {
+            // A target is at most one block. The kernel shows such an
+            // i_size as is (and a target cut at the block); the contract's
+            // size is the target's length, so the inode is reported damaged.
+            return Err(Error::corrupted(format!("symlink {ino}: size {} is more than a block", attr.size)));
+        }
         if attr.kind == FileType::Symlink && inode.has_flag(flags::ENCRYPT) {
             // fscrypt_symlink_getattr: the size of the target shown.
             attr.size = symlink::encrypted_target(&self.vol, &inode)?.len() as u64;

@@ -19,8 +19,10 @@ use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
 const MAP_AHEAD: u64 = 8 << 20;
 /// Most attributes kept.
 const ATTR_CACHE: usize = 1 << 20;
-/// Most inodes whose xattr names are kept.
-const XATTR_NAMES_CACHE: usize = 1 << 18;
+/// Most inodes whose xattr names are kept: as many as attributes (a
+/// listing larger than the cache would thrash it; most inodes have no
+/// xattrs and share one empty list).
+const XATTR_NAMES_CACHE: usize = ATTR_CACHE;
 /// Most guest answers one SEEK_DATA/SEEK_HOLE may take (about a second of
 /// guest calls). A guest returns whole extents, up to 8 MiB or more per
 /// answer, so this is terabytes of a real file; a guest that answers a byte
@@ -43,6 +45,7 @@ pub struct Volume {
     /// asks every file for security.selinux and system.posix_acl_access)
     /// is answered ENODATA without a guest call.
     xattr_names: RwLock<HashMap<Ino, Arc<[Vec<u8>]>>>,
+    no_xattrs: Arc<[Vec<u8>]>,
     mappings: MappingCache,
     /// Layout-only answers (iomap REPORT) for SEEK_DATA/SEEK_HOLE: a guest
     /// may answer them differently, as ext4 does for inline data.
@@ -89,6 +92,7 @@ impl Volume {
             info,
             attrs: RwLock::new(HashMap::new()),
             xattr_names: RwLock::new(HashMap::new()),
+            no_xattrs: Arc::new([]),
             mappings: MappingCache::new(1 << 20),
             reports: MappingCache::new(1 << 16),
         })
@@ -218,7 +222,8 @@ impl Volume {
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
         }
-        let names: Arc<[Vec<u8>]> = self.plugin.listxattr(ino)?.into();
+        let listed = self.plugin.listxattr(ino)?;
+        let names: Arc<[Vec<u8>]> = if listed.is_empty() { self.no_xattrs.clone() } else { listed.into() };
         let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= XATTR_NAMES_CACHE {
             cache.clear();

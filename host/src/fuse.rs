@@ -358,7 +358,7 @@ impl Filesystem for FuseFs {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names.iter() {
-                    list.extend_from_slice(&n);
+                    list.extend_from_slice(n);
                     list.push(0);
                 }
                 xattr_reply(reply, &list, size)

@@ -145,3 +145,35 @@ impl Device {
         self.file.read_exact_at(buf, self.base + offset).map_err(|source| FsError::Device { offset, len, source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_reads_its_own_bytes_and_nothing_past_them() {
+        let path = std::env::temp_dir().join(format!("fshost-window-{}", std::process::id()));
+        let bytes: Vec<u8> = (0..8192u32).map(|i| (i / 512) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let disk = Device::open(&path, true).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let part = disk.window(2048, 4096, 512).unwrap();
+        assert_eq!((part.size(), part.base(), part.sector_size()), (4096, 2048, 512));
+        let mut buf = [0u8; 512];
+        part.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(buf, [4; 512]);
+        part.read_exact_at(3584, &mut buf).unwrap();
+        assert_eq!(buf, [11; 512]);
+        assert!(part.read_exact_at(3585, &mut buf).is_err(), "past the window, though inside the file");
+        // A window of a window adds up; windows outside or unaligned are refused.
+        let inner = part.window(1024, 1024, 512).unwrap();
+        inner.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(buf, [6; 512]);
+        assert!(disk.window(4096, 8192, 512).is_none());
+        assert!(disk.window(u64::MAX - 511, 512, 512).is_none());
+        assert!(disk.window(100, 512, 512).is_none());
+        assert!(disk.window(512, 4096, 4096).is_none());
+        assert!(disk.window(0, 0, 512).is_none());
+        assert_eq!(disk.window(4096, 4096, 4096).unwrap().sector_size(), 4096);
+    }
+}

@@ -24,6 +24,11 @@
 //! starts later (the FUSE workers), not those running already (the epoch
 //! ticker, idle compiler threads); those are covered by the uid, the
 //! capabilities and seccomp, which allow no `open` at all.
+//!
+//! `cp-out` is the one command that creates files: its writer process
+//! ([`Profile::CpOut`], one thread, no guest) enters with a single Landlock
+//! rule ([`Allow`]) and the seccomp rows marked for it; its reader, which
+//! runs the guest, is sandboxed as an offline command (offline/extract.rs).
 
 mod seccomp;
 pub mod unmounter;
@@ -366,7 +371,7 @@ fn check_threads(ids: Option<Ids>, bounding_dropped: bool) -> anyhow::Result<()>
 #[derive(Debug, Clone, Copy)]
 pub enum Allow<'a> {
     /// DEST is this directory: create the copy beneath it
-    /// ([`creating_rights`]).
+    /// (`creating_rights`).
     CreateBeneath(BorrowedFd<'a>),
     /// DEST is one file in this directory, created before the sandbox
     /// point: remove it if it cannot be copied whole (the rule allows

@@ -450,9 +450,7 @@ impl Filesystem for FatFs {
         let chain = self.file_chain(ino)?;
         let cs = self.cluster_size();
         let ci = offset / cs;
-        let contains = |r: &Run, i: u64| u64::from(r.index) <= i && i < u64::from(r.index) + u64::from(r.len);
-        let found = chain.chain_index(ci).and_then(|at| Some((at, chain.runs.iter().position(|r| contains(r, at))?)));
-        let Some((at, first)) = found else {
+        let Some(at) = chain.chain_index(ci) else {
             return match &chain.broken {
                 // From the break on, as the kernel: EIO.
                 Some(err) if ci < u64::from(chain.need) => Err(err.clone()),
@@ -461,23 +459,35 @@ impl Filesystem for FatFs {
                 _ => Ok(vec![Mapping { offset, length: length.max(1), kind: MappingKind::Hole }]),
             };
         };
-        // (file cluster, device cluster, clusters): the runs from `ci`'s on;
-        // in a loop's repeats, the one piece up to the end of its run.
-        let pieces: Vec<(u64, u32, u64)> = match chain.runs.get(first..).unwrap_or_default() {
-            runs if at == ci => {
-                runs.iter().take(MAX_MAPPINGS).map(|r| (u64::from(r.index), r.cluster, u64::from(r.len))).collect()
-            }
-            [r, ..] => {
-                let skip = at - u64::from(r.index); // < r.len
-                let len = (u64::from(r.len) - skip).min(u64::from(chain.need) - ci);
-                vec![(ci, r.cluster + skip as u32, len)]
-            }
-            [] => Vec::new(),
-        };
         let want_end = offset.saturating_add(length);
+        // (file cluster, device cluster, clusters): whole runs from the one
+        // holding `ci` on; where a loop repeats, from `ci` on, piece by
+        // piece (a piece ends where its run or the loop does).
+        let mut pieces: Vec<(u64, u32, u64)> = Vec::new();
+        let (mut file_cluster, mut at) = (ci, at);
+        while pieces.len() < MAX_MAPPINGS && file_cluster < u64::from(chain.need) {
+            if !pieces.is_empty() && file_cluster * cs >= want_end {
+                break;
+            }
+            let k = chain.runs.partition_point(|r| u64::from(r.index) + u64::from(r.len) <= at);
+            let Some(run) = chain.runs.get(k) else { break };
+            let mut skip = at.saturating_sub(u64::from(run.index)); // < run.len
+            if at == file_cluster {
+                // Before any repeat: the whole run.
+                file_cluster -= skip;
+                skip = 0;
+            }
+            let len = (u64::from(run.len) - skip).min(u64::from(chain.need) - file_cluster);
+            pieces.push((file_cluster, run.cluster + skip as u32, len));
+            file_cluster += len;
+            match chain.chain_index(file_cluster) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
         let device_end = self.dev.size();
         let mut out = Vec::new();
-        for &(file_cluster, cluster, clusters) in pieces.iter().take(MAX_MAPPINGS) {
+        for &(file_cluster, cluster, clusters) in &pieces {
             let file_at = file_cluster * cs;
             if !out.is_empty() && file_at >= want_end {
                 break;

@@ -140,7 +140,8 @@ impl Plugin {
         let pre = linker.instantiate_pre(&component).map_err(|e| incompatible(path, &component, &engine, e))?;
         let pre = FilesystemGuestPre::new(pre).map_err(|e| incompatible(path, &component, &engine, e))?;
 
-        let stop_ticker = start_ticker(&engine)?;
+        // The ticker lives as long as the process: its handle is dropped.
+        let (stop_ticker, _) = start_ticker(&engine)?;
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
         let plugin = Plugin { engine, pre, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
@@ -345,17 +346,17 @@ impl Plugin {
 /// starts WASI's ambient Tokio runtime: the guest's stderr (a panic
 /// message) is written through it, and once the host is sandboxed it could
 /// not start.
-fn start_ticker(engine: &Engine) -> anyhow::Result<Arc<AtomicBool>> {
+fn start_ticker(engine: &Engine) -> anyhow::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
     let stop_ticker = Arc::new(AtomicBool::new(false));
     let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
-    std::thread::Builder::new().name("fshost-epoch".into()).spawn(move || {
+    let handle = std::thread::Builder::new().name("fshost-epoch".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(limits::EPOCH_TICK);
             ticker_engine.increment_epoch();
         }
     })?;
     wasmtime_wasi::runtime::in_tokio(async {});
-    Ok(stop_ticker)
+    Ok((stop_ticker, handle))
 }
 
 /// A store for one instance: WASI that grants nothing but an in-memory

@@ -158,6 +158,10 @@ pub struct VolumeGuest {
     limits: Limits,
     live: Mutex<Option<Live>>,
     stop_ticker: Arc<AtomicBool>,
+    /// Joined on drop: a volume guest dropped just before the sandbox
+    /// point must leave no thread behind, or one still exiting would be
+    /// seen with its old credentials when the sandbox checks every thread.
+    ticker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl VolumeGuest {
@@ -201,9 +205,11 @@ impl VolumeGuest {
             .instantiate_pre(&component)
             .and_then(VolumeGuestPre::new)
             .map_err(|e| anyhow::anyhow!("{} does not fit fshost:volume@{VERSION}: {e}", path.display()))?;
-        let stop_ticker = start_ticker(&engine)?;
+        let (stop_ticker, ticker) = start_ticker(&engine)?;
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
-        Ok((VolumeGuest { engine, pre, device, limits, live: Mutex::new(None), stop_ticker }, stats))
+        let guest =
+            VolumeGuest { engine, pre, device, limits, live: Mutex::new(None), stop_ticker, ticker: Some(ticker) };
+        Ok((guest, stats))
     }
 
     /// The input device.
@@ -302,5 +308,10 @@ impl VolumeGuest {
 impl Drop for VolumeGuest {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            // It wakes within one tick; a ticker that panicked has nothing
+            // left to say.
+            let _ = ticker.join();
+        }
     }
 }

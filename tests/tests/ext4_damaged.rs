@@ -958,6 +958,9 @@ fn random_damage_never_shows_less() {
                 // where the kernel's htree readdir copies the records' numbers
                 // unchecked, damaged or not.
                 _ if d.what == "d_ino" && (d.path.ends_with("/.") || d.path.ends_with("/..")) => false,
+                // A damaged record naming the root (2) under another name: its
+                // node id is FUSE's root node, 1, which getdents shows as d_ino.
+                _ if d.what == "d_ino" && d.detail == "2 vs 1" => false,
                 Kind::More | Kind::Same => false,
                 // ext4's extra time fields hold nanoseconds up to 2^30 - 1,
                 // which the kernel shows as is; the contract's timestamps

@@ -210,8 +210,20 @@ pub fn list(vol: &Volume, dir: &Inode, cookie: u64, max: usize) -> Result<Vec<Li
     let bs = vol.bs();
     for blk in allocated_blocks(vol, dir, cookie / bs) {
         let blk = blk?;
-        let Some(data) = leaf_block(vol, dir, blk)? else { continue };
-        let entries = records(vol, dir, &data, &|| format!("block {blk}")).unwrap_or_else(|good| good);
+        let (data, root) = match leaf_block(vol, dir, blk)? {
+            Some(data) => (data, false),
+            // The kernel's htree readdir emits the index root's first two
+            // records whatever their names ("." and "..", unless damaged).
+            None if blk == 0 && is_dx(vol, dir) => match mapping::read_dir_block(vol, dir, 0)? {
+                Some(data) => (data, true),
+                None => continue,
+            },
+            None => continue,
+        };
+        let mut entries = records(vol, dir, &data, &|| format!("block {blk}")).unwrap_or_else(|good| good);
+        if root {
+            entries.truncate(2);
+        }
         if !take(entries, blk * bs, &mut out) || out.len() >= max {
             break;
         }

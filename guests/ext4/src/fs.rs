@@ -145,7 +145,15 @@ impl Ext4 {
         if !self.vol.sb.valid_inum(ino) {
             return Err(Error::corrupted(format!("directory {dir}: entry names reserved inode {ino}")));
         }
-        self.getattr(u64::from(ino))
+        // An entry naming an unused inode is damage, not absence: the
+        // kernel's ext4_lookup says "deleted inode referenced" (EUCLEAN).
+        self.getattr(u64::from(ino)).map_err(|e| {
+            if e.code() == ErrorCode::NotFound {
+                Error::corrupted(format!("directory {dir}: entry names unused inode {ino}"))
+            } else {
+                e
+            }
+        })
     }
 }
 

@@ -7,14 +7,11 @@
 //! These change the system (a /sbin/mount.fshost link, a dpkg package):
 //! each change is undone on drop. Needs root, like the rest of the suite.
 
+mod common;
+use common::{Scratch, ok, target_dir};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
 
 fn xtask() -> Command {
     // The xtask binary directly: `cargo xtask` would wait for the target
@@ -38,38 +35,8 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn ok(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn sh(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fshost-install-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.join("mnt")).output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// An ext4 image (mkfs.ext4 -d) holding `greeting` with known bytes, and

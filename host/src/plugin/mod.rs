@@ -98,6 +98,25 @@ pub struct LoadStats {
     pub millis: f64,
 }
 
+/// `wasm` as a component: from the compiled-guest cache, or compiled (and
+/// then stored). The flag says it was compiled. Both guest kinds load so.
+fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    path: &Path,
+    cache: Option<&CompileCache>,
+) -> anyhow::Result<(Component, bool)> {
+    if let Some(c) = cache.and_then(|c| c.load(engine, wasm)) {
+        return Ok((c, false));
+    }
+    let c = Component::new(engine, wasm)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid WebAssembly component: {e}", path.display()))?;
+    if let Some(cache) = cache {
+        cache.store(engine, wasm, &c);
+    }
+    Ok((c, true))
+}
+
 fn engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -121,19 +140,7 @@ impl Plugin {
         // Refuse a component built for another contract before compiling it.
         Identity::read(&wasm).and_then(|id| id.check()).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
         let engine = engine()?;
-        let cached = cache.and_then(|c| c.load(&engine, &wasm));
-        let compiled = cached.is_none();
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let c = Component::new(&engine, &wasm)
-                    .map_err(|e| anyhow::anyhow!("{} is not a valid WebAssembly component: {e}", path.display()))?;
-                if let Some(cache) = cache {
-                    cache.store(&engine, &wasm, &c);
-                }
-                c
-            }
-        };
+        let (component, compiled) = load_component(&engine, &wasm, path, cache)?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         FilesystemGuest::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;

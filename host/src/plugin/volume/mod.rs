@@ -24,11 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::identity::{Identity, compatible_with};
-use super::{CompileCache, Limits, LoadStats, State, engine, failure, new_store, note_dropped_logs, start_ticker};
+use super::{
+    CompileCache, Limits, LoadStats, State, engine, failure, load_component, new_store, note_dropped_logs, start_ticker,
+};
 use crate::device::Device;
 use crate::error::FsError;
 use bindings::{VolumeGuest as Bindings, VolumeGuestPre, types as wit};
@@ -185,19 +187,7 @@ impl VolumeGuest {
             None => anyhow::bail!("{} is not a volume guest: it does not export {EXPORT}", path.display()),
         }
         let engine = engine()?;
-        let cached = cache.and_then(|c| c.load(&engine, &wasm));
-        let compiled = cached.is_none();
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let c = Component::new(&engine, &wasm)
-                    .map_err(|e| anyhow::anyhow!("{} is not a valid WebAssembly component: {e}", path.display()))?;
-                if let Some(cache) = cache {
-                    cache.store(&engine, &wasm, &c);
-                }
-                c
-            }
-        };
+        let (component, compiled) = load_component(&engine, &wasm, path, cache)?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Bindings::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;

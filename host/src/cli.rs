@@ -146,7 +146,13 @@ impl Cli {
     /// this host speaks and the guests `--plugin NAME` would find.
     pub fn from_args() -> Cli {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command().long_version(long_version()).get_matches();
+        // Listing the guests reads every file on the plugin search path:
+        // only when the long version is asked for, not on every command.
+        let mut cmd = Cli::command();
+        if std::env::args_os().skip(1).any(|a| a == "--version") {
+            cmd = cmd.long_version(long_version());
+        }
+        let matches = cmd.get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }

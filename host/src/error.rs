@@ -34,6 +34,22 @@ pub enum GuestCode {
     ReadOnly,
     #[error("permission denied")]
     Access,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("file too large")]
+    FileTooBig,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("bad checksum (bad message)")]
+    BadChecksum,
+    #[error("required key not available")]
+    NoKey,
 }
 
 /// Why one operation failed.
@@ -76,6 +92,14 @@ impl FsError {
                 GuestCode::NoMemory => libc::ENOMEM,
                 GuestCode::ReadOnly => libc::EROFS,
                 GuestCode::Access => libc::EACCES,
+                GuestCode::Exists => libc::EEXIST,
+                GuestCode::NotEmpty => libc::ENOTEMPTY,
+                GuestCode::NoSpace => libc::ENOSPC,
+                GuestCode::TooManyLinks => libc::EMLINK,
+                GuestCode::FileTooBig => libc::EFBIG,
+                GuestCode::NotPermitted => libc::EPERM,
+                GuestCode::BadChecksum => libc::EBADMSG,
+                GuestCode::NoKey => libc::ENOKEY,
             },
             FsError::Request { errno, .. } => *errno,
             FsError::GuestFailed { .. } | FsError::Invalid { .. } | FsError::Device { .. } | FsError::Failed(_) => {

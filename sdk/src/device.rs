@@ -18,12 +18,24 @@ pub trait BlockIo {
     fn sector_size(&self) -> u32;
     /// Fill `buf` from byte `offset`; the range lies inside the device.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Write `data` at byte `offset`; the range lies inside the device.
+    /// The default refuses: a read-only device.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let _ = (offset, data);
+        Err(Error::new(crate::ErrorCode::ReadOnly, "the device is read-only"))
+    }
+    /// Make the writes before this call durable (a barrier).
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads larger than this bypass the cache (they are data, not metadata).
 const CACHE_BYPASS: usize = 64 * 1024;
 
-/// A read-only device handle with a block cache.
+/// A device handle with a block cache. Writes go through to the device at
+/// once and update the cached copy (write-through), so a read after a
+/// write sees it.
 pub struct Device {
     io: Box<dyn BlockIo>,
     size: u64,
@@ -140,6 +152,52 @@ impl Device {
         Ok(())
     }
 }
+
+impl Device {
+    /// Write `data` at byte `offset` (write-through: the device first, then
+    /// the cached copies of the blocks it touches), or an `Io` error if the
+    /// range is not inside the device; `ReadOnly` on a read-only mount.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let end = offset.checked_add(data.len() as u64).filter(|&end| end <= self.size).ok_or_else(|| {
+            Error::io(format!(
+                "write of {} bytes at byte {offset} is past the end of the {}-byte device",
+                data.len(),
+                self.size
+            ))
+        })?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let want = (data.len() - done).min(MAX_WRITE);
+            self.io.write_at(offset + done as u64, &data[done..done + want])?;
+            done += want;
+        }
+        let mut cache = self.cache.borrow_mut();
+        let bs = cache.block_size as u64;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / bs;
+            let start = index * bs;
+            let within = (pos - start) as usize;
+            let take = ((end - pos) as usize).min(cache.block_size - within);
+            if let Some((_, block)) = cache.blocks.get_mut(&index)
+                && let Some(dst) = block.get_mut(within..within + take)
+            {
+                let src = (pos - offset) as usize;
+                dst.copy_from_slice(&data[src..src + take]);
+            }
+            pos += take as u64;
+        }
+        Ok(())
+    }
+
+    /// Make every write so far durable (the host's fdatasync): a barrier.
+    pub fn flush(&self) -> Result<()> {
+        self.io.flush()
+    }
+}
+
+/// The host accepts at least this much per write call.
+const MAX_WRITE: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,22 @@ pub enum ErrorCode {
     ReadOnly,
     /// EACCES: exists but cannot be read (e.g. encrypted content).
     Access,
+    /// EEXIST: the name (or, for setxattr with `create`, the attribute) exists.
+    Exists,
+    /// ENOTEMPTY: the directory is not empty.
+    NotEmpty,
+    /// ENOSPC: no free block or inode, or no room for an xattr.
+    NoSpace,
+    /// EMLINK: the inode has the most links the format allows.
+    TooManyLinks,
+    /// EFBIG: beyond the format's largest file size.
+    FileTooBig,
+    /// EPERM: the inode's flags forbid it (immutable, append-only).
+    NotPermitted,
+    /// EBADMSG (EFSBADCRC): a checksum does not match.
+    BadChecksum,
+    /// ENOKEY: encrypted, and no key is present.
+    NoKey,
 }
 
 /// An error with its code and a human message saying what failed and where

@@ -48,6 +48,14 @@ impl BlockIo for HostDevice {
         }
         Ok(())
     }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        block_device::write(offset, data).map_err(|code| {
+            Error::new(from_wit_error(code), format!("device write of {} bytes at {offset}", data.len()))
+        })
+    }
+    fn flush(&self) -> Result<()> {
+        block_device::flush().map_err(|code| Error::new(from_wit_error(code), "device flush"))
+    }
 }
 
 fn from_wit_error(code: wit::ErrorCode) -> ErrorCode {
@@ -65,6 +73,14 @@ fn from_wit_error(code: wit::ErrorCode) -> ErrorCode {
         W::NoMemory => ErrorCode::NoMemory,
         W::ReadOnly => ErrorCode::ReadOnly,
         W::Access => ErrorCode::Access,
+        W::Exists => ErrorCode::Exists,
+        W::NotEmpty => ErrorCode::NotEmpty,
+        W::NoSpace => ErrorCode::NoSpace,
+        W::TooManyLinks => ErrorCode::TooManyLinks,
+        W::FileTooBig => ErrorCode::FileTooBig,
+        W::NotPermitted => ErrorCode::NotPermitted,
+        W::BadChecksum => ErrorCode::BadChecksum,
+        W::NoKey => ErrorCode::NoKey,
     }
 }
 
@@ -92,6 +108,14 @@ fn to_wit_error(op: &str, e: Error) -> wit::ErrorCode {
         ErrorCode::NoMemory => W::NoMemory,
         ErrorCode::ReadOnly => W::ReadOnly,
         ErrorCode::Access => W::Access,
+        ErrorCode::Exists => W::Exists,
+        ErrorCode::NotEmpty => W::NotEmpty,
+        ErrorCode::NoSpace => W::NoSpace,
+        ErrorCode::TooManyLinks => W::TooManyLinks,
+        ErrorCode::FileTooBig => W::FileTooBig,
+        ErrorCode::NotPermitted => W::NotPermitted,
+        ErrorCode::BadChecksum => W::BadChecksum,
+        ErrorCode::NoKey => W::NoKey,
     }
 }
 
@@ -104,7 +128,25 @@ fn kind(k: FileType) -> wit::FileType {
         FileType::BlockDevice => wit::FileType::BlockDevice,
         FileType::Fifo => wit::FileType::Fifo,
         FileType::Socket => wit::FileType::Socket,
+        FileType::Unknown => wit::FileType::Unknown,
     }
+}
+
+fn from_kind(k: wit::FileType) -> FileType {
+    match k {
+        wit::FileType::Regular => FileType::Regular,
+        wit::FileType::Directory => FileType::Directory,
+        wit::FileType::Symlink => FileType::Symlink,
+        wit::FileType::CharDevice => FileType::CharDevice,
+        wit::FileType::BlockDevice => FileType::BlockDevice,
+        wit::FileType::Fifo => FileType::Fifo,
+        wit::FileType::Socket => FileType::Socket,
+        wit::FileType::Unknown => FileType::Unknown,
+    }
+}
+
+fn from_ts(t: wit::Timestamp) -> Timestamp {
+    Timestamp { seconds: t.seconds, nanoseconds: t.nanoseconds }
 }
 
 fn ts(t: Timestamp) -> wit::Timestamp {
@@ -250,6 +292,163 @@ pub fn iomap_begin<E: Export>(
     .map(|v| v.into_iter().map(mapping).collect())
 }
 
+// ---- The writer interface.
+
+pub fn begin_write<E: Export>() -> Result<(), String> {
+    E::state().with(|cell| match cell.borrow_mut().as_mut() {
+        Some(fs) => fs.begin_write(),
+        None => Err("begin-write called before a successful mount".to_string()),
+    })
+}
+
+fn new_inode(n: wit::NewInode) -> NewInode {
+    NewInode { kind: from_kind(n.kind), perm: n.perm, uid: n.uid, gid: n.gid, rdev: n.rdev, time: from_ts(n.time) }
+}
+
+fn unlinked(u: Unlinked) -> wit::Unlinked {
+    wit::Unlinked { ino: u.ino, nlink: u.nlink }
+}
+
+pub fn create<E: Export>(parent: u64, name: Vec<u8>, new: wit::NewInode) -> Result<wit::Attr, wit::ErrorCode> {
+    let new = new_inode(new);
+    with_fs::<E, _>("create", |fs| fs.create(parent, &name, &new).map_err(|e| e.context(format!("directory {parent}"))))
+        .map(attr)
+}
+
+pub fn symlink<E: Export>(
+    parent: u64,
+    name: Vec<u8>,
+    target: Vec<u8>,
+    new: wit::NewInode,
+) -> Result<wit::Attr, wit::ErrorCode> {
+    let new = new_inode(new);
+    with_fs::<E, _>("symlink", |fs| {
+        fs.symlink(parent, &name, &target, &new).map_err(|e| e.context(format!("directory {parent}")))
+    })
+    .map(attr)
+}
+
+pub fn link<E: Export>(
+    ino: u64,
+    parent: u64,
+    name: Vec<u8>,
+    time: wit::Timestamp,
+) -> Result<wit::Attr, wit::ErrorCode> {
+    with_fs::<E, _>("link", |fs| {
+        fs.link(ino, parent, &name, from_ts(time)).map_err(|e| e.context(format!("inode {ino} into {parent}")))
+    })
+    .map(attr)
+}
+
+pub fn unlink<E: Export>(parent: u64, name: Vec<u8>, time: wit::Timestamp) -> Result<wit::Unlinked, wit::ErrorCode> {
+    with_fs::<E, _>("unlink", |fs| {
+        fs.unlink(parent, &name, from_ts(time)).map_err(|e| e.context(format!("directory {parent}")))
+    })
+    .map(unlinked)
+}
+
+pub fn rmdir<E: Export>(parent: u64, name: Vec<u8>, time: wit::Timestamp) -> Result<u64, wit::ErrorCode> {
+    with_fs::<E, _>("rmdir", |fs| {
+        fs.rmdir(parent, &name, from_ts(time)).map_err(|e| e.context(format!("directory {parent}")))
+    })
+}
+
+pub fn rename<E: Export>(
+    parent: u64,
+    name: Vec<u8>,
+    new_parent: u64,
+    new_name: Vec<u8>,
+    flags: wit::RenameFlags,
+    time: wit::Timestamp,
+) -> Result<Option<wit::Unlinked>, wit::ErrorCode> {
+    let flags = RenameFlags {
+        no_replace: flags.contains(wit::RenameFlags::NO_REPLACE),
+        exchange: flags.contains(wit::RenameFlags::EXCHANGE),
+    };
+    with_fs::<E, _>("rename", |fs| {
+        fs.rename(parent, &name, new_parent, &new_name, flags, from_ts(time))
+            .map_err(|e| e.context(format!("directory {parent} to {new_parent}")))
+    })
+    .map(|r| r.map(unlinked))
+}
+
+pub fn setattr<E: Export>(ino: u64, c: wit::AttrChanges) -> Result<wit::Attr, wit::ErrorCode> {
+    let changes = AttrChanges {
+        perm: c.perm,
+        uid: c.uid,
+        gid: c.gid,
+        size: c.size,
+        atime: c.atime.map(from_ts),
+        mtime: c.mtime.map(from_ts),
+        ctime: c.ctime.map(from_ts),
+    };
+    with_fs::<E, _>("setattr", |fs| fs.setattr(ino, &changes).map_err(|e| e.context(format!("inode {ino}")))).map(attr)
+}
+
+pub fn setxattr<E: Export>(
+    ino: u64,
+    name: Vec<u8>,
+    value: Vec<u8>,
+    flags: wit::XattrFlags,
+    time: wit::Timestamp,
+) -> Result<(), wit::ErrorCode> {
+    let flags = XattrFlags {
+        create: flags.contains(wit::XattrFlags::CREATE),
+        replace: flags.contains(wit::XattrFlags::REPLACE),
+    };
+    with_fs::<E, _>("setxattr", |fs| {
+        fs.setxattr(ino, &name, &value, flags, from_ts(time)).map_err(|e| e.context(format!("inode {ino}")))
+    })
+}
+
+pub fn removexattr<E: Export>(ino: u64, name: Vec<u8>, time: wit::Timestamp) -> Result<(), wit::ErrorCode> {
+    with_fs::<E, _>("removexattr", |fs| {
+        fs.removexattr(ino, &name, from_ts(time)).map_err(|e| e.context(format!("inode {ino}")))
+    })
+}
+
+pub fn ioend<E: Export>(ino: u64, offset: u64, written: u64, time: wit::Timestamp) -> Result<u64, wit::ErrorCode> {
+    with_fs::<E, _>("ioend", |fs| {
+        fs.ioend(ino, offset, written, from_ts(time)).map_err(|e| e.context(format!("inode {ino} offset {offset}")))
+    })
+}
+
+pub fn fallocate<E: Export>(
+    ino: u64,
+    offset: u64,
+    length: u64,
+    mode: wit::FallocateFlags,
+    time: wit::Timestamp,
+) -> Result<wit::Attr, wit::ErrorCode> {
+    let mode = FallocateFlags {
+        keep_size: mode.contains(wit::FallocateFlags::KEEP_SIZE),
+        punch_hole: mode.contains(wit::FallocateFlags::PUNCH_HOLE),
+        zero_range: mode.contains(wit::FallocateFlags::ZERO_RANGE),
+        collapse_range: mode.contains(wit::FallocateFlags::COLLAPSE_RANGE),
+        insert_range: mode.contains(wit::FallocateFlags::INSERT_RANGE),
+    };
+    with_fs::<E, _>("fallocate", |fs| {
+        fs.fallocate(ino, offset, length, mode, from_ts(time)).map_err(|e| e.context(format!("inode {ino}")))
+    })
+    .map(attr)
+}
+
+pub fn fsync<E: Export>(ino: u64, datasync: bool) -> Result<(), wit::ErrorCode> {
+    with_fs::<E, _>("fsync", |fs| fs.fsync(ino, datasync).map_err(|e| e.context(format!("inode {ino}"))))
+}
+
+pub fn syncfs<E: Export>() -> Result<(), wit::ErrorCode> {
+    with_fs::<E, _>("syncfs", |fs| fs.syncfs())
+}
+
+pub fn evict<E: Export>(ino: u64) -> Result<(), wit::ErrorCode> {
+    with_fs::<E, _>("evict", |fs| fs.evict(ino).map_err(|e| e.context(format!("inode {ino}"))))
+}
+
+pub fn unmount<E: Export>() -> Result<(), wit::ErrorCode> {
+    with_fs::<E, _>("unmount", |fs| fs.unmount())
+}
+
 /// Implement the generated `Guest` trait for `$export` (an [`Export`]) and
 /// export it. Used by [`crate::export!`].
 #[macro_export]
@@ -297,6 +496,81 @@ macro_rules! export_glue {
                 flags: __fshost_t::IomapFlags,
             ) -> Result<Vec<__fshost_t::Mapping>, __fshost_t::ErrorCode> {
                 $crate::__private::iomap_begin::<$export>(ino, offset, length, flags)
+            }
+        }
+        use $crate::__private::bindings::exports::fshost::plugin::writer as __fshost_w;
+        impl __fshost_w::Guest for $export {
+            fn begin_write() -> Result<(), String> {
+                $crate::__private::begin_write::<$export>()
+            }
+            fn create(p: u64, n: Vec<u8>, new: __fshost_t::NewInode) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+                $crate::__private::create::<$export>(p, n, new)
+            }
+            fn symlink(
+                p: u64,
+                n: Vec<u8>,
+                t: Vec<u8>,
+                new: __fshost_t::NewInode,
+            ) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+                $crate::__private::symlink::<$export>(p, n, t, new)
+            }
+            fn link(i: u64, p: u64, n: Vec<u8>, t: __fshost_t::Timestamp) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+                $crate::__private::link::<$export>(i, p, n, t)
+            }
+            fn unlink(p: u64, n: Vec<u8>, t: __fshost_t::Timestamp) -> Result<__fshost_t::Unlinked, __fshost_t::ErrorCode> {
+                $crate::__private::unlink::<$export>(p, n, t)
+            }
+            fn rmdir(p: u64, n: Vec<u8>, t: __fshost_t::Timestamp) -> Result<u64, __fshost_t::ErrorCode> {
+                $crate::__private::rmdir::<$export>(p, n, t)
+            }
+            fn rename(
+                p: u64,
+                n: Vec<u8>,
+                np: u64,
+                nn: Vec<u8>,
+                f: __fshost_t::RenameFlags,
+                t: __fshost_t::Timestamp,
+            ) -> Result<Option<__fshost_t::Unlinked>, __fshost_t::ErrorCode> {
+                $crate::__private::rename::<$export>(p, n, np, nn, f, t)
+            }
+            fn setattr(i: u64, c: __fshost_t::AttrChanges) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+                $crate::__private::setattr::<$export>(i, c)
+            }
+            fn setxattr(
+                i: u64,
+                n: Vec<u8>,
+                v: Vec<u8>,
+                f: __fshost_t::XattrFlags,
+                t: __fshost_t::Timestamp,
+            ) -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::setxattr::<$export>(i, n, v, f, t)
+            }
+            fn removexattr(i: u64, n: Vec<u8>, t: __fshost_t::Timestamp) -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::removexattr::<$export>(i, n, t)
+            }
+            fn ioend(i: u64, o: u64, w: u64, t: __fshost_t::Timestamp) -> Result<u64, __fshost_t::ErrorCode> {
+                $crate::__private::ioend::<$export>(i, o, w, t)
+            }
+            fn fallocate(
+                i: u64,
+                o: u64,
+                l: u64,
+                m: __fshost_t::FallocateFlags,
+                t: __fshost_t::Timestamp,
+            ) -> Result<__fshost_t::Attr, __fshost_t::ErrorCode> {
+                $crate::__private::fallocate::<$export>(i, o, l, m, t)
+            }
+            fn fsync(i: u64, d: bool) -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::fsync::<$export>(i, d)
+            }
+            fn syncfs() -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::syncfs::<$export>()
+            }
+            fn evict(i: u64) -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::evict::<$export>(i)
+            }
+            fn unmount() -> Result<(), __fshost_t::ErrorCode> {
+                $crate::__private::unmount::<$export>()
             }
         }
         $crate::__private::bindings::__fshost_export_world!($export with_types_in $crate::__private::bindings);

@@ -164,7 +164,7 @@ pub use device::{BlockIo, Device};
 pub use error::{Error, ErrorCode, Result, ResultExt};
 pub use types::*;
 
-/// A read-only filesystem parser. One value lives per guest instance,
+/// A filesystem parser, and optionally writer. One value lives per guest instance,
 /// created by [`Filesystem::mount`]; every other call gets `&mut self`.
 ///
 /// Inode numbers must be stable (read from disk), because the host may
@@ -217,6 +217,113 @@ pub trait Filesystem: Sized + 'static {
     /// contiguous mappings, the first containing `offset`. Whole extents are
     /// welcome (the host caches them); stopping short is fine (it asks again).
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, flags: IomapFlags) -> Result<Vec<Mapping>>;
+
+    // ---- The write half (contract 0.2.0, interface `writer`). Every method
+    // has a default that refuses, so a read-only guest implements none of
+    // them; the host calls them only after `begin_write` succeeded. With
+    // `flags.write`, `iomap_begin` allocates (holes become unwritten) and
+    // returns only mapped or unwritten mappings.
+
+    /// The user asked for a read-write mount: check every feature in use is
+    /// one this guest writes, mark the filesystem in use on the device, or
+    /// refuse with one sentence naming what cannot be written.
+    fn begin_write(&mut self) -> std::result::Result<(), String> {
+        Err("this guest cannot write".to_string())
+    }
+
+    /// Create `name` in `parent` (regular file, directory, fifo, socket,
+    /// device); `Exists` if taken.
+    fn create(&mut self, _parent: Ino, _name: &[u8], _new: &NewInode) -> Result<Attr> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Create symlink `name` in `parent` to `target`.
+    fn symlink(&mut self, _parent: Ino, _name: &[u8], _target: &[u8], _new: &NewInode) -> Result<Attr> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Give `ino` (not a directory) the name `name` in `parent`.
+    fn link(&mut self, _ino: Ino, _parent: Ino, _name: &[u8], _time: Timestamp) -> Result<Attr> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Remove the non-directory entry `name` of `parent`.
+    fn unlink(&mut self, _parent: Ino, _name: &[u8], _time: Timestamp) -> Result<Unlinked> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Remove the empty directory `name` of `parent`; its inode.
+    fn rmdir(&mut self, _parent: Ino, _name: &[u8], _time: Timestamp) -> Result<Ino> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Move `name` of `parent` to `new_name` of `new_parent`; the replaced
+    /// inode, if any.
+    fn rename(
+        &mut self,
+        _parent: Ino,
+        _name: &[u8],
+        _new_parent: Ino,
+        _new_name: &[u8],
+        _flags: RenameFlags,
+        _time: Timestamp,
+    ) -> Result<Option<Unlinked>> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Change attributes; all of them afterwards.
+    fn setattr(&mut self, _ino: Ino, _changes: &AttrChanges) -> Result<Attr> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Set extended attribute `name` to `value`.
+    fn setxattr(&mut self, _ino: Ino, _name: &[u8], _value: &[u8], _flags: XattrFlags, _time: Timestamp) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Remove extended attribute `name`.
+    fn removexattr(&mut self, _ino: Ino, _name: &[u8], _time: Timestamp) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// The host wrote [offset, offset + written) into write mappings:
+    /// convert the unwritten blocks it touches, raise the size, set mtime
+    /// and ctime. Returns the size.
+    fn ioend(&mut self, _ino: Ino, _offset: u64, _written: u64, _time: Timestamp) -> Result<u64> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// fallocate(2); the attributes afterwards.
+    fn fallocate(
+        &mut self,
+        _ino: Ino,
+        _offset: u64,
+        _length: u64,
+        _mode: FallocateFlags,
+        _time: Timestamp,
+    ) -> Result<Attr> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Make `ino`'s metadata durable (then [`Device::flush`]).
+    fn fsync(&mut self, _ino: Ino, _datasync: bool) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Make everything durable.
+    fn syncfs(&mut self) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// No reference to `ino` is left: free it if it is an orphan.
+    fn evict(&mut self, _ino: Ino) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
+
+    /// Clean unmount: free orphans, write everything, mark clean, flush.
+    fn unmount(&mut self) -> Result<()> {
+        Err(ErrorCode::ReadOnly.into())
+    }
 }
 
 /// Export a [`Filesystem`] implementation as the guest's `filesystem`
@@ -257,7 +364,7 @@ pub mod __private {
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "filesystem-guest",
+        world: "writable-guest",
         pub_export_macro: true,
         export_macro_name: "__fshost_export_world",
         default_bindings_module: "fshost_sdk::__private::bindings",

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 pub struct FileIo {
     file: File,
     size: u64,
+    writable: bool,
 }
 
 impl BlockIo for FileIo {
@@ -36,14 +37,42 @@ impl BlockIo for FileIo {
             .read_exact_at(buf, offset)
             .map_err(|e| Error::io(format!("read {} bytes at {offset}: {e}", buf.len())))
     }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::new(crate::ErrorCode::ReadOnly, "image opened read-only"));
+        }
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io(format!("write {} bytes at {offset}: {e}", data.len())))
+    }
+    fn flush(&self) -> Result<()> {
+        if self.writable {
+            self.file.sync_data().map_err(|e| Error::io(format!("fdatasync: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// A [`Device`] reading the image file at `path`.
 pub fn open_image(path: impl AsRef<Path>) -> Result<Device> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(format!("open {}: {e}", path.display())))?;
+    open(path, false)
+}
+
+/// A [`Device`] reading and writing the image file at `path` (for native
+/// tests of a guest's writer; check the image with the format's fsck).
+pub fn open_image_rw(path: impl AsRef<Path>) -> Result<Device> {
+    open(path.as_ref(), true)
+}
+
+fn open(path: &Path, writable: bool) -> Result<Device> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}: {e}", path.display())))?;
     let size = file.metadata().map_err(|e| Error::io(format!("stat {}: {e}", path.display())))?.len();
-    Ok(Device::new(Box::new(FileIo { file, size })))
+    Ok(Device::new(Box::new(FileIo { file, size, writable })))
 }
 
 /// A [`Device`] over bytes in memory (for tests that build tiny images).

@@ -21,6 +21,9 @@ pub enum FileType {
     Fifo,
     /// A Unix socket (S_IFSOCK).
     Socket,
+    /// Not recorded in the directory entry (ext2 without `filetype`):
+    /// listed as DT_UNKNOWN. Only in [`DirEntry`], never in [`Attr`].
+    Unknown,
 }
 
 impl FileType {
@@ -227,6 +230,90 @@ pub struct IomapFlags {
     pub report: bool,
     /// Direct IO.
     pub direct: bool,
+}
+
+/// The inode a namespace call creates; the host decided every field
+/// (caller's ids, setgid inheritance, umask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewInode {
+    /// Its type (never [`FileType::Unknown`]).
+    pub kind: FileType,
+    /// mode & 0o7777.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for char and block devices (new_encode_dev).
+    pub rdev: u64,
+    /// Its atime, mtime, ctime and crtime, and the parent's mtime and ctime.
+    pub time: Timestamp,
+}
+
+/// What [`Filesystem::setattr`](crate::Filesystem::setattr) changes;
+/// `None` keeps the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttrChanges {
+    /// New permission bits (mode & 0o7777).
+    pub perm: Option<u16>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size: free the blocks wholly past it. The host has zeroed the
+    /// rest of the block the smaller of the old and new sizes ends in.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Timestamp>,
+    /// New modification time.
+    pub mtime: Option<Timestamp>,
+    /// New change time.
+    pub ctime: Option<Timestamp>,
+}
+
+/// An inode that lost a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlinked {
+    /// The inode.
+    pub ino: Ino,
+    /// Its link count afterwards; at 0 it is an orphan until
+    /// [`Filesystem::evict`](crate::Filesystem::evict).
+    pub nlink: u32,
+}
+
+/// renameat2 flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RenameFlags {
+    /// RENAME_NOREPLACE.
+    pub no_replace: bool,
+    /// RENAME_EXCHANGE.
+    pub exchange: bool,
+}
+
+/// setxattr flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XattrFlags {
+    /// XATTR_CREATE: fail with `Exists` if present.
+    pub create: bool,
+    /// XATTR_REPLACE: fail with `NoData` if absent.
+    pub replace: bool,
+}
+
+/// fallocate modes; all false: allocate and raise the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FallocateFlags {
+    /// FALLOC_FL_KEEP_SIZE.
+    pub keep_size: bool,
+    /// FALLOC_FL_PUNCH_HOLE: free the whole blocks inside the range (the
+    /// host zeroed the partial ones).
+    pub punch_hole: bool,
+    /// FALLOC_FL_ZERO_RANGE: whole blocks inside become unwritten (the host
+    /// zeroed the partial ones).
+    pub zero_range: bool,
+    /// FALLOC_FL_COLLAPSE_RANGE (may be unsupported).
+    pub collapse_range: bool,
+    /// FALLOC_FL_INSERT_RANGE (may be unsupported).
+    pub insert_range: bool,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Every run points `FSHOST_PLUGIN_PATH` and `XDG_DATA_HOME` at scratch
 //! directories so the machine's own plugin directories do not leak in.
 //! Guests "built for another contract version" are the hello guest with
-//! the version of every `fshost:plugin/...@0.1.0` import and export name
+//! the version of every `fshost:plugin/...@0.2.0` import and export name
 //! rewritten in place (same length, so the component stays valid): exactly
 //! the names a build against a WIT file with that package version produces,
 //! and what the host reads to decide.
@@ -150,14 +150,15 @@ fn a_missing_name_names_every_directory_tried() {
 fn guests_for_another_contract_version_are_refused_before_they_run() {
     let w = World::new();
     let good = hello_wasm();
-    for (version, verdict) in [("9.0.0", false), ("1.0.0", false), ("0.2.0", false), ("0.1.9", true)] {
+    for (version, verdict) in [("9.0.0", false), ("1.0.0", false), ("0.1.0", false), ("0.3.0", false), ("0.2.9", true)]
+    {
         let path = w.install("a", "other", &retarget(&good, version));
         let out = w.ls(&["a"], "other");
         if verdict {
             assert_lists_greeting(&out);
         } else {
             assert!(!out.status.success());
-            let want = format!("{} was built for fshost:plugin@{version}; this fshost speaks 0.1.x", path.display());
+            let want = format!("{} was built for fshost:plugin@{version}; this fshost speaks 0.2.x", path.display());
             assert!(stderr(&out).contains(&want), "{version}: {}", stderr(&out));
         }
     }

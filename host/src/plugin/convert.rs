@@ -35,11 +35,20 @@ pub fn code(c: wit::ErrorCode) -> GuestCode {
         W::NoMemory => GuestCode::NoMemory,
         W::ReadOnly => GuestCode::ReadOnly,
         W::Access => GuestCode::Access,
+        W::Exists => GuestCode::Exists,
+        W::NotEmpty => GuestCode::NotEmpty,
+        W::NoSpace => GuestCode::NoSpace,
+        W::TooManyLinks => GuestCode::TooManyLinks,
+        W::FileTooBig => GuestCode::FileTooBig,
+        W::NotPermitted => GuestCode::NotPermitted,
+        W::BadChecksum => GuestCode::BadChecksum,
+        W::NoKey => GuestCode::NoKey,
     }
 }
 
-fn kind(k: wit::FileType) -> FileKind {
-    match k {
+/// The type of an inode; `unknown` (DT_UNKNOWN in a listing) is `None`.
+fn kind(k: wit::FileType) -> Option<FileKind> {
+    Some(match k {
         wit::FileType::Regular => FileKind::Regular,
         wit::FileType::Directory => FileKind::Directory,
         wit::FileType::Symlink => FileKind::Symlink,
@@ -47,7 +56,8 @@ fn kind(k: wit::FileType) -> FileKind {
         wit::FileType::BlockDevice => FileKind::BlockDevice,
         wit::FileType::Fifo => FileKind::Fifo,
         wit::FileType::Socket => FileKind::Socket,
-    }
+        wit::FileType::Unknown => return None,
+    })
 }
 
 fn timestamp(op: &'static str, what: &str, t: wit::Timestamp) -> Result<Timestamp, FsError> {
@@ -71,7 +81,7 @@ pub fn attr(op: &'static str, a: wit::Attr, expect: Option<Ino>) -> Result<Attr,
     if a.perm > 0o7777 {
         return Err(invalid(op, format!("inode {ino}: permission bits {:o} out of range", a.perm)));
     }
-    let kind = kind(a.kind);
+    let kind = kind(a.kind).ok_or_else(|| invalid(op, format!("inode {ino}: attributes with an unknown file type")))?;
     let is_device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
     let rdev = if is_device { split_rdev(a.rdev) } else { (0, 0) };
     if kind == FileKind::Symlink && a.size > 4096 * 16 {
@@ -135,7 +145,10 @@ pub fn entries(
             if e.ino == 0 || e.cookie == 0 || e.cookie > MAX_COOKIE || e.cookie == asked_cookie {
                 return Err(invalid(op, format!("entry with inode {} and cookie {}", e.ino, e.cookie)));
             }
-            Ok(DirEntry { ino: Ino(e.ino), kind: kind(e.kind), name: e.name, cookie: e.cookie })
+            // TODO(rw host): DT_UNKNOWN entries (ext2 without filetype).
+            let kind =
+                kind(e.kind).ok_or_else(|| invalid(op, format!("entry of inode {}: unknown file type", e.ino)))?;
+            Ok(DirEntry { ino: Ino(e.ino), kind, name: e.name, cookie: e.cookie })
         })
         .collect()
 }

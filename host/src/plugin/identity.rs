@@ -23,7 +23,7 @@ pub const PACKAGE: &str = "fshost:plugin";
 pub const EXPORT: &str = "fshost:plugin/filesystem";
 
 /// The WIT package version this host implements (wit/fshost.wit).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Why a file is not a guest this host can run.
 #[derive(Debug, thiserror::Error)]
@@ -187,17 +187,18 @@ mod tests {
 
     #[test]
     fn semver_rules_for_the_contract_version() {
-        assert!(compatible("0.1.0"));
-        assert!(compatible("0.1.7"));
-        assert!(compatible("0.1.0-rc.1"));
-        assert!(!compatible("0.2.0"));
+        assert!(compatible("0.2.0"));
+        assert!(compatible("0.2.7"));
+        assert!(compatible("0.2.0-rc.1"));
+        assert!(!compatible("0.3.0"));
+        assert!(!compatible("0.1.0"));
         assert!(!compatible("1.0.0"));
         assert!(!compatible("0.0.1"));
         assert!(!compatible(""));
-        assert!(!compatible("0.1"));
-        assert!(!compatible("0.01.0"));
-        assert!(!compatible("0.1.0.0"));
-        assert_eq!(speaks(), "0.1.x");
+        assert!(!compatible("0.2"));
+        assert!(!compatible("0.02.0"));
+        assert!(!compatible("0.2.0.0"));
+        assert_eq!(speaks(), "0.2.x");
     }
 
     #[test]
@@ -220,13 +221,13 @@ mod tests {
             imports: vec!["wasi:io/error@0.2.6".into(), import.into()],
             exports: vec![export.into()],
         };
-        assert!(guest("fshost:plugin/filesystem@0.1.0", "fshost:plugin/block-device@0.1.0").check().is_ok());
+        assert!(guest("fshost:plugin/filesystem@0.2.0", "fshost:plugin/block-device@0.2.0").check().is_ok());
         let err = guest("fshost:plugin/filesystem@1.0.0", "fshost:plugin/block-device@1.0.0").check().unwrap_err();
-        assert_eq!(err.to_string(), "was built for fshost:plugin@1.0.0; this fshost speaks 0.1.x");
-        let err = guest("fshost:plugin/filesystem@0.1.0", "fshost:plugin/log@0.2.0").check().unwrap_err();
-        assert!(matches!(err, IdentityError::Incompatible { found } if found == "0.2.0"));
-        let err = guest("fshost:plugin/filesystem", "fshost:plugin/log@0.1.0").check().unwrap_err();
+        assert_eq!(err.to_string(), "was built for fshost:plugin@1.0.0; this fshost speaks 0.2.x");
+        let err = guest("fshost:plugin/filesystem@0.2.0", "fshost:plugin/log@0.3.0").check().unwrap_err();
+        assert!(matches!(err, IdentityError::Incompatible { found } if found == "0.3.0"));
+        let err = guest("fshost:plugin/filesystem", "fshost:plugin/log@0.2.0").check().unwrap_err();
         assert!(matches!(err, IdentityError::Incompatible { found } if found.is_empty()));
-        assert!(matches!(guest("fshost:plugin/filesystemx@0.1.0", "").check(), Err(IdentityError::NotAGuest { .. })));
+        assert!(matches!(guest("fshost:plugin/filesystemx@0.2.0", "").check(), Err(IdentityError::NotAGuest { .. })));
     }
 }

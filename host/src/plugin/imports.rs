@@ -40,6 +40,11 @@ impl block_device::Host for State {
         tracing::warn!(target: "fshost::guest", "guest tried to write {} bytes at {offset}: refused", data.len());
         Err(types::ErrorCode::ReadOnly)
     }
+
+    fn flush(&mut self) -> Result<(), types::ErrorCode> {
+        // Nothing was written: a read-only mount has nothing to make durable.
+        Ok(())
+    }
 }
 
 /// Longest guest log message kept.

@@ -14,3 +14,4 @@ pub mod scratch;
 pub mod snapshot;
 pub mod tree;
 pub mod uml;
+pub mod workload;

@@ -36,6 +36,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fshost-guest-fat", "fat"),
     ("fshost-guest-evil", "evil"),
     ("fshost-guest-partitions", "partitions"),
+    ("fshost-guest-qcow2", "qcow2"),
 ];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];
@@ -53,6 +54,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // Partition tables for tests/partitions.rs (sfdisk), compared with the
     // partitions user-mode Linux finds (this kernel has no partition parsers).
     ("fdisk", "sfdisk"),
+    // qcow2 images and their raw oracle for tests/disk_images.rs and the
+    // qcow2 guest's own tests (qemu-img, qemu-io).
+    ("qemu-utils", "qemu-img"),
     ("clang-14", cguest::CLANG),
     ("lld-14", "wasm-ld-14"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),

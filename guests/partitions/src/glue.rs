@@ -106,6 +106,8 @@ impl Guest for Partitions {
             sector_size: table.sector_size,
             disk_id: table.disk_id.clone(),
             volumes: table.partitions.iter().map(volume).collect(),
+            backing: None,
+            snapshots: Vec::new(),
         };
         TABLE.with(|t| *t.borrow_mut() = Some(table));
         Ok(answer)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::bindings::types as wit;
-use super::{Extent, ExtentKind, Guid, Layout, VolumeFlags, VolumeInfo, VolumeTable, VolumeType};
+use super::{Extent, ExtentKind, Guid, Layout, Snapshot, VolumeFlags, VolumeInfo, VolumeTable, VolumeType};
 use crate::error::{FsError, GuestCode};
 
 /// Most volumes one table may list: Linux's DISK_MAX_PARTS.
@@ -15,6 +15,12 @@ pub const MAX_VOLUMES: usize = 256;
 /// Longest volume name kept, in bytes (a GPT name is 36 UTF-16 units, at
 /// most 108 bytes of UTF-8).
 pub const MAX_NAME: usize = 256;
+/// Most internal snapshots a table may list (qcow2's QCOW_MAX_SNAPSHOTS).
+pub const MAX_SNAPSHOTS: usize = 65536;
+/// Longest backing-file name, snapshot id or snapshot name kept, in bytes
+/// (qcow2 stores a backing name of at most 1023 bytes, ids and names of
+/// at most 65535).
+pub const MAX_IMAGE_NAME: usize = 65535;
 
 fn invalid(op: &'static str, reason: String) -> FsError {
     FsError::Invalid { op, reason }
@@ -114,7 +120,20 @@ pub fn table(t: wit::Table, input_size: u64, input_sector: u32) -> Result<Volume
             attributes: v.attributes,
         });
     }
-    Ok(VolumeTable { format: t.format, sector_size: ss, disk_id: t.disk_id, volumes })
+    if t.backing.as_ref().is_some_and(|b| b.is_empty() || b.len() > MAX_IMAGE_NAME) {
+        return Err(invalid(OP, "a backing image name that is empty or too long".into()));
+    }
+    if t.snapshots.len() > MAX_SNAPSHOTS {
+        return Err(invalid(OP, format!("{} snapshots, more than {MAX_SNAPSHOTS}", t.snapshots.len())));
+    }
+    let mut snapshots = Vec::with_capacity(t.snapshots.len());
+    for s in t.snapshots {
+        if s.id.len() > MAX_IMAGE_NAME || s.name.len() > MAX_IMAGE_NAME {
+            return Err(invalid(OP, "a snapshot id or name longer than 65535 bytes".into()));
+        }
+        snapshots.push(Snapshot { id: s.id, name: s.name });
+    }
+    Ok(VolumeTable { format: t.format, sector_size: ss, disk_id: t.disk_id, volumes, backing: t.backing, snapshots })
 }
 
 /// What a `map` answer is checked against.
@@ -194,7 +213,14 @@ mod tests {
     }
 
     fn tab(ss: u32, volumes: Vec<wit::Volume>) -> wit::Table {
-        wit::Table { format: "mbr".into(), sector_size: ss, disk_id: vec![1, 2, 3, 4], volumes }
+        wit::Table {
+            format: "mbr".into(),
+            sector_size: ss,
+            disk_id: vec![1, 2, 3, 4],
+            volumes,
+            backing: None,
+            snapshots: Vec::new(),
+        }
     }
 
     #[test]

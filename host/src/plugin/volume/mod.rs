@@ -39,7 +39,7 @@ pub use convert::MAX_VOLUMES;
 /// The interface a volume guest exports.
 pub const EXPORT: &str = "fshost:volume/volume";
 /// The volume contract this host speaks (wit/volume/volume.wit).
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
 
 /// The version of `fshost:volume/volume` a component exports, if it
 /// exports it ("" when unversioned).
@@ -125,6 +125,19 @@ pub struct VolumeTable {
     pub disk_id: Vec<u8>,
     /// Sorted by number, numbers unique.
     pub volumes: Vec<VolumeInfo>,
+    /// The parent image the volumes inherit from, as the image names it
+    /// (never opened by the host).
+    pub backing: Option<Vec<u8>>,
+    /// Internal snapshots: (id, name), as stored.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// An internal snapshot an image lists (not read: the volumes are the
+/// active image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: Vec<u8>,
+    pub name: Vec<u8>,
 }
 
 /// What backs one validated range of a volume.

@@ -45,6 +45,11 @@ impl<K: Hash + Eq + Copy, V: Clone> Lru<K, V> {
         self.tick += 1;
         self.map.insert(key, (self.tick, value));
     }
+
+    /// Forget `key` (a writer changed the object), returning its value.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.map.remove(key).map(|(_, v)| v)
+    }
 }
 
 #[cfg(test)]

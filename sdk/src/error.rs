@@ -71,6 +71,11 @@ impl Error {
         Self::new(ErrorCode::Corrupted, message)
     }
 
+    /// A checksum does not match (the kernel's EFSBADCRC, EBADMSG).
+    pub fn bad_checksum(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadChecksum, message)
+    }
+
     /// The format uses something this guest does not implement.
     pub fn unsupported(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::Unsupported, message)

@@ -89,7 +89,7 @@ fn from_wit_error(code: wit::ErrorCode) -> ErrorCode {
 fn to_wit_error(op: &str, e: Error) -> wit::ErrorCode {
     use wit::ErrorCode as W;
     let level = match e.code() {
-        ErrorCode::Corrupted | ErrorCode::Io => Level::Warn,
+        ErrorCode::Corrupted | ErrorCode::BadChecksum | ErrorCode::Io => Level::Warn,
         _ => Level::Debug,
     };
     if !e.message().is_empty() {

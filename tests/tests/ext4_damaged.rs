@@ -12,9 +12,9 @@
 //! list, with its reason, and every listed difference must occur (a fix
 //! that removes one must remove it from the list). What may be listed:
 //! fshost showing *more* than the kernel (an entry, an attribute, a target
-//! or bytes the kernel refuses), and errno differences the contract
-//! cannot express (the kernel's EFSBADCRC, EBADMSG, for bad checksums:
-//! `fshost:plugin@0.1.0` has no such code and fshost reports EUCLEAN).
+//! or bytes the kernel refuses). Errnos must be the kernel's, EBADMSG
+//! (EFSBADCRC) for a bad checksum included (`bad-checksum` in
+//! `fshost:plugin@0.2.0`).
 //! Anything fshost shows *less* of, or shows differently, fails the case.
 //! The policy behind it is ARCHITECTURE.md's "Damaged images".
 //!
@@ -59,10 +59,6 @@ struct Known {
     reason: &'static str,
 }
 
-/// The reason every EBADMSG/EUCLEAN difference shares.
-const NO_BADCRC_CODE: &str = "the kernel reports a bad checksum as EFSBADCRC (EBADMSG); fshost:plugin@0.1.0 has \
-     no such error-code, so fshost reports EUCLEAN (a new code waits for 0.2.0)";
-
 /// Where one side's value starts failing: `error (...)` on either side of
 /// the comparator's `KERNEL vs FSHOST` detail.
 fn classify(d: &Difference) -> Kind {
@@ -97,11 +93,7 @@ fn matches(known: &Known, d: &Difference) -> bool {
         Some(prefix) => d.path.starts_with(prefix),
         None => known.path == d.path,
     };
-    if !path || !d.what.starts_with(known.what) || classify(d) != known.kind {
-        return false;
-    }
-    // An errno difference is allowed only as EBADMSG (kernel) vs EUCLEAN.
-    known.kind != Kind::Errno || (d.detail.contains("(os error 74)) vs") && d.detail.ends_with("(os error 117))"))
+    path && d.what.starts_with(known.what) && classify(d) == known.kind
 }
 
 // ---------------------------------------------------------------------
@@ -318,8 +310,7 @@ fn inode_with_a_bad_checksum() {
         ino = inum(img, "/victims/c");
         debugfs(img, "set_inode_field /victims/c checksum 0xdead");
     };
-    let log =
-        case(CSUM, damage, &[Known { path: "/victims/c", what: "lstat", kind: Kind::Errno, reason: NO_BADCRC_CODE }]);
+    let log = case(CSUM, damage, &[]);
     let report = format!("inode {ino} (block ");
     assert!(log.contains(&report) && log.contains("checksum"), "the log names {report:?}:\n{log}");
 }
@@ -339,7 +330,7 @@ fn directory_inode_with_a_bad_checksum() {
     case(
         CSUM,
         |img| debugfs(img, "set_inode_field /victims/dir checksum 0xdead").truncate(0),
-        &[Known { path: "/victims/dir", what: "lstat", kind: Kind::Errno, reason: NO_BADCRC_CODE }],
+        &[],
     );
 }
 
@@ -653,7 +644,7 @@ fn extent_block_with_a_bad_checksum() {
     case(
         CSUM,
         |img| debugfs(img, &format!("zap_block -o 200 -l 4 -p 0x33 {}", extent_leaf(img, "/plain/frag"))).truncate(0),
-        &[Known { path: "/plain/frag", what: "data ranges", kind: Kind::Errno, reason: NO_BADCRC_CODE }],
+        &[],
     );
 }
 
@@ -721,7 +712,7 @@ fn xattr_block_with_a_bad_checksum() {
                 .unwrap_or_else(|| panic!("no xattr block in {out}"));
             debugfs(img, &format!("zap_block -o 3000 -l 4 -p 0x44 {block}"));
         },
-        &[Known { path: "/plain/xattr-block", what: "listxattr", kind: Kind::Errno, reason: NO_BADCRC_CODE }],
+        &[],
     );
 }
 
@@ -861,7 +852,7 @@ fn encrypted_directory_without_its_key() {
             kind: Kind::More,
             reason: "the kernel's open of an encrypted file without its key fails with ENOKEY; fshost's \
                  opens never reach the guest (zero-message opens), so the open succeeds and a read \
-                 fails with EACCES (fshost:plugin@0.1.0 has no ENOKEY code)",
+                 fails with ENOKEY",
         }],
     );
 }
@@ -885,7 +876,7 @@ impl Rng {
 /// (so no damage hides behind a checksum failure): inodes in use, directory
 /// blocks, an extent leaf, an xattr block. Whatever the kernel shows,
 /// fshost must show: no `Less` or `Different` difference, no errno
-/// difference but EBADMSG/EUCLEAN. `FSHOST_DAMAGE_CASES` (default 16) and
+/// difference at all. `FSHOST_DAMAGE_CASES` (default 16) and
 /// `FSHOST_DAMAGE_SEED` for longer runs; a failure names the seed and the
 /// bytes flipped.
 #[test]
@@ -970,7 +961,7 @@ fn random_damage_never_shows_less() {
                 Kind::Less if d.what == "lstat" && log.contains("is more than a block") => false,
                 // The one deliberate `Less` (slow_symlink_with_a_zeroed_block).
                 Kind::Less if d.what == "readlink" && log.contains("empty target") => false,
-                Kind::Errno => !(d.detail.contains("(os error 74)) vs") && d.detail.ends_with("(os error 117))")),
+                Kind::Errno => true,
                 Kind::Less | Kind::Different => true,
             })
             .map(|d| format!("    [{:?}] {d}", classify(d)))

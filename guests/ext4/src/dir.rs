@@ -143,12 +143,12 @@ pub fn verify_leaf(block: &[u8], seed: u32) -> Result<()> {
         && u8_at(block, at + 6)? == 0
         && u8_at(block, at + 7)? == TAIL_FILE_TYPE;
     if !is_tail {
-        return Err(Error::corrupted("no checksum tail at the end of the directory block"));
+        return Err(Error::bad_checksum("no checksum tail at the end of the directory block"));
     }
     let stored = le_u32(block, at + 8)?;
     let computed = crc32c(seed, slice(block, 0, at)?);
     if stored != computed {
-        return Err(Error::corrupted(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
+        return Err(Error::bad_checksum(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
     }
     Ok(())
 }

@@ -422,7 +422,7 @@ impl Filesystem for Ext4 {
             other => return Err(Error::invalid(format!("inode {ino} is a {other:?}, not a regular file"))),
         }
         if inode.has_flag(flags::ENCRYPT) {
-            return Err(Error::new(ErrorCode::Access, format!("file {ino} is encrypted (no key)")));
+            return Err(Error::new(ErrorCode::NoKey, format!("file {ino} is encrypted (no key)")));
         }
         iomap::map(&self.vol, &inode, offset, length, op.report)
     }

@@ -75,13 +75,13 @@ fn entries(vol: &Volume, dir: &Inode, block: &[u8], off: usize, limit: usize) ->
         match (computed, stored) {
             (Ok(c), Ok(stored)) if c == stored => {}
             (Ok(c), Ok(stored)) => {
-                return Err(Error::corrupted(format!(
+                return Err(Error::bad_checksum(format!(
                     "directory {}: index checksum {stored:#010x} does not match computed {c:#010x}",
                     dir.ino
                 )));
             }
             _ => {
-                return Err(Error::corrupted(format!(
+                return Err(Error::bad_checksum(format!(
                     "directory {}: index checksum: no room for the tail (limit {got_limit})",
                     dir.ino
                 )));

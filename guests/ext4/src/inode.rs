@@ -271,7 +271,7 @@ fn verify(raw: &[u8], seed: u32, has_hi: bool) -> Result<()> {
     }
     let computed = if has_hi { c } else { c & 0xFFFF };
     if stored != computed {
-        return Err(Error::corrupted(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
+        return Err(Error::bad_checksum(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
     }
     Ok(())
 }

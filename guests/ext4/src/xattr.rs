@@ -129,7 +129,7 @@ pub fn in_block(vol: &Volume, inode: &Inode) -> Result<Vec<Xattr>> {
             let c = crc32c(c, &[0; 4]);
             let computed = crc32c(c, data.get(BLOCK_CHECKSUM_OFFSET + 4..).unwrap_or_default());
             if stored != computed {
-                return Err(Error::corrupted(format!(
+                return Err(Error::bad_checksum(format!(
                     "checksum {stored:#010x} does not match computed {computed:#010x}"
                 )));
             }

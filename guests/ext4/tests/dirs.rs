@@ -212,7 +212,7 @@ fn bad_htree_root_fails_its_checksum_or_falls_back_to_a_linear_scan() {
     let mut fs = mount(&img, &[]).unwrap();
     let dir = resolve(&mut fs, b"big").unwrap();
     let err = fs.lookup(dir.ino, &names[5]).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
+    assert_eq!(err.code(), ErrorCode::BadChecksum);
     assert!(err.message().contains("index checksum"), "{err}");
 
     // Without checksums the index is found malformed and, like the kernel,

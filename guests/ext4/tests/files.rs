@@ -1,6 +1,7 @@
 //! File mappings against debugfs's own extent dump (deep trees, unwritten
 //! extents), inode flags, and checksum verification: every corrupted object
-//! is reported as `Corrupted`, naming it, and `nocsum` turns checks off.
+//! is reported as `BadChecksum` (the kernel's EFSBADCRC), naming it,
+//! and `nocsum` turns checks off.
 
 mod common;
 
@@ -128,7 +129,7 @@ fn inode_flags_encryption_and_verity() {
     let hello = resolve(&mut fs, b"hello").unwrap();
     assert!(hello.flags.encrypted);
     let err = fs.iomap_begin(hello.ino, 0, 5, IomapFlags::default()).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Access, "{err}");
+    assert_eq!(err.code(), ErrorCode::NoKey, "{err}");
     // Encrypted directories list no-key names (tests/tests/ext4_damaged.rs
     // compares them with the kernel's). This one's names were never
     // encrypted: "inside" is shorter than any ciphertext, so it is not
@@ -154,7 +155,7 @@ fn corrupted_inode_is_reported_and_nocsum_reads_it() {
     let mut fs = mount(&img, &[]).unwrap();
     let root = fs.info().unwrap().root;
     let err = fs.lookup(root, b"hello").unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
+    assert_eq!(err.code(), ErrorCode::BadChecksum);
     assert!(err.message().contains("inode") && err.message().contains("checksum"), "{err}");
     let mut fs = mount(&img, &[("nocsum", "")]).unwrap();
     assert_eq!(fs.lookup(root, b"hello").unwrap().size, 5);
@@ -179,7 +180,7 @@ fn corrupted_directory_block_superblock_and_extent_block() {
     flip_byte(&img, node * 1024 + 20);
     let frag = resolve(&mut fs, b"frag").unwrap();
     let err = fs.iomap_begin(frag.ino, 0, 1024, IomapFlags::default()).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
+    assert_eq!(err.code(), ErrorCode::BadChecksum);
     assert!(err.message().contains(&format!("extent block {node}")), "{err}");
 
     flip_byte(&img, 1024 + 0x34); // s_mnt_count
@@ -214,7 +215,7 @@ fn corrupted_xattr_block_and_group_descriptor() {
     let mut fs = mount(&img, &[]).unwrap();
     let x = resolve(&mut fs, b"x").unwrap();
     let err = fs.listxattr(x.ino).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupted);
+    assert_eq!(err.code(), ErrorCode::BadChecksum);
     assert!(err.message().contains(&format!("xattr block {acl_block}")), "{err}");
 
     // Group 0's descriptor (in block 1 of a 4 KiB filesystem), its free

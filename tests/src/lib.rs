@@ -5,8 +5,11 @@
 //! before `cargo test` runs) against real guests compiled to wasm, on images
 //! made by real tools (mkfs.ext4, debugfs) or by a guest's own image writer.
 
+pub mod capture;
 pub mod compare;
+pub mod fsck;
 pub mod fshost;
+pub mod fsx;
 pub mod kernel;
 pub mod pattern;
 pub mod probe;

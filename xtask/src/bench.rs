@@ -3,7 +3,7 @@
 //! numbers and asserts nothing about them.
 //!
 //! ```text
-//! cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount] [--no-build] [--tree DIR]
+//! cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount,bigdir,write] [--no-build] [--tree DIR]
 //! ```
 //!
 //! - Images (built once into `target/bench/`, reused while their `.done`
@@ -20,6 +20,8 @@
 //! - Every mount and loop device is held by a guard that unmounts / detaches
 //!   on every path; SIGINT/SIGTERM stop the run between steps, and the mount
 //!   servers run in their own process group so ctrl-C reaches only us.
+//! - `write` (bench/write.rs): read-write rows on fresh copies, each
+//!   checked with `e2fsck -fn` after its unmount.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,6 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod write;
 
 const MIB: u64 = 1 << 20;
 /// Seq reads and the read-all use this chunk size.
@@ -116,7 +120,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--only" => o.only = it.next().context("--only LIST")?.split(',').map(str::to_string).collect(),
             "--tree" => o.tree = Some(it.next().context("--tree DIR")?.into()),
             _ => bail!(
-                "usage: cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount,bigdir] [--no-build] [--tree DIR]"
+                "usage: cargo xtask bench [--small] [--runs N] [--only seq,rand,walk,tar,mount,bigdir,write] [--no-build] [--tree DIR]"
             ),
         }
     }
@@ -124,8 +128,8 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         bail!("--runs must be at least 1");
     }
     for w in &o.only {
-        if !["seq", "rand", "walk", "tar", "mount", "bigdir"].contains(&w.as_str()) {
-            bail!("unknown workload {w:?} (seq, rand, walk, tar, mount, bigdir)");
+        if !["seq", "rand", "walk", "tar", "mount", "bigdir", "write"].contains(&w.as_str()) {
+            bail!("unknown workload {w:?} (seq, rand, walk, tar, mount, bigdir, write)");
         }
     }
     Ok(o)
@@ -440,6 +444,15 @@ impl Mounted {
     /// Mount `img` for `peer` and wait until its root answers `stat`.
     /// Returns the guard and the time that took.
     fn new(env: &Env, peer: Peer, img: &Path, no_cache: bool) -> anyhow::Result<(Mounted, Duration)> {
+        Self::mount(env, peer, img, no_cache, false)
+    }
+
+    /// Mount `img` read-write for `peer` (the write rows).
+    fn new_rw(env: &Env, peer: Peer, img: &Path) -> anyhow::Result<(Mounted, Duration)> {
+        Self::mount(env, peer, img, false, true)
+    }
+
+    fn mount(env: &Env, peer: Peer, img: &Path, no_cache: bool, rw: bool) -> anyhow::Result<(Mounted, Duration)> {
         check_stop()?;
         let mnt = env.mountpoint(peer);
         std::fs::create_dir_all(&mnt)?;
@@ -453,20 +466,26 @@ impl Mounted {
         let t0 = Instant::now();
         match peer {
             Peer::Kernel => {
-                let dev = quiet(Command::new("losetup").args(["-r", "-f", "--show"]).arg(img))?;
+                let ro = if rw { None } else { Some("-r") };
+                let dev = quiet(Command::new("losetup").args(ro).args(["-f", "--show"]).arg(img))?;
                 m.loopdev = Some(dev.clone());
-                quiet(Command::new("mount").args(["-t", "ext4", "-o", "ro"]).arg(&dev).arg(&mnt))?;
+                quiet(
+                    Command::new("mount").args(["-t", "ext4", "-o", if rw { "rw" } else { "ro" }]).arg(&dev).arg(&mnt),
+                )?;
             }
             Peer::Fuse2fs | Peer::Fshost => {
                 let mut cmd = if peer == Peer::Fuse2fs {
                     let mut c = Command::new("fuse2fs");
-                    c.arg(img).arg(&mnt).args(["-o", "ro", "-f"]);
+                    c.arg(img).arg(&mnt).args(["-o", if rw { "rw" } else { "ro" }, "-f"]);
                     c
                 } else {
                     let mut c = Command::new(&env.fshost);
                     c.arg("mount").arg("--plugin").arg(&env.plugin).arg(img).arg(&mnt).arg("--foreground");
                     if no_cache {
                         c.arg("--no-cache");
+                    }
+                    if rw {
+                        c.args(["-o", "rw"]);
                     }
                     c.env("FSHOST_CACHE_DIR", &env.cache);
                     c
@@ -927,10 +946,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     clean_stale(&env);
     let load_start = loadavg();
 
-    let big = if ["seq", "rand"].iter().any(|w| opts.wants(w)) { Some(big_image(&dir, opts.small)?) } else { None };
+    let big =
+        if ["seq", "rand", "write"].iter().any(|w| opts.wants(w)) { Some(big_image(&dir, opts.small)?) } else { None };
     // The mount is timed on the tree image: the larger (8.5 GiB; the
     // performance issue asks for 4 GiB or more) and the fuller one.
-    let tree = if ["walk", "tar", "mount"].iter().any(|w| opts.wants(w)) {
+    let tree_source = opts.tree.clone().unwrap_or_else(|| if opts.small { "/usr/include" } else { "/usr" }.into());
+    let tree = if ["walk", "tar", "mount", "write"].iter().any(|w| opts.wants(w)) {
         Some(tree_image(&dir, opts.small, opts.tree.as_deref())?)
     } else {
         None
@@ -1053,6 +1074,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
             res.checkpoint(&header(&env, &opts, &[img]), &partial);
         }
+    }
+
+    if let (Some(big), Some(tree)) = (big.as_ref(), tree.as_ref())
+        && opts.wants("write")
+    {
+        write::run(&env, &mut res, (runs, opts.small), big, tree, &tree_source)?;
+        res.checkpoint(&header(&env, &opts, &[big, tree]), &partial);
     }
 
     let mut bigdirs = Vec::new();

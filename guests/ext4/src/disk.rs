@@ -35,6 +35,12 @@ impl Disk {
         self.overlay = if replay.is_empty() { None } else { Some(replay) };
     }
 
+    /// Stop serving replayed blocks, handing them over (once they are
+    /// written onto the device, before a read-write mount).
+    pub fn take_overlay(&mut self) -> Option<Replay> {
+        self.overlay.take()
+    }
+
     /// The device underneath (its size, its cache).
     pub fn device(&self) -> &Device {
         &self.device

@@ -116,7 +116,9 @@ impl Walk<'_> {
         let stored = le_u32(node, tail)?;
         let computed = crc32c(self.inode.csum_seed, slice(node, 0, tail)?);
         if stored != computed {
-            return Err(Error::bad_checksum(format!("checksum {stored:#010x} does not match computed {computed:#010x}")));
+            return Err(Error::bad_checksum(format!(
+                "checksum {stored:#010x} does not match computed {computed:#010x}"
+            )));
         }
         Ok(())
     }

@@ -15,8 +15,8 @@
 use std::rc::Rc;
 
 use fshost_sdk::{
-    Attr, Device, DirEntry, Error, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping, MountOptions,
-    Result, ResultExt,
+    Attr, AttrChanges, Device, DirEntry, Error, ErrorCode, FallocateFlags, FileType, Filesystem, FsInfo, Ino,
+    IomapFlags, Mapping, MountOptions, Result, ResultExt, Timestamp,
 };
 
 use crate::disk::Disk;
@@ -31,21 +31,23 @@ use fshost_sdk::lru::Lru;
 /// Metadata blocks the device keeps cached.
 const BLOCK_CACHE: usize = 4096;
 /// Parsed inodes kept.
-const INODE_CACHE: usize = 8192;
+pub(crate) const INODE_CACHE: usize = 8192;
 /// Directories whose name index is kept (each at most
 /// `NameIndex::MAX_ENTRIES` names).
-const NAME_INDEXES: usize = 8;
+pub(crate) const NAME_INDEXES: usize = 8;
 /// The longest name ext4 stores.
 const NAME_MAX: usize = 255;
 
 /// A mounted ext2/ext3/ext4 filesystem.
 pub struct Ext4 {
-    vol: Volume,
-    inodes: Lru<u32, Rc<Inode>>,
+    pub(crate) vol: Volume,
+    pub(crate) inodes: Lru<u32, Rc<Inode>>,
     /// Name indexes of unindexed directories (`None`: this one scans).
-    names: Lru<u32, Option<Rc<NameIndex>>>,
+    pub(crate) names: Lru<u32, Option<Rc<NameIndex>>>,
     /// statfs counters, computed on first use (they read every descriptor).
-    counts: Option<statfs::Counts>,
+    pub(crate) counts: Option<statfs::Counts>,
+    /// Set by a successful `begin_write` (write/mod.rs), `None` read-only.
+    pub(crate) write: Option<crate::write::State>,
 }
 
 impl Ext4 {
@@ -53,7 +55,7 @@ impl Ext4 {
     /// (the fuzz fixture's way in).
     #[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
     pub(crate) fn from_volume(vol: Volume) -> Self {
-        Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None }
+        Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None, write: None }
     }
 
     /// The statfs counters as the kernel computes them; if the group
@@ -85,7 +87,7 @@ impl Ext4 {
     }
 
     /// Inode `ino` if it is live; cached.
-    fn inode(&mut self, ino: Ino) -> Result<Rc<Inode>> {
+    pub(crate) fn inode(&mut self, ino: Ino) -> Result<Rc<Inode>> {
         let ino = u32::try_from(ino).map_err(|_| Error::not_found(format!("inode {ino} out of range")))?;
         if let Some(inode) = self.inodes.get(&ino) {
             return Ok(inode);
@@ -200,7 +202,7 @@ fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
     }
     vol.csum.group_desc = false;
 
-    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None };
+    let mut fs = Ext4 { vol, inodes: Lru::new(INODE_CACHE), names: Lru::new(NAME_INDEXES), counts: None, write: None };
     let root = fs.inode(u64::from(ROOT_INO)).context("root directory")?;
     if root.kind()? != FileType::Directory {
         return Err(Error::corrupted("root inode is not a directory"));
@@ -413,7 +415,7 @@ impl Filesystem for Ext4 {
 
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, op: IomapFlags) -> Result<Vec<Mapping>> {
         if op.write {
-            return Err(Error::new(ErrorCode::ReadOnly, "ext4 guest is read-only"));
+            return crate::write::iomap_write(self, ino, offset, length);
         }
         let inode = self.inode(ino)?;
         match inode.kind()? {
@@ -425,5 +427,38 @@ impl Filesystem for Ext4 {
             return Err(Error::new(ErrorCode::NoKey, format!("file {ino} is encrypted (no key)")));
         }
         iomap::map(&self.vol, &inode, offset, length, op.report)
+    }
+
+    // ---- The write half (write/: begin, file data, attributes, sync).
+
+    fn begin_write(&mut self) -> std::result::Result<(), String> {
+        crate::write::begin_write(self)
+    }
+
+    fn ioend(&mut self, ino: Ino, offset: u64, written: u64, time: Timestamp) -> Result<u64> {
+        crate::write::ioend(self, ino, offset, written, time)
+    }
+
+    fn fallocate(&mut self, ino: Ino, offset: u64, length: u64, mode: FallocateFlags, time: Timestamp) -> Result<Attr> {
+        crate::write::fallocate(self, ino, offset, length, mode, time)
+    }
+
+    fn setattr(&mut self, ino: Ino, changes: &AttrChanges) -> Result<Attr> {
+        crate::write::setattr(self, ino, changes)
+    }
+
+    fn fsync(&mut self, ino: Ino, _datasync: bool) -> Result<()> {
+        self.writable()?;
+        self.inode(ino)?;
+        self.vol.disk.device().flush()
+    }
+
+    fn syncfs(&mut self) -> Result<()> {
+        self.writable()?;
+        self.vol.disk.device().flush()
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        crate::write::unmount(self)
     }
 }

@@ -59,8 +59,8 @@ pub fn read(vol: &Volume, group: u32) -> Result<GroupDesc> {
     read_inner(vol, group).with_context(|| format!("group descriptor {group}"))
 }
 
-/// The raw bytes of the descriptor of `group`.
-fn raw(vol: &Volume, group: u32) -> Result<Vec<u8>> {
+/// The byte offset of the (primary) descriptor of `group`.
+pub fn location(vol: &Volume, group: u32) -> Result<u64> {
     let sb = &vol.sb;
     if group >= sb.group_count {
         return Err(Error::corrupted(format!("group out of range (groups: {})", sb.group_count)));
@@ -68,11 +68,15 @@ fn raw(vol: &Volume, group: u32) -> Result<Vec<u8>> {
     let desc_size = u64::from(sb.desc_size);
     let desc_per_block = vol.bs() / desc_size;
     let block = descriptor_block(vol, u64::from(group) / desc_per_block)?;
-    let offset = block
+    block
         .checked_mul(vol.bs())
         .and_then(|o| o.checked_add(u64::from(group) % desc_per_block * desc_size))
-        .ok_or_else(|| Error::corrupted(format!("descriptor block {block} out of range")))?;
-    vol.disk.read(offset, usize::from(sb.desc_size))
+        .ok_or_else(|| Error::corrupted(format!("descriptor block {block} out of range")))
+}
+
+/// The raw bytes of the descriptor of `group`.
+pub fn raw(vol: &Volume, group: u32) -> Result<Vec<u8>> {
+    vol.disk.read(location(vol, group)?, usize::from(vol.sb.desc_size))
 }
 
 fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
@@ -127,13 +131,13 @@ pub fn bad_checksums(vol: &Volume) -> Result<Vec<(u32, Error)>> {
     Ok(bad)
 }
 
-/// `ext4_group_desc_csum_verify`.
-fn verify(vol: &Volume, group: u32, raw: &[u8]) -> Result<()> {
+/// `ext4_group_desc_csum`: the checksum descriptor `raw` of `group` must
+/// carry (crc32c with metadata_csum, else gdt_csum's crc16).
+pub fn checksum(vol: &Volume, group: u32, raw: &[u8]) -> Result<u16> {
     let sb = &vol.sb;
-    let stored = le_u16(raw, CHECKSUM_OFFSET)?;
     let le_group = group.to_le_bytes();
     let rest = raw.get(CHECKSUM_OFFSET + 2..).unwrap_or_default();
-    let computed = if sb.features.ro_compat(ro_compat::METADATA_CSUM) {
+    Ok(if sb.features.ro_compat(ro_compat::METADATA_CSUM) {
         let c = crc32c(vol.csum.seed, &le_group);
         let c = crc32c(c, slice(raw, 0, CHECKSUM_OFFSET)?);
         let c = crc32c(c, &[0, 0]);
@@ -143,7 +147,13 @@ fn verify(vol: &Volume, group: u32, raw: &[u8]) -> Result<()> {
         let c = crc16(c, &le_group);
         let c = crc16(c, slice(raw, 0, CHECKSUM_OFFSET)?);
         if sb.features.incompat(incompat::BIT64) { crc16(c, rest) } else { c }
-    };
+    })
+}
+
+/// `ext4_group_desc_csum_verify`.
+fn verify(vol: &Volume, group: u32, raw: &[u8]) -> Result<()> {
+    let stored = le_u16(raw, CHECKSUM_OFFSET)?;
+    let computed = checksum(vol, group, raw)?;
     if stored != computed {
         return Err(Error::corrupted(format!("checksum {stored:#06x} does not match computed {computed:#06x}")));
     }

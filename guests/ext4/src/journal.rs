@@ -117,6 +117,9 @@ const REVOKE_COUNT: usize = 12;
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct Replay {
     blocks: BTreeMap<u64, Vec<u8>>,
+    /// The transaction id a journal emptied after this replay starts from
+    /// (`++info.end_transaction` in the kernel's recovery).
+    pub next_sequence: u32,
 }
 
 impl Replay {
@@ -134,6 +137,11 @@ impl Replay {
     /// Whether the replay overrides nothing (a clean journal).
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
+    }
+
+    /// Every replayed block, by filesystem block number.
+    pub fn blocks(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.blocks.iter().map(|(&b, d)| (b, d.as_slice()))
     }
 }
 
@@ -261,6 +269,8 @@ struct Committed {
 struct Scan {
     transactions: Vec<Committed>,
     revoked: BTreeMap<u64, u32>,
+    /// The id of the first transaction not found (where the log ends).
+    end: u32,
 }
 
 impl Journal {
@@ -565,6 +575,7 @@ fn scan(journal: &Journal, log: &mut Log<'_>) -> Result<Scan> {
             _ => break,
         }
     }
+    found.end = sequence;
     Ok(found)
 }
 
@@ -573,7 +584,7 @@ fn scan(journal: &Journal, log: &mut Log<'_>) -> Result<Scan> {
 /// found gives what replaying them oldest first would, reading each block
 /// once.
 fn replay_blocks(journal: &Journal, log: &mut Log<'_>, scan: &Scan) -> Result<Replay> {
-    let mut replay = Replay::default();
+    let mut replay = Replay { next_sequence: scan.end.wrapping_add(1), ..Replay::default() };
     for transaction in scan.transactions.iter().rev() {
         for logged in transaction.blocks.iter().rev() {
             let fs_block = logged.tag.fs_block;

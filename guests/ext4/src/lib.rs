@@ -22,6 +22,8 @@
 //! - `nokey`: encrypted names and targets as fscrypt shows them without the key.
 //! - `iomap`: mapping answers; `fs`: the `Filesystem` implementation, the
 //!   inode cache (`fshost_sdk::lru`) and mount options.
+//! - `write`: the writer (allocation, extent trees, file data calls,
+//!   begin-write and unmount; see its module docs).
 
 mod acl;
 mod blockmap;
@@ -50,6 +52,7 @@ mod superblock;
 mod symlink;
 mod time;
 mod volume;
+mod write;
 mod xattr;
 
 pub use fs::Ext4;

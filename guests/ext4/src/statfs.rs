@@ -59,7 +59,7 @@ pub fn counts(vol: &Volume, journal_blocks: u64) -> Result<Counts> {
 }
 
 /// `ext4_bg_num_gdb`: descriptor blocks stored in group `g`.
-fn num_gdb(vol: &Volume, g: u32) -> u64 {
+pub fn num_gdb(vol: &Volume, g: u32) -> u64 {
     let sb = &vol.sb;
     let per_block = (sb.block_size / u32::from(sb.desc_size)).max(1);
     let meta_bg = sb.features.incompat(incompat::META_BG);

@@ -73,6 +73,14 @@ pub struct Superblock {
     pub sb_block: u64,
     /// The checksum seed `s_csum_seed` (whether or not checksums are on).
     pub csum_seed: u32,
+    /// `s_state`: VALID_FS (1, cleanly unmounted), ERROR_FS (2).
+    pub state: u16,
+    /// `s_last_orphan`: the head of the orphan inode list, 0 if empty.
+    pub last_orphan: u32,
+    /// `s_want_extra_isize`: the `i_extra_isize` new inodes should get.
+    pub want_extra_isize: u16,
+    /// `s_rev_level` (0: GOOD_OLD, 128-byte inodes, no feature words in use).
+    pub rev_level: u32,
 }
 
 impl Superblock {
@@ -247,6 +255,10 @@ impl Superblock {
             group_count,
             sb_block: offset / u64::from(block_size),
             csum_seed,
+            state: le_u16(buf, 0x3A)?,
+            last_orphan: le_u32(buf, 0xE8)?,
+            want_extra_isize: if rev_level == GOOD_OLD_REV { 0 } else { le_u16(buf, 0x15E)? },
+            rev_level,
         })
     }
 

@@ -1,0 +1,146 @@
+//! Writing: the half of the guest behind the contract's `writer` interface.
+//!
+//! There is no journal transaction here (the next issue adds one): every
+//! call writes its blocks straight to the device, in an order that leaves
+//! the image consistent when the call returns, and the superblock says
+//! "not clean" while the filesystem is in use, so a crash between calls
+//! sends the image to e2fsck, as a crash of ext2 would.
+//!
+//! Files, by what they do (H-A's foundation; directories, names and xattrs
+//! are in their own files here):
+//! - `raw`: [`RawInode`], the on-disk inode bytes with typed fields and the
+//!   kernel's encodings (split ids, sizes, i_blocks, timestamps).
+//! - `alloc`: block and inode bitmaps, group descriptors, the superblock's
+//!   counters, with their checksums (crc32c, or crc16 for gdt_csum).
+//! - `extents`: the extent tree as a sorted list, read whole and written
+//!   back whole into the tree's own blocks.
+//! - `begin`: begin_write (feature gate, journal recovery onto the
+//!   device, "not clean"), unmount, fsync.
+//! - `file`: iomap_begin for writes, ioend, fallocate, setattr.
+//!
+//! The API the namespace half builds on (all `impl Ext4`, crate-visible):
+//! [`Ext4::alloc_inode`], [`Ext4::free_inode`], [`Ext4::raw_inode`],
+//! [`Ext4::put_inode`], [`Ext4::map_block_alloc`], [`Ext4::truncate_blocks`],
+//! [`Ext4::write_block`], and [`RawInode`]. Typical use, creating a file:
+//! `let ino = fs.alloc_inode(parent, false)?; let mut raw = RawInode::new_for(&fs.vol.sb, kind, perm, uid, gid,
+//! time, fs.new_generation()); raw.set_links(1); fs.put_inode(ino, &raw)?;` then the directory entry.
+
+// The inode allocation API and parts of RawInode are for the namespace
+// half (create, unlink, ...), which lands after this foundation.
+#![allow(dead_code)]
+
+mod alloc;
+mod begin;
+mod blockmap;
+mod dir;
+mod extents;
+mod file;
+mod htree;
+mod namei;
+mod raw;
+mod xattr;
+
+use fshost_sdk::{Error, ErrorCode, Ino, Mapping, Result};
+
+#[allow(unused_imports)]
+pub(crate) use raw::{RawInode, mode_bits};
+
+// The trait methods fs.rs delegates to.
+pub(crate) use begin::{begin_write, unmount};
+pub(crate) use file::{fallocate, ioend, setattr};
+
+/// `iomap_begin` with the write flag: allocate the holes of the range
+/// (unwritten) and map it.
+pub(crate) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> Result<Vec<Mapping>> {
+    file::iomap_write(fs, ino, offset, length)
+}
+
+use crate::fs::Ext4;
+
+/// What a filesystem opened for writing keeps between calls.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// A counter for new inodes' generation numbers (mixed with the inode
+    /// number; the kernel uses a random number).
+    pub(crate) generation: u32,
+}
+
+impl Ext4 {
+    /// Fail with `ReadOnly` unless `begin_write` succeeded in this instance.
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.write.is_none() {
+            return Err(Error::new(ErrorCode::ReadOnly, "ext4: not opened for writing (begin-write first)"));
+        }
+        Ok(())
+    }
+
+    /// A generation number for a new inode.
+    pub(crate) fn new_generation(&mut self) -> u32 {
+        let state = self.write.get_or_insert_with(State::default);
+        state.generation = state.generation.wrapping_add(0x9E37_79B9);
+        state.generation
+    }
+
+    /// Allocate an inode near `parent` (directories spread across groups,
+    /// files in the parent's group when possible): marks the inode bitmap,
+    /// the group's counts (free inodes, used directories, itable_unused,
+    /// INODE_UNINIT cleared) and the superblock's, with all checksums.
+    /// Returns the inode number; its on-disk bytes are NOT initialised
+    /// (write a [`RawInode::new_for`] with [`Ext4::put_inode`]).
+    /// `NoSpace` when no inode is free.
+    pub(crate) fn alloc_inode(&mut self, parent: u32, is_dir: bool) -> Result<u32> {
+        self.writable()?;
+        alloc::alloc_inode(self, parent, is_dir)
+    }
+
+    /// Free inode `ino` (bitmap, counts, checksums). Its blocks (and xattr
+    /// block) must already be freed and its on-disk bytes written as the
+    /// kernel leaves a deleted inode (links 0, dtime set).
+    pub(crate) fn free_inode(&mut self, ino: u32, is_dir: bool) -> Result<()> {
+        self.writable()?;
+        alloc::free_inode(self, ino, is_dir)
+    }
+
+    /// The raw on-disk bytes of inode `ino` (`inode_size` long), for
+    /// modification; checked against its checksum when metadata_csum is on
+    /// and the inode is in use.
+    pub(crate) fn raw_inode(&mut self, ino: u32) -> Result<RawInode> {
+        raw::read(self, ino)
+    }
+
+    /// Write a raw inode back: sets its checksum (metadata_csum), writes the
+    /// inode-table bytes, and drops the parsed inode (and the directory
+    /// name index) cached for `ino`, so the next read sees it.
+    pub(crate) fn put_inode(&mut self, ino: u32, raw: &RawInode) -> Result<()> {
+        self.writable()?;
+        raw::write(self, ino, raw)
+    }
+
+    /// Ensure logical block `lblk` of inode `ino` (extent-mapped) is
+    /// allocated and initialised (a written extent), allocating next to the
+    /// file's other blocks; updates `raw`'s i_blocks and extent tree (the
+    /// caller then calls [`Ext4::put_inode`]). Returns the physical block,
+    /// whose contents the caller writes whole (directories, slow symlinks).
+    /// A block that was unwritten becomes written: the caller must write it.
+    pub(crate) fn map_block_alloc(&mut self, ino: u32, raw: &mut RawInode, lblk: u32) -> Result<u64> {
+        self.writable()?;
+        extents::map_block_alloc(self, ino, raw, lblk)
+    }
+
+    /// Free every block of the file at or past logical block `from` (the
+    /// extent tree shrinks, i_blocks is updated in `raw`; the caller then
+    /// calls [`Ext4::put_inode`]). `from = 0` frees them all (delete).
+    pub(crate) fn truncate_blocks(&mut self, ino: u32, raw: &mut RawInode, from: u32) -> Result<()> {
+        self.writable()?;
+        extents::truncate_blocks(self, ino, raw, from)
+    }
+
+    /// Write a whole metadata block (bytes already carrying their checksum).
+    pub(crate) fn write_block(&mut self, pblk: u64, data: &[u8]) -> Result<()> {
+        self.writable()?;
+        if data.len() as u64 != self.vol.bs() || !self.vol.sb.blocks_valid(pblk, 1) {
+            return Err(Error::invalid(format!("write of {} bytes to block {pblk}", data.len())));
+        }
+        self.vol.disk.device().write(pblk * self.vol.bs(), data)
+    }
+}

@@ -30,6 +30,9 @@ use crate::workload::sys;
 /// map).
 const READ_WHOLE: u64 = 64 << 20;
 
+/// Xattr name to value, or to the errno getxattr gave.
+pub type Xattrs = BTreeMap<Vec<u8>, Result<Vec<u8>, i32>>;
+
 /// One entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -51,7 +54,7 @@ pub struct Node {
     /// Regular files: the SEEK_DATA/SEEK_HOLE map, or its errno.
     pub data: Option<Result<Vec<(u64, u64)>, i32>>,
     pub target: Option<Result<Vec<u8>, i32>>,
-    pub xattrs: Result<BTreeMap<Vec<u8>, Result<Vec<u8>, i32>>, i32>,
+    pub xattrs: Result<Xattrs, i32>,
     /// The other captured paths naming the same inode (not directories).
     pub links: BTreeSet<Vec<u8>>,
     ino: u64,
@@ -194,7 +197,7 @@ fn node(path: &Path) -> Result<Node, i32> {
     Ok(node)
 }
 
-fn xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Result<Vec<u8>, i32>>, i32> {
+fn xattrs(path: &Path) -> Result<Xattrs, i32> {
     let names = sys::listxattr(path).map_err(|e| errno(&e))?;
     Ok(names.into_iter().map(|n| (n.clone(), sys::getxattr(path, &n).map_err(|e| errno(&e)))).collect())
 }

@@ -293,7 +293,7 @@ impl Run<'_> {
     }
 
     fn data(&mut self, len: u64) -> Vec<u8> {
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         crate::tree::pattern(seed, 0, len as usize)
     }
 

@@ -455,7 +455,7 @@ impl Rng {
         Rng(seed ^ 0x5851_f42d_4c95_7f2d)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -465,7 +465,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     /// True with probability `percent`/100.
@@ -771,7 +771,7 @@ impl Gen {
                 _ => self.rng.below(400) as usize,
             }
         };
-        crate::tree::pattern(self.rng.next(), 0, len)
+        crate::tree::pattern(self.rng.next_u64(), 0, len)
     }
 
     fn xattr_name(&mut self, path: &[u8], small: bool) -> Vec<u8> {
@@ -860,7 +860,7 @@ impl Gen {
                     self.model.entries.insert(path.clone(), Ent::File { size: 0 });
                 }
                 self.set_size(&path, end);
-                let seed = self.rng.next();
+                let seed = self.rng.next_u64();
                 Op::Write { path, open, offset, len, seed }
             }
             Kind::Truncate => {
@@ -1005,7 +1005,7 @@ impl Gen {
             }
             Kind::Stat => Op::Stat { path: self.any_existing() },
             Kind::List => Op::List { path: self.existing(|e| e == Ent::Dir) },
-            Kind::OpenUnlinked => Op::OpenUnlinked { path: self.fresh_path(), seed: self.rng.next() },
+            Kind::OpenUnlinked => Op::OpenUnlinked { path: self.fresh_path(), seed: self.rng.next_u64() },
             Kind::BigDir | Kind::BigSparse | Kind::Names | Kind::Stamp => unreachable!("phases are not drawn"),
         }
     }
@@ -1103,7 +1103,7 @@ impl Gen {
         for _ in 0..entries / 3 {
             let i = self.rng.below(entries as u64) as usize;
             removed.insert(i);
-            ops.push(if i % 10 == 0 { Op::Rmdir { path: name(i) } } else { Op::Unlink { path: name(i) } });
+            ops.push(if i.is_multiple_of(10) { Op::Rmdir { path: name(i) } } else { Op::Unlink { path: name(i) } });
         }
         for &i in removed.iter().take(20) {
             ops.push(Op::Create { path: name(i), mode: 0o600 });
@@ -1123,7 +1123,7 @@ impl Gen {
     fn big_sparse(&mut self, ops: &mut Vec<Op>) {
         self.counter += 1;
         let path = format!("sparse-{}", self.counter).into_bytes();
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         ops.push(Op::Create { path: path.clone(), mode: 0o644 });
         for offset in [0, 1 << 20, (1 << 30) + 123, (4 << 30) - 2, (5 << 30) + 4096, (6 << 30) + 1] {
             ops.push(Op::Write { path: path.clone(), open: OpenMode::Existing, offset, len: 70_000, seed });

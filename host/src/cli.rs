@@ -30,7 +30,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mount SOURCE at MOUNTPOINT through FUSE (read-only, nosuid, nodev).
+    /// Mount SOURCE at MOUNTPOINT through FUSE (read-only unless -o rw;
+    /// always nosuid, nodev).
+    ///
+    /// Read-only is the default: an image is untrusted, a read-only mount
+    /// cannot damage it, and writing needs a guest that can write the
+    /// format (`-o rw` is refused, with the guest's reason, otherwise).
+    /// Until crash-safe writes land, a crash or power loss during a
+    /// read-write mount leaves the filesystem needing a check (e2fsck).
     Mount {
         #[command(flatten)]
         source: SourceArgs,
@@ -232,8 +239,8 @@ pub struct SourceArgs {
     pub plugin: OsString,
     /// An image file or block device.
     pub source: PathBuf,
-    /// Mount options, comma-separated: ro, allow_other, noexec; others go to
-    /// the guest (e.g. norecovery, sb=N).
+    /// Mount options, comma-separated: ro, rw (mount only: read-write),
+    /// allow_other, noexec; others go to the guest (e.g. norecovery, sb=N).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// Per-call time limit for the guest, in milliseconds.
@@ -257,6 +264,8 @@ pub struct SourceArgs {
 /// Host-level mount options, split from those meant for the guest.
 #[derive(Debug, Default)]
 pub(crate) struct HostOptions {
+    /// `rw`: a read-write mount (opt-in; `ro` is the default).
+    pub rw: bool,
     pub allow_other: bool,
     /// `noexec`: nothing on the mount may be executed.
     pub noexec: bool,
@@ -268,11 +277,12 @@ fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
     for opt in raw.iter().filter(|o| !o.is_empty()) {
         let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
         match name {
-            "ro" | "nosuid" | "nodev" => {}
+            "nosuid" | "nodev" => {}
+            "ro" => out.rw = false,
+            "rw" => out.rw = true,
             "allow_other" => out.allow_other = true,
             "noexec" => out.noexec = true,
             "exec" => out.noexec = false,
-            "rw" => bail!("read-write mounts are not supported: fshost mounts read-only"),
             "suid" | "dev" => bail!("-o {name} is refused: images are untrusted, so fshost mounts nosuid,nodev"),
             _ => out.guest.push((name.to_string(), value.to_string())),
         }
@@ -280,10 +290,10 @@ fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
     Ok(out)
 }
 
-/// Open the source, load the guest and mount it.
-fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Result<Volume> {
+/// Open the source, load the guest and mount it, read-write when `rw`.
+fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> anyhow::Result<Volume> {
     let path = SearchPath::from_env().resolve(&args.plugin)?;
-    let mut device = Arc::new(Device::open(&args.source, true)?);
+    let mut device = Arc::new(Device::open(&args.source, !rw)?);
     let limits = Limits {
         memory: args.guest_memory_mib.saturating_mul(1 << 20),
         call_timeout: Duration::from_millis(args.guest_timeout_ms.max(10)),
@@ -297,7 +307,10 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>) -> anyhow::Resul
         let volumes = crate::partitions::load(args.volume.as_deref(), device, limits.clone(), cache.as_ref())?;
         device = crate::partitions::open(&volumes, number)?;
     }
-    let options = GuestOptions { read_only: true, options: guest };
+    if rw && device.read_only() {
+        bail!("{}: a disk-image format is read-only in fshost; mount read-only (without -o rw)", args.source.display());
+    }
+    let options = GuestOptions { read_only: !rw, options: guest };
     let (plugin, stats) = Plugin::load(&path, device.clone(), limits, options, cache.as_ref())?;
     tracing::info!(
         "guest {} {} in {:.1} ms",
@@ -348,7 +361,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::offline::cat(&vol, path_bytes(&path), &mut out).context(in_image(&source))?;
         }
         Command::CpOut { source, path, dest, sandbox } => {
-            let open = || open_volume(&source, split_options(&source.options)?.guest);
+            let open = || open_volume(&source, offline_options(&source)?, false);
             return crate::offline::cp_out(path_bytes(&path), &dest, &sandbox.options(), &in_image(&source), open);
         }
         Command::Info { source, json, sandbox } => {
@@ -428,17 +441,31 @@ fn plugins(dirs: bool, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
 /// the sandbox before the command reads anything through the guest.
 fn open_sandboxed(source: &SourceArgs, sandbox: &SandboxArgs) -> anyhow::Result<Volume> {
     let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
-    let vol = open_volume(source, split_options(&source.options)?.guest)?;
+    let vol = open_volume(source, offline_options(source)?, false)?;
     if let Some(report) = jail.enter()?.report {
         tracing::info!("{report}");
     }
     Ok(vol)
 }
 
+/// Whether `-o` asks for a read-write mount.
+pub(crate) fn wants_rw(source: &SourceArgs) -> anyhow::Result<bool> {
+    Ok(split_options(&source.options)?.rw)
+}
+
+/// The guest's options for an offline command, which never writes.
+fn offline_options(source: &SourceArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let opts = split_options(&source.options)?;
+    if opts.rw {
+        bail!("-o rw is for `fshost mount`: the offline commands only read");
+    }
+    Ok(opts.guest)
+}
+
 pub(crate) fn mount_volume(source: &SourceArgs) -> anyhow::Result<(Volume, HostOptions)> {
     let mut opts = split_options(&source.options)?;
     let guest = std::mem::take(&mut opts.guest);
-    Ok((open_volume(source, guest)?, opts))
+    Ok((open_volume(source, guest, opts.rw)?, opts))
 }
 
 #[cfg(test)]
@@ -452,6 +479,8 @@ mod tests {
         assert!(split_options(&["noexec".into()]).unwrap().noexec);
         assert_eq!(o.guest, vec![("norecovery".into(), "".into()), ("sb".into(), "8193".into())]);
         assert!(split_options(&["suid".into()]).is_err());
-        assert!(split_options(&["rw".into()]).is_err());
+        assert!(split_options(&["rw".into()]).unwrap().rw, "rw is opt-in");
+        assert!(!split_options(&["rw".into(), "ro".into()]).unwrap().rw, "the last one wins");
+        assert!(!o.rw, "read-only by default");
     }
 }

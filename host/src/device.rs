@@ -1,8 +1,10 @@
 //! The backing image or block device. The only module that reads it.
 //!
-//! Opened read-only for read-only mounts; a block device is opened with
-//! O_EXCL so the kernel refuses it while it is mounted elsewhere (and
-//! refuses to mount it while we hold it). Every read is bounds-checked
+//! Opened read-only unless the mount is read-write (`-o rw`); a block
+//! device is opened with O_EXCL so the kernel refuses it while it is
+//! mounted elsewhere (and refuses to mount it while we hold it), and an
+//! image file opened read-write is locked (exclusive flock) so a second
+//! read-write fshost on it is refused. Every read is bounds-checked
 //! against the size taken at open, and a window on a partition
 //! ([`Device::window`]) against the window first.
 
@@ -27,6 +29,13 @@ pub enum OpenError {
     Busy { path: PathBuf },
     #[error("{path} is neither a regular file nor a block device")]
     NotADevice { path: PathBuf },
+    /// A read-write open of an image file another process holds locked
+    /// (a second read-write fshost on the same image).
+    #[error(
+        "cannot open {path} read-write: another program holds it locked (a read-write fshost mount of the same \
+         image?); unmount that first, or mount read-only (without -o rw)"
+    )]
+    Locked { path: PathBuf },
     #[error("cannot read the size of block device {path}: {source}")]
     Size { path: PathBuf, source: nix::Error },
 }
@@ -64,6 +73,14 @@ impl Device {
             Some(libc::EBUSY) if is_block => OpenError::Busy { path: path.to_owned() },
             _ => open_err(source),
         })?;
+        if !read_only && !is_block {
+            // One writer per image: an exclusive lock, held as long as the
+            // file is open (the kernel drops it when the process ends).
+            file.try_lock().map_err(|e| match e {
+                std::fs::TryLockError::WouldBlock => OpenError::Locked { path: path.to_owned() },
+                std::fs::TryLockError::Error(source) => open_err(source),
+            })?;
+        }
         let (size, sector_size) = if is_block {
             let mut size = 0u64;
             let mut ssz: libc::c_int = 0;
@@ -143,6 +160,35 @@ impl Device {
         // `contains` held: offset + len <= size, and base + size is inside
         // the file's device (checked when the window was made).
         self.file.read_exact_at(buf, self.base + offset).map_err(|source| FsError::Device { offset, len, source })
+    }
+}
+
+impl Device {
+    /// Write `data` at byte `offset`; the whole range must be inside and
+    /// the device open for writing (a read-write mount of a file or block
+    /// device, or a window on one).
+    pub fn write_all_at(&self, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        let err = |source| FsError::DeviceWrite { offset, len: data.len(), source };
+        if self.read_only {
+            return Err(err(std::io::Error::from_raw_os_error(libc::EROFS)));
+        }
+        if !self.contains(offset, data.len() as u64) {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "range is past the end of the device",
+            )));
+        }
+        // As for reads: base + size lies inside the file.
+        self.file.write_all_at(data, self.base + offset).map_err(err)
+    }
+
+    /// Make every write so far durable (fdatasync). Nothing to do on a
+    /// read-only device.
+    pub fn flush(&self) -> Result<(), FsError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|source| FsError::DeviceWrite { offset: 0, len: 0, source })
     }
 }
 

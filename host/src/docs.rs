@@ -68,7 +68,9 @@ on the command line or in /etc/fstab. It runs
 .I GUEST SOURCE DIR
 .B \-o ro,\fIOPTIONS\fR,
 which parses the image inside a WebAssembly sandbox and serves it
-read-only through FUSE (type fuse.fshost). Unmount with umount(8).
+through FUSE (type fuse.fshost), read-only unless
+.B writable
+is given. Unmount with umount(8).
 .SH OPTIONS
 .TP
 .BI plugin= GUEST
@@ -78,8 +80,12 @@ plugin search path (see
 or a path to a .wasm file. The type's subtype names it too.
 .TP
 .B ro, rw
-fshost mounts read-only. mount(8) passes rw unless told ro; the helper then
-mounts read-only and says so.
+mount(8) passes rw unless told ro, so rw alone cannot ask for writing:
+fshost mounts read-only.
+.TP
+.B writable
+A read-write mount (fshost mount \-o rw), for a guest that can write the
+format; refused with the guest's reason otherwise. ro wins.
 .TP
 .B allow_other, noexec, nosuid, nodev
 As for any FUSE mount. suid and dev are refused: images are untrusted.
@@ -92,6 +98,7 @@ goes to the guest (for ext4: norecovery, sb=N).
 .SH EXAMPLES
 .nf
 mount \-t fshost disk.img /mnt \-o plugin=ext4,ro
+mount \-t fshost.ext4 disk.img /mnt \-o writable
 /srv/disk.img  /mnt/disk  fshost  plugin=ext4,ro,nofail  0 0
 .fi
 .SH SEE ALSO

@@ -67,6 +67,13 @@ pub enum FsError {
     /// Reading the backing device failed.
     #[error("device read of {len} bytes at byte {offset}: {source}")]
     Device { offset: u64, len: usize, source: std::io::Error },
+    /// Writing or flushing the backing device failed.
+    #[error("device write of {len} bytes at byte {offset}: {source}")]
+    DeviceWrite { offset: u64, len: usize, source: std::io::Error },
+    /// A read-write mount the guest refused (`writer.begin-write`): its
+    /// sentence, cleaned and cut.
+    #[error("the guest cannot write this filesystem: {0}; mount read-only (without -o rw)")]
+    WriteRefused(String),
     /// The filesystem could not be mounted and will not be retried.
     #[error("the filesystem is in a failed state: {0}")]
     Failed(String),
@@ -102,7 +109,12 @@ impl FsError {
                 GuestCode::NoKey => libc::ENOKEY,
             },
             FsError::Request { errno, .. } => *errno,
-            FsError::GuestFailed { .. } | FsError::Invalid { .. } | FsError::Device { .. } | FsError::Failed(_) => {
+            FsError::WriteRefused(_) => libc::EROFS,
+            FsError::GuestFailed { .. }
+            | FsError::Invalid { .. }
+            | FsError::Device { .. }
+            | FsError::DeviceWrite { .. }
+            | FsError::Failed(_) => {
                 libc::EIO
             }
         }

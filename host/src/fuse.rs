@@ -1,6 +1,13 @@
 //! The FUSE adapter: the only module that knows fuser types. It translates
 //! kernel requests into [`Volume`] calls and answers with errnos.
 //!
+//! On a read-write mount it also serves the write half (create, write,
+//! rename, setattr, fallocate, fsync...), passes the caller's uid and gid,
+//! counts the kernel's references (`Volume::looked_up`, FORGET) and, when
+//! the session ends (unmount, SIGTERM), has the guest unmount cleanly
+//! (`destroy`). Write-through: no writeback cache, so every write reaches
+//! the host, and the device, before write(2) returns.
+//!
 //! Node ids: FUSE's root is node 1, so the guest's root inode and inode 1
 //! swap node ids (a bijection); `st_ino`, and `d_ino` of "." and "..",
 //! always show the guest's inode number. Directory offsets: 1 and 2 are "." and "..", a guest cookie `c`
@@ -9,34 +16,84 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::error::FsError;
-use crate::types::{Attr, FileKind, Ino, Timestamp};
-use crate::volume::{Seek, Volume};
+use crate::types::{Attr, AttrChanges, FallocateMode, FileKind, Ino, Timestamp, XattrFlags};
+use crate::volume::{Caller, Seek, Volume};
 
-/// The image cannot change under us, so the kernel may cache for long.
+/// Read-only, the image cannot change under us, so the kernel may cache
+/// for long. Read-write, entries still live this long (every change goes
+/// through the kernel, which updates its dentries), but attributes are
+/// asked for every time (`RW_ATTR_TTL`).
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Attributes on a read-write mount: not cached by the kernel, which
+/// does not learn everything a change does (st_blocks after a write, the
+/// link count of another name's inode); `Volume` answers from its exact
+/// cache without a guest call. Where fuser takes one time for entry and
+/// attributes (CREATE, READDIRPLUS), the entry gets it too.
+const RW_ATTR_TTL: Duration = Duration::ZERO;
+/// Most steps up the parent map when checking that a directory is not
+/// moved beneath itself (deeper than any real tree).
+const MAX_DEPTH: usize = 1 << 16;
 /// Largest read the kernel sends (max_pages) and readahead window.
 const MAX_IO: u32 = 1 << 20;
 
 /// A [`Volume`] served over FUSE.
 pub struct FuseFs {
     volume: Volume,
-    /// Directory inode -> its parent, learnt from lookups and listings.
+    /// Directory inode -> its parent, learnt from lookups and listings,
+    /// kept up to date by mkdir, rename and rmdir.
     parents: RwLock<HashMap<Ino, Ino>>,
+    /// How long the kernel may keep attributes.
+    attr_ttl: Duration,
 }
 
 impl FuseFs {
     pub fn new(volume: Volume) -> Self {
-        FuseFs { volume, parents: RwLock::new(HashMap::new()) }
+        let attr_ttl = if volume.writable() { RW_ATTR_TTL } else { TTL };
+        FuseFs { volume, parents: RwLock::new(HashMap::new()), attr_ttl }
+    }
+
+    /// Reply with the entry of `a`, found or made in `parent`: the kernel
+    /// now holds a reference.
+    fn reply_entry(&self, reply: ReplyEntry, parent: Ino, result: Result<Attr, FsError>) {
+        match result {
+            Ok(a) => {
+                self.note_parent(parent, &a);
+                let mut fa = self.file_attr(&a);
+                fa.ino = self.node(a.ino);
+                self.volume.looked_up(a.ino);
+                reply.entry_with_ttls(&self.attr_ttl, &TTL, &fa, Generation(u64::from(a.generation)))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Whether directory `dir` is `target` or one of its ancestors, by the
+    /// parent map (an unknown parent ends the walk).
+    fn is_ancestor(&self, dir: Ino, target: Ino) -> bool {
+        let mut at = target;
+        for _ in 0..MAX_DEPTH {
+            if at == dir {
+                return true;
+            }
+            let up = self.parent_of(at);
+            if up == at {
+                return false;
+            }
+            at = up;
+        }
+        false
     }
 
     fn ino(&self, node: INodeNo) -> Ino {
@@ -194,20 +251,12 @@ impl Filesystem for FuseFs {
             b".." => self.volume.getattr(self.parent_of(parent)),
             n => self.volume.lookup(parent, n),
         };
-        match attr {
-            Ok(a) => {
-                self.note_parent(parent, &a);
-                let mut fa = self.file_attr(&a);
-                fa.ino = self.node(a.ino);
-                reply.entry(&TTL, &fa, Generation(u64::from(a.generation)))
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(reply, parent, attr)
     }
 
     fn getattr(&self, _req: &Request, node: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.volume.getattr(self.ino(node)) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl, &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -276,7 +325,12 @@ impl Filesystem for FuseFs {
         match self.volume.readdir(dir, cookie_of(offset), 256) {
             Ok(entries) => {
                 for e in entries {
-                    if reply.add(INodeNo(e.ino.0), offset_of(e.cookie), file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                    // An entry without a type (ext2 without `filetype`):
+                    // the kernel's DT_UNKNOWN has no fuser form, so the
+                    // inode's own type, as a caller's stat would find it.
+                    let kind = e.kind.or_else(|| self.volume.getattr(e.ino).ok().map(|a| a.kind));
+                    let kind = kind.unwrap_or(FileKind::Regular);
+                    if reply.add(INodeNo(e.ino.0), offset_of(e.cookie), file_type(kind), OsStr::from_bytes(&e.name)) {
                         break;
                     }
                 }
@@ -297,7 +351,7 @@ impl Filesystem for FuseFs {
                     // The kernel links no dentry for "." and "..", so their
                     // node id is only shown as d_ino: use the real inode.
                     let fa = self.file_attr(&a);
-                    if reply.add(fa.ino, off + 1, name, &TTL, &fa, Generation(u64::from(a.generation))) {
+                    if reply.add(fa.ino, off + 1, name, &self.attr_ttl, &fa, Generation(u64::from(a.generation))) {
                         return reply.ok();
                     }
                 }
@@ -308,21 +362,24 @@ impl Filesystem for FuseFs {
             Ok(entries) => {
                 for (e, attr) in entries {
                     let name = OsStr::from_bytes(&e.name);
+                    let ttl = &self.attr_ttl;
                     let full = match attr {
                         Ok(a) => {
                             self.note_parent(dir, &a);
                             let mut fa = self.file_attr(&a);
                             fa.ino = self.node(a.ino);
-                            reply.add(fa.ino, offset_of(e.cookie), name, &TTL, &fa, Generation(u64::from(a.generation)))
+                            reply.add(fa.ino, offset_of(e.cookie), name, ttl, &fa, Generation(u64::from(a.generation)))
                         }
                         Err(_) => {
-                            let fa = self.unreadable(self.node(e.ino), e.kind);
+                            let fa = self.unreadable(self.node(e.ino), e.kind.unwrap_or(FileKind::Regular));
                             reply.add(fa.ino, offset_of(e.cookie), name, &Duration::ZERO, &fa, Generation(0))
                         }
                     };
                     if full {
                         break;
                     }
+                    // Linked by the kernel (all but "." and ".."): a reference.
+                    self.volume.looked_up(e.ino);
                 }
                 reply.ok()
             }
@@ -379,6 +436,308 @@ impl Filesystem for FuseFs {
             Err(e) => reply.error(errno(&e)),
         }
     }
+    // ---- The write half (read-write mounts; the kernel refuses these
+    // with EROFS on a read-only mount before they reach us).
+
+    /// FORGET, and each node of BATCH_FORGET (fuser's default
+    /// `batch_forget` calls this; its `ForgetOne` is not public).
+    fn forget(&self, _req: &Request, node: INodeNo, nlookup: u64) {
+        self.volume.forget(self.ino(node), nlookup);
+    }
+
+    /// The session ends (unmounted, or SIGTERM made the helper unmount):
+    /// a read-write guest unmounts cleanly and the device is flushed.
+    fn destroy(&mut self) {
+        if let Err(e) = self.volume.unmount() {
+            tracing::error!("clean unmount failed: {e}; the filesystem may need a check (e2fsck)");
+        } else if self.volume.writable() {
+            tracing::info!("unmounted cleanly");
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(kind) = kind_of_mode(mode) else { return reply.error(Errno::EINVAL) };
+        let parent = self.ino(parent);
+        let made = self.volume.create(caller(req), parent, name.as_bytes(), kind, perm(mode), decode_dev32(rdev));
+        self.reply_entry(reply, parent, made)
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let parent = self.ino(parent);
+        let made = self.volume.create(caller(req), parent, name.as_bytes(), FileKind::Directory, perm(mode), (0, 0));
+        self.reply_entry(reply, parent, made)
+    }
+
+    /// CREATE (open with O_CREAT): the new file, opened with handle 0 (no
+    /// per-open state; OPEN itself is never answered, see `open`).
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let kind = kind_of_mode(mode).unwrap_or(FileKind::Regular);
+        if kind != FileKind::Regular {
+            return reply.error(Errno::EINVAL);
+        }
+        let parent = self.ino(parent);
+        match self.volume.create(caller(req), parent, name.as_bytes(), kind, perm(mode), (0, 0)) {
+            Ok(a) => {
+                let mut fa = self.file_attr(&a);
+                fa.ino = self.node(a.ino);
+                self.volume.looked_up(a.ino);
+                let generation = Generation(u64::from(a.generation));
+                reply.created(&self.attr_ttl, &fa, generation, FileHandle(0), FopenFlags::empty())
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let parent = self.ino(parent);
+        let made = self.volume.symlink(caller(req), parent, link_name.as_bytes(), target.as_os_str().as_bytes());
+        self.reply_entry(reply, parent, made)
+    }
+
+    fn link(&self, _req: &Request, node: INodeNo, new_parent: INodeNo, new_name: &OsStr, reply: ReplyEntry) {
+        let parent = self.ino(new_parent);
+        let linked = self.volume.link(self.ino(node), parent, new_name.as_bytes());
+        self.reply_entry(reply, parent, linked)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.unlink(self.ino(parent), name.as_bytes()) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.rmdir(self.ino(parent), name.as_bytes()) {
+            Ok(gone) => {
+                self.parents.write().unwrap_or_else(|p| p.into_inner()).remove(&gone);
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // RENAME_WHITEOUT is for overlayfs on a filesystem that makes
+        // whiteouts (character device 0:0); nothing here does.
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        if !known.contains(flags) {
+            return reply.error(Errno::EINVAL);
+        }
+        let how = crate::types::RenameFlags {
+            no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+        };
+        let (from, to) = (self.ino(parent), self.ino(new_parent));
+        let beneath = |dir, target| self.is_ancestor(dir, target);
+        match self.volume.rename((from, name.as_bytes()), (to, new_name.as_bytes()), how, beneath) {
+            Ok(done) => {
+                let mut parents = self.parents.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(gone) = done.replaced {
+                    parents.remove(&gone.ino);
+                }
+                if done.moved.kind == FileKind::Directory {
+                    parents.insert(done.moved.ino, to);
+                }
+                if let Some(other) = done.exchanged.filter(|o| o.kind == FileKind::Directory) {
+                    parents.insert(other.ino, from);
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let now = SystemTime::now();
+        let time = |t: TimeOrNow| match t {
+            TimeOrNow::SpecificTime(t) => timestamp(t),
+            TimeOrNow::Now => timestamp(now),
+        };
+        let changes = AttrChanges {
+            perm: mode.map(perm),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            ctime: ctime.map(timestamp),
+        };
+        match self.volume.setattr(self.ino(node), changes) {
+            Ok(a) => reply.attr(&self.attr_ttl, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let how = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
+        match self.volume.setxattr(self.ino(node), name.as_bytes(), value, how) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, node: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.removexattr(self.ino(node), name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Buffered (write-through) and O_DIRECT writes take the same path.
+    fn write(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let direct = flags.0 & libc::O_DIRECT != 0;
+        match self.volume.write(self.ino(node), offset, data, direct) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(mode) = FallocateMode::from_bits(mode) else { return reply.error(Errno::EOPNOTSUPP) };
+        match self.volume.fallocate(self.ino(node), offset, length, mode) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Read-only: ENOSYS once, and the kernel answers fsync itself.
+    fn fsync(&self, _req: &Request, node: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        if !self.volume.writable() {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.volume.fsync(self.ino(node), datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsyncdir(&self, req: &Request, node: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.fsync(req, node, fh, datasync, reply)
+    }
+}
+
+/// The caller of a request, whose ids a new inode gets.
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+/// The permission bits of a mode.
+fn perm(mode: u32) -> u16 {
+    (mode & 0o7777) as u16
+}
+
+/// The type in a mode's S_IFMT bits.
+fn kind_of_mode(mode: u32) -> Option<FileKind> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::Regular,
+        libc::S_IFDIR => FileKind::Directory,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFCHR => FileKind::CharDevice,
+        libc::S_IFBLK => FileKind::BlockDevice,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        _ => return None,
+    })
+}
+
+/// The kernel's 32-bit `new_encode_dev` back into major and minor.
+fn decode_dev32(dev: u32) -> (u32, u32) {
+    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
+}
+
+/// A time as the guest stores it (before 1970: negative seconds, with
+/// nanoseconds counted forward).
+fn timestamp(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanoseconds: d.subsec_nanos() },
+        Err(e) => {
+            let d = e.duration();
+            let mut seconds = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut nanoseconds = 0;
+            if d.subsec_nanos() > 0 {
+                seconds -= 1;
+                nanoseconds = 1_000_000_000 - d.subsec_nanos();
+            }
+            Timestamp { seconds, nanoseconds }
+        }
+    }
 }
 
 fn xattr_reply(reply: ReplyXattr, bytes: &[u8], size: u32) {
@@ -402,6 +761,20 @@ mod tests {
         assert_eq!(encode_dev32((8, 1)), 0x801);
         // minor 300000 = 0x493e0: 0xe0 | 0x10300 | 0x4930_0000.
         assert_eq!(encode_dev32((259, 300_000)), 0x4931_03e0);
+    }
+
+    #[test]
+    fn dev32_decodes_what_it_encodes_and_times_round_trip() {
+        for dev in [(8, 1), (259, 300_000), (0xfff, 0xfffff)] {
+            assert_eq!(decode_dev32(encode_dev32(dev)), dev);
+        }
+        for t in [
+            Timestamp { seconds: -2, nanoseconds: 250_000_000 },
+            Timestamp { seconds: -1, nanoseconds: 0 },
+            Timestamp { seconds: 1_700_000_000, nanoseconds: 999_999_999 },
+        ] {
+            assert_eq!(timestamp(system_time(t)), t);
+        }
     }
 
     #[test]

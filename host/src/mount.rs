@@ -35,7 +35,8 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     signals.thread_block().context("blocking signals")?;
     // Still one thread: start the unmount helper, drop the capability sets
     // that threads inherit.
-    let jail = sandbox::prepare(sandbox, sandbox::Profile::Mount { mountpoint: &mountpoint })?;
+    let writable = crate::cli::wants_rw(source)?;
+    let jail = sandbox::prepare(sandbox, sandbox::Profile::Mount { mountpoint: &mountpoint, writable })?;
 
     let (volume, host_options) = crate::cli::mount_volume(source)?;
     let allow_other = host_options.allow_other;
@@ -44,7 +45,7 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
             source.source.canonicalize().unwrap_or_else(|_| source.source.clone()).display().to_string(),
         ),
         MountOption::Subtype(SUBTYPE.into()),
-        MountOption::RO,
+        if host_options.rw { MountOption::RW } else { MountOption::RO },
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::DefaultPermissions,
@@ -98,6 +99,9 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
         }
     };
     std::thread::Builder::new().name("fshost-signals".into()).spawn(move || wait_and_unmount(&signals, unmount))?;
+    // When the session ends (an unmount, or SIGTERM through the helper),
+    // `run` calls the adapter's `destroy`: a read-write guest unmounts
+    // cleanly and the device is flushed, still inside the sandbox.
     let served = session.run().context("serving FUSE");
     if let Some(h) = helper {
         h.finish();

@@ -11,10 +11,13 @@
 //! the guest. mount(8)'s own options (`defaults`, `auto`, `nofail`,
 //! `user`, `_netdev`, `comment=`, ...) mean nothing to fshost and are left
 //! out; `x-*` options never reach a helper. mount(8) adds `rw` unless told
-//! `ro`: fshost mounts read-only, so `rw` from mount(8) mounts read-only
-//! with a warning, as mount(8) itself does on a write-protected device.
-//! Everything else goes to `fshost mount -o` (host options such as
-//! `allow_other`, `noexec`, and the guest's own, such as `norecovery`).
+//! `ro`, so the helper cannot tell a `rw` the user wrote from mount(8)'s
+//! default: read-only stays the default, and a read-write mount is asked
+//! for with the option `writable` (with mount(8)'s `rw`): `mount -t
+//! fshost.ext4 -o writable img /mnt`, or `writable` in the fstab line.
+//! `rw` alone mounts read-only with a note saying so. Everything else goes
+//! to `fshost mount -o` (host options such as `allow_other`, `noexec`, and
+//! the guest's own, such as `norecovery`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -71,6 +74,8 @@ pub struct Request {
     pub options: Vec<String>,
     /// mount(8) asked for a read-write mount (its default).
     pub rw: bool,
+    /// The user asked for a read-write mount (`-o writable`).
+    pub writable: bool,
     pub fake: bool,
     pub verbose: bool,
 }
@@ -85,7 +90,7 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Request> {
     let mut plugin = own_name.to_str().and_then(|n| n.strip_prefix("mount.")).and_then(|n| subtype(OsStr::new(n)));
     let mut positional = Vec::new();
     let mut raw_opts = Vec::new();
-    let (mut rw, mut fake, mut verbose) = (true, false, false);
+    let (mut rw, mut fake, mut verbose, mut writable) = (true, false, false, false);
     while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("-o") => {
@@ -122,12 +127,13 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Request> {
             "plugin" => plugin = Some(value.to_string()),
             "rw" => rw = true,
             "ro" => rw = false,
+            "writable" => writable = true,
             "comment" => {}
             _ if MOUNT8_ONLY.contains(&name) || name.starts_with("x-") => {}
             _ => options.push(opt.to_string()),
         }
     }
-    Ok(Request { source, dir, plugin, options, rw, fake, verbose })
+    Ok(Request { source, dir, plugin, options, rw, writable, fake, verbose })
 }
 
 impl Request {
@@ -141,7 +147,7 @@ impl Request {
         let mut args: Vec<OsString> = vec!["mount".into(), "--plugin".into(), plugin.into()];
         args.push(self.source.clone());
         args.push(self.dir.clone());
-        let mut options = vec!["ro".to_string()];
+        let mut options = vec![if self.read_write() { "rw" } else { "ro" }.to_string()];
         options.extend(self.options.iter().cloned());
         args.push("-o".into());
         args.push(options.join(",").into());
@@ -152,13 +158,27 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Whether the mount is read-write: `writable` asked, and mount(8)
+    /// not told `ro` (`-r`, `-o ro`).
+    pub fn read_write(&self) -> bool {
+        self.rw && self.writable
+    }
+}
+
 /// Run as `mount.fshost`: parse, then become `fshost mount ...` (exec).
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let req = parse(&argv)?;
     let args = req.command_line()?;
-    if req.rw {
-        eprintln!("{NAME}: fshost mounts read-only; mounting {} read-only", req.source.to_string_lossy());
+    if req.writable && !req.rw {
+        bail!("{NAME}: `writable` and `ro` contradict each other");
+    }
+    if req.rw && !req.writable && req.verbose {
+        eprintln!(
+            "{NAME}: mounting {} read-only (fshost's default; add -o writable for a read-write mount)",
+            req.source.to_string_lossy()
+        );
     }
     if req.verbose || req.fake {
         let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
@@ -187,6 +207,17 @@ mod tests {
         assert_eq!(r.plugin.as_deref(), Some("ext4"));
         assert!(r.rw && r.options.is_empty());
         assert_eq!(r.command_line().unwrap(), argv(&["mount", "--plugin", "ext4", "img", "/mnt", "-o", "ro"]));
+    }
+
+    #[test]
+    fn writable_asks_for_a_read_write_mount_and_ro_wins() {
+        let r = parse(&argv(&["/sbin/mount.fshost", "img", "/mnt", "-o", "rw,writable,plugin=ext4"])).unwrap();
+        assert!(r.read_write() && r.options.is_empty());
+        assert_eq!(r.command_line().unwrap(), argv(&["mount", "--plugin", "ext4", "img", "/mnt", "-o", "rw"]));
+        let r = parse(&argv(&["/sbin/mount.fshost", "img", "/mnt", "-o", "ro,writable,plugin=ext4"])).unwrap();
+        assert!(!r.read_write());
+        let r = parse(&argv(&["/sbin/mount.fshost", "img", "/mnt", "-r", "-o", "writable,plugin=ext4"])).unwrap();
+        assert!(!r.read_write());
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Options {
 pub enum Profile<'a> {
     Mount {
         mountpoint: &'a Path,
+        /// A read-write mount: the device is written (pwrite64, fdatasync).
+        writable: bool,
     },
     Offline,
     /// `cp-out`'s writer: creates files beneath one directory (given to
@@ -153,7 +155,10 @@ fn prepare_unchecked(options: &Options, profile: Profile<'_>) -> anyhow::Result<
     let keep_root = matches!(profile, Profile::CpOut) && options.user.is_none() && options.group.is_none();
     let ids = if keep_root { target_ids_kept(options)? } else { target_ids(options)? };
     let (serving, unmounter) = match profile {
-        Profile::Mount { mountpoint } => (seccomp::Serving::Mount, Some(Unmounter::start(mountpoint)?)),
+        Profile::Mount { mountpoint, writable } => {
+            let serving = if writable { seccomp::Serving::MountRw } else { seccomp::Serving::Mount };
+            (serving, Some(Unmounter::start(mountpoint)?))
+        }
         Profile::Offline => (seccomp::Serving::Offline, None),
         Profile::CpOut => (seccomp::Serving::CpOut, None),
     };

@@ -98,7 +98,8 @@ pub struct InodeFlags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: Ino,
-    pub kind: FileKind,
+    /// `None`: the format does not record it in the entry (DT_UNKNOWN).
+    pub kind: Option<FileKind>,
     pub name: Vec<u8>,
     /// Resumes the listing after this entry; 1..2^62.
     pub cookie: u64,
@@ -148,9 +149,94 @@ impl Mapping {
         self.offset.0 <= pos && pos < self.end()
     }
 
+    /// Whether it points at device blocks (mapped or unwritten).
+    pub fn is_device(&self) -> bool {
+        matches!(self.kind, MappingKind::Mapped(_) | MappingKind::Unwritten(_))
+    }
+
     /// Whether reading this range yields data (not a hole) for SEEK_DATA.
     pub fn is_data(&self) -> bool {
         matches!(self.kind, MappingKind::Mapped(_) | MappingKind::Inline(_))
+    }
+}
+
+/// The inode a namespace call creates, every field decided by the host
+/// (the caller's ids, setgid inheritance, the umask the kernel applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInode {
+    pub kind: FileKind,
+    /// mode & 0o7777.
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// Major and minor (device files only).
+    pub rdev: (u32, u32),
+    /// Its atime, mtime, ctime (and crtime), and the parent's mtime and ctime.
+    pub time: Timestamp,
+}
+
+/// What a setattr changes; `None` keeps the field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttrChanges {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// An inode that lost a name, and its link count afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlinked {
+    pub ino: Ino,
+    pub nlink: u32,
+}
+
+/// renameat2 flags the host passes on (RENAME_WHITEOUT is refused before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    pub no_replace: bool,
+    pub exchange: bool,
+}
+
+/// setxattr flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    pub create: bool,
+    pub replace: bool,
+}
+
+/// fallocate modes (FALLOC_FL_*); no flag: allocate and raise the size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallocateMode {
+    pub keep_size: bool,
+    pub punch_hole: bool,
+    pub zero_range: bool,
+    pub collapse_range: bool,
+    pub insert_range: bool,
+}
+
+impl FallocateMode {
+    /// The mode of fallocate(2)'s `mode` argument; `None` for bits this
+    /// host does not pass on (EOPNOTSUPP).
+    pub fn from_bits(mode: i32) -> Option<FallocateMode> {
+        const KNOWN: i32 = libc::FALLOC_FL_KEEP_SIZE
+            | libc::FALLOC_FL_PUNCH_HOLE
+            | libc::FALLOC_FL_ZERO_RANGE
+            | libc::FALLOC_FL_COLLAPSE_RANGE
+            | libc::FALLOC_FL_INSERT_RANGE;
+        if mode & !KNOWN != 0 {
+            return None;
+        }
+        Some(FallocateMode {
+            keep_size: mode & libc::FALLOC_FL_KEEP_SIZE != 0,
+            punch_hole: mode & libc::FALLOC_FL_PUNCH_HOLE != 0,
+            zero_range: mode & libc::FALLOC_FL_ZERO_RANGE != 0,
+            collapse_range: mode & libc::FALLOC_FL_COLLAPSE_RANGE != 0,
+            insert_range: mode & libc::FALLOC_FL_INSERT_RANGE != 0,
+        })
     }
 }
 

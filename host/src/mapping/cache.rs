@@ -1,8 +1,11 @@
 //! A per-inode interval cache of validated mappings.
 //!
-//! The image is read-only, so a mapping never goes stale; the cache is
-//! bounded by a total number of mappings and emptied when full (simple,
-//! and refilling costs one guest call per extent).
+//! On a read-only mount a mapping never goes stale; on a read-write mount
+//! the write half drops an inode's mappings whenever it changes them
+//! ([`MappingCache::forget`]), and an answer the guest gave before such a
+//! change is not cached after it (the generation). The cache is bounded by
+//! a total number of mappings and emptied when full (simple, and refilling
+//! costs one guest call per extent).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -19,6 +22,8 @@ pub struct MappingCache {
 struct Inner {
     by_ino: HashMap<Ino, BTreeMap<u64, Mapping>>,
     count: usize,
+    /// Bumped by every [`MappingCache::forget`].
+    generation: u64,
 }
 
 impl MappingCache {
@@ -34,12 +39,30 @@ impl MappingCache {
         m.contains(pos).then(|| m.clone())
     }
 
-    /// Remember `mappings` of `ino` (validated: sorted and contiguous).
-    /// Ranges that overlap what is cached replace it.
-    pub fn insert(&self, ino: Ino, mappings: &[Mapping]) {
+    /// The generation to note before asking the guest for mappings.
+    pub fn generation(&self) -> u64 {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).generation
+    }
+
+    /// Drop every mapping of `ino` (the write half changed its layout).
+    pub fn forget(&self, ino: Ino) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(tree) = inner.by_ino.remove(&ino) {
+            inner.count -= tree.len();
+        }
+        inner.generation += 1;
+    }
+
+    /// Remember `mappings` of `ino` (validated: sorted and contiguous),
+    /// asked for when the generation was `seen`: nothing is kept if a
+    /// layout changed since. Ranges that overlap what is cached replace it.
+    pub fn insert(&self, ino: Ino, mappings: &[Mapping], seen: u64) {
         let (Some(first), Some(last)) = (mappings.first(), mappings.last()) else { return };
         let (start, end) = (first.offset.0, last.end());
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner.generation != seen {
+            return;
+        }
         if inner.count + mappings.len() > self.capacity {
             inner.by_ino.clear();
             inner.count = 0;
@@ -72,7 +95,7 @@ mod tests {
     #[test]
     fn finds_the_containing_mapping_only() {
         let c = MappingCache::new(100);
-        c.insert(Ino(5), &[m(0, 4096, 8192), m(4096, 8192, 65536)]);
+        c.insert(Ino(5), &[m(0, 4096, 8192), m(4096, 8192, 65536)], 0);
         assert_eq!(c.get(Ino(5), 4095), Some(m(0, 4096, 8192)));
         assert_eq!(c.get(Ino(5), 12287), Some(m(4096, 8192, 65536)));
         assert_eq!(c.get(Ino(5), 12288), None);
@@ -82,12 +105,27 @@ mod tests {
     #[test]
     fn overlapping_inserts_replace_and_capacity_bounds() {
         let c = MappingCache::new(3);
-        c.insert(Ino(1), &[m(0, 8192, 0)]);
-        c.insert(Ino(1), &[m(4096, 4096, 40960)]);
+        c.insert(Ino(1), &[m(0, 8192, 0)], 0);
+        c.insert(Ino(1), &[m(4096, 4096, 40960)], 0);
         assert_eq!(c.get(Ino(1), 0), None, "the overlapped range was dropped");
         assert_eq!(c.get(Ino(1), 4096), Some(m(4096, 4096, 40960)));
-        c.insert(Ino(2), &[m(0, 4096, 0), m(4096, 4096, 0), m(8192, 4096, 0)]);
+        c.insert(Ino(2), &[m(0, 4096, 0), m(4096, 4096, 0), m(8192, 4096, 0)], 0);
         assert_eq!(c.get(Ino(1), 4096), None, "full cache was emptied");
         assert!(c.get(Ino(2), 8192).is_some());
+    }
+
+    #[test]
+    fn forget_drops_an_inode_and_refuses_answers_from_before() {
+        let c = MappingCache::new(100);
+        c.insert(Ino(1), &[m(0, 4096, 8192)], c.generation());
+        c.insert(Ino(2), &[m(0, 4096, 12288)], c.generation());
+        let before = c.generation();
+        c.forget(Ino(1));
+        assert_eq!(c.get(Ino(1), 0), None);
+        assert!(c.get(Ino(2), 0).is_some(), "other inodes stay");
+        c.insert(Ino(1), &[m(0, 4096, 8192)], before);
+        assert_eq!(c.get(Ino(1), 0), None, "an answer from before the change is not kept");
+        c.insert(Ino(1), &[m(0, 4096, 16384)], c.generation());
+        assert_eq!(c.get(Ino(1), 0), Some(m(0, 4096, 16384)));
     }
 }

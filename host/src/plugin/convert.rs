@@ -47,7 +47,7 @@ pub fn code(c: wit::ErrorCode) -> GuestCode {
 }
 
 /// The type of an inode; `unknown` (DT_UNKNOWN in a listing) is `None`.
-fn kind(k: wit::FileType) -> Option<FileKind> {
+pub fn kind(k: wit::FileType) -> Option<FileKind> {
     Some(match k {
         wit::FileType::Regular => FileKind::Regular,
         wit::FileType::Directory => FileKind::Directory,
@@ -145,10 +145,9 @@ pub fn entries(
             if e.ino == 0 || e.cookie == 0 || e.cookie > MAX_COOKIE || e.cookie == asked_cookie {
                 return Err(invalid(op, format!("entry with inode {} and cookie {}", e.ino, e.cookie)));
             }
-            // TODO(rw host): DT_UNKNOWN entries (ext2 without filetype).
-            let kind =
-                kind(e.kind).ok_or_else(|| invalid(op, format!("entry of inode {}: unknown file type", e.ino)))?;
-            Ok(DirEntry { ino: Ino(e.ino), kind, name: e.name, cookie: e.cookie })
+            // `unknown` (ext2 without `filetype`): the FUSE adapter
+            // resolves the type from the inode.
+            Ok(DirEntry { ino: Ino(e.ino), kind: kind(e.kind), name: e.name, cookie: e.cookie })
         })
         .collect()
 }
@@ -257,6 +256,249 @@ pub fn mappings(raw: Vec<wit::Mapping>, check: &MapCheck, limits: &Limits) -> Re
         out.push(Mapping { offset: FileOffset(m.offset), length: m.length, kind });
     }
     Ok(out)
+}
+
+/// Validate a write's iomap-begin answer: as [`mappings`], and every
+/// mapping mapped or unwritten (the guest allocates holes for a write; a
+/// hole or inline bytes leave the host nowhere to put the data).
+pub fn write_mappings(raw: Vec<wit::Mapping>, check: &MapCheck, limits: &Limits) -> Result<Vec<Mapping>, FsError> {
+    let out = mappings(raw, check, limits)?;
+    if let Some((i, m)) = out.iter().enumerate().find(|(_, m)| !m.is_device()) {
+        let what = if matches!(m.kind, MappingKind::Hole) { "a hole" } else { "inline bytes" };
+        return Err(invalid(
+            "iomap-begin",
+            format!(
+                "inode {} offset {}: write mapping {i} [{}, {}) is {what}, not mapped or unwritten",
+                check.ino,
+                check.offset,
+                m.offset.0,
+                m.end()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Validate the attributes of an inode `create`, `mkdir`, `mknod` or
+/// `symlink` made: valid as any attributes, of the type asked, with the
+/// permission bits and owner the host decided, linked, not the parent, and
+/// not an inode the kernel still holds (`live`: a new inode cannot have
+/// the number of one the kernel has not forgotten). A symlink's size is
+/// its target's length.
+pub fn created(
+    op: &'static str,
+    a: wit::Attr,
+    parent: Ino,
+    new: &NewInode,
+    symlink_len: Option<usize>,
+    live: impl Fn(Ino) -> bool,
+) -> Result<Attr, FsError> {
+    let attr = attr(op, a, None)?;
+    let ino = attr.ino;
+    let bad = |reason: String| invalid(op, format!("new inode {ino} in directory {parent}: {reason}"));
+    if attr.kind != new.kind {
+        return Err(bad(format!("a {:?} was asked for, the answer is a {:?}", new.kind, attr.kind)));
+    }
+    if (attr.perm, attr.uid, attr.gid) != (new.perm, new.uid, new.gid) {
+        return Err(bad(format!(
+            "mode {:o}, owner {}:{} asked, {:o}, {}:{} answered (another inode's attributes?)",
+            new.perm, new.uid, new.gid, attr.perm, attr.uid, attr.gid
+        )));
+    }
+    if ino == parent || attr.nlink == 0 || live(ino) {
+        return Err(bad(format!("inode {ino} with {} links is the parent, unlinked or already in use", attr.nlink)));
+    }
+    if let Some(len) = symlink_len
+        && attr.size != len as u64
+    {
+        return Err(bad(format!("a symlink of {len} bytes reported with size {}", attr.size)));
+    }
+    Ok(attr)
+}
+
+/// Validate the attributes `setattr` answered: those of the inode asked,
+/// with every change asked applied.
+pub fn changed(a: wit::Attr, ino: Ino, changes: &AttrChanges) -> Result<Attr, FsError> {
+    const OP: &str = "setattr";
+    let attr = attr(OP, a, Some(ino))?;
+    let differs = |what: &str, asked: String, got: String| {
+        invalid(OP, format!("inode {ino}: {what} {asked} asked, {got} answered"))
+    };
+    if let Some(size) = changes.size
+        && attr.size != size
+    {
+        return Err(differs("size", size.to_string(), attr.size.to_string()));
+    }
+    if let Some(perm) = changes.perm
+        && attr.perm != perm
+    {
+        return Err(differs("mode", format!("{perm:o}"), format!("{:o}", attr.perm)));
+    }
+    if let Some(uid) = changes.uid
+        && attr.uid != uid
+    {
+        return Err(differs("uid", uid.to_string(), attr.uid.to_string()));
+    }
+    if let Some(gid) = changes.gid
+        && attr.gid != gid
+    {
+        return Err(differs("gid", gid.to_string(), attr.gid.to_string()));
+    }
+    Ok(attr)
+}
+
+/// The size a file must have after fallocate(`offset`, `length`, `mode`)
+/// from `old`, when the mode defines it; `None` when it does not fit off_t.
+pub fn size_after_fallocate(old: u64, offset: u64, length: u64, mode: FallocateMode) -> Option<u64> {
+    let end = offset.checked_add(length)?;
+    let size = if mode.keep_size || mode.punch_hole {
+        old
+    } else if mode.collapse_range {
+        old.checked_sub(length)?
+    } else if mode.insert_range {
+        old.checked_add(length)?
+    } else {
+        old.max(end)
+    };
+    i64::try_from(size).is_ok().then_some(size)
+}
+
+/// Validate the attributes `fallocate` answered: those of the inode asked,
+/// with the size the mode defines.
+pub fn fallocated(a: wit::Attr, ino: Ino, expect_size: u64) -> Result<Attr, FsError> {
+    const OP: &str = "fallocate";
+    let attr = attr(OP, a, Some(ino))?;
+    if attr.size != expect_size {
+        return Err(invalid(OP, format!("inode {ino}: size {} answered, {expect_size} expected", attr.size)));
+    }
+    Ok(attr)
+}
+
+/// Validate an `unlinked` record: a real inode, not the directory the name
+/// was in.
+pub fn unlinked(op: &'static str, u: wit::Unlinked, parent: Ino) -> Result<Unlinked, FsError> {
+    if u.ino == 0 || u.ino == parent.0 {
+        return Err(invalid(op, format!("directory {parent}: unlinked inode {}", u.ino)));
+    }
+    Ok(Unlinked { ino: Ino(u.ino), nlink: u.nlink })
+}
+
+/// Validate the size `ioend` answered after `written` bytes at `offset`
+/// of a file that was `old` bytes long: the larger of the old size and
+/// the write's end, as the contract defines it (a size past it would show
+/// bytes nobody wrote; one short of it would lose the write).
+pub fn ioend_size(ino: Ino, old: u64, offset: u64, written: u64, size: u64) -> Result<u64, FsError> {
+    const OP: &str = "ioend";
+    let end = offset.checked_add(written).filter(|&e| i64::try_from(e).is_ok());
+    let Some(end) = end else {
+        return Err(invalid(OP, format!("inode {ino}: a write of {written} bytes at {offset} overflows")));
+    };
+    if size != old.max(end) {
+        return Err(invalid(
+            OP,
+            format!("inode {ino}: size {size} after writing [{offset}, {end}) to a file of {old} bytes"),
+        ));
+    }
+    Ok(size)
+}
+
+/// A guest's refusal sentence as a user may read it: control characters
+/// become spaces, and it is cut after [`MAX_REFUSAL`] characters.
+pub fn refusal(sentence: &str) -> String {
+    let clean: String =
+        sentence.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_REFUSAL + 1).collect();
+    let clean = clean.trim();
+    if clean.chars().count() > MAX_REFUSAL {
+        let cut: String = clean.chars().take(MAX_REFUSAL).collect();
+        format!("{cut}…")
+    } else if clean.is_empty() {
+        "(no reason given)".to_string()
+    } else {
+        clean.to_string()
+    }
+}
+
+/// Longest refusal sentence shown, in characters.
+pub const MAX_REFUSAL: usize = 300;
+
+/// The WIT form of a new inode.
+pub fn new_inode(n: &NewInode) -> wit::NewInode {
+    let (major, minor) = n.rdev;
+    wit::NewInode {
+        kind: file_type(n.kind),
+        perm: n.perm,
+        uid: n.uid,
+        gid: n.gid,
+        rdev: libc::makedev(major, minor),
+        time: wit_time(n.time),
+    }
+}
+
+/// The WIT form of attribute changes.
+pub fn attr_changes(c: &AttrChanges) -> wit::AttrChanges {
+    wit::AttrChanges {
+        perm: c.perm,
+        uid: c.uid,
+        gid: c.gid,
+        size: c.size,
+        atime: c.atime.map(wit_time),
+        mtime: c.mtime.map(wit_time),
+        ctime: c.ctime.map(wit_time),
+    }
+}
+
+pub fn wit_time(t: Timestamp) -> wit::Timestamp {
+    wit::Timestamp { seconds: t.seconds, nanoseconds: t.nanoseconds }
+}
+
+pub fn rename_flags(f: RenameFlags) -> wit::RenameFlags {
+    let mut out = wit::RenameFlags::empty();
+    if f.no_replace {
+        out |= wit::RenameFlags::NO_REPLACE;
+    }
+    if f.exchange {
+        out |= wit::RenameFlags::EXCHANGE;
+    }
+    out
+}
+
+pub fn xattr_flags(f: XattrFlags) -> wit::XattrFlags {
+    let mut out = wit::XattrFlags::empty();
+    if f.create {
+        out |= wit::XattrFlags::CREATE;
+    }
+    if f.replace {
+        out |= wit::XattrFlags::REPLACE;
+    }
+    out
+}
+
+pub fn fallocate_flags(m: FallocateMode) -> wit::FallocateFlags {
+    let mut out = wit::FallocateFlags::empty();
+    for (on, flag) in [
+        (m.keep_size, wit::FallocateFlags::KEEP_SIZE),
+        (m.punch_hole, wit::FallocateFlags::PUNCH_HOLE),
+        (m.zero_range, wit::FallocateFlags::ZERO_RANGE),
+        (m.collapse_range, wit::FallocateFlags::COLLAPSE_RANGE),
+        (m.insert_range, wit::FallocateFlags::INSERT_RANGE),
+    ] {
+        if on {
+            out |= flag;
+        }
+    }
+    out
+}
+
+fn file_type(k: FileKind) -> wit::FileType {
+    match k {
+        FileKind::Regular => wit::FileType::Regular,
+        FileKind::Directory => wit::FileType::Directory,
+        FileKind::Symlink => wit::FileType::Symlink,
+        FileKind::CharDevice => wit::FileType::CharDevice,
+        FileKind::BlockDevice => wit::FileType::BlockDevice,
+        FileKind::Fifo => wit::FileType::Fifo,
+        FileKind::Socket => wit::FileType::Socket,
+    }
 }
 
 #[cfg(test)]

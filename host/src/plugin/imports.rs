@@ -1,6 +1,8 @@
 //! What the host hands a guest: the device (bounds-checked, read-only on a
-//! read-only mount whatever the guest believes) and a log routed into
-//! `tracing`, truncated and limited per call. Nothing else.
+//! read-only mount whatever the guest believes; on a read-write mount
+//! writes of at most `Limits::max_write` bytes inside it, and flush as
+//! fdatasync) and a log routed into `tracing`, truncated and limited per
+//! call. Nothing else.
 
 use super::State;
 use super::bindings::{block_device, log, types};
@@ -35,15 +37,34 @@ impl block_device::Host for State {
     }
 
     fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), types::ErrorCode> {
-        // The host has no write path yet; on a read-only mount this is the
-        // enforcement point, not the guest's good will.
-        tracing::warn!(target: "fshost::guest", "guest tried to write {} bytes at {offset}: refused", data.len());
-        Err(types::ErrorCode::ReadOnly)
+        // On a read-only mount this is the enforcement point, not the
+        // guest's good will: the device is not even open for writing.
+        if self.device.read_only() {
+            tracing::warn!(target: "fshost::guest", "guest tried to write {} bytes at {offset}: refused", data.len());
+            return Err(types::ErrorCode::ReadOnly);
+        }
+        if data.len() > self.max_write as usize {
+            return Err(types::ErrorCode::Invalid);
+        }
+        if !self.device.contains(offset, data.len() as u64) {
+            tracing::warn!(target: "fshost::guest", "guest write of {} bytes at {offset} is outside the device", data.len());
+            return Err(types::ErrorCode::Io);
+        }
+        self.device.write_all_at(offset, &data).map_err(|e| {
+            tracing::warn!("{e}");
+            types::ErrorCode::Io
+        })
     }
 
     fn flush(&mut self) -> Result<(), types::ErrorCode> {
-        // Nothing was written: a read-only mount has nothing to make durable.
-        Ok(())
+        // Read-only: nothing was written, nothing to make durable.
+        if self.device.read_only() {
+            return Ok(());
+        }
+        self.device.flush().map_err(|e| {
+            tracing::warn!("{e}");
+            types::ErrorCode::Io
+        })
     }
 }
 

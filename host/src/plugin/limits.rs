@@ -15,6 +15,9 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Largest single device read a guest may ask for, in bytes.
     pub max_read: u32,
+    /// Largest single device write a guest may ask for, in bytes
+    /// (read-write mounts; the contract promises at least 1 MiB).
+    pub max_write: u32,
     /// Most entries a readdir answer may hold.
     pub max_dir_entries: u32,
     /// Most mappings one iomap-begin answer may hold.
@@ -38,6 +41,7 @@ impl Default for Limits {
             instances: 16,
             call_timeout: Duration::from_secs(1),
             max_read: 16 << 20,
+            max_write: 1 << 20,
             max_dir_entries: 4096,
             max_mappings: 4096,
             max_value: 1 << 20,

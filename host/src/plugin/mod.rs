@@ -21,6 +21,7 @@ mod imports;
 mod limits;
 pub mod search;
 pub mod volume;
+mod write;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -36,7 +37,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::device::Device;
 use crate::error::FsError;
 use crate::types::{Attr, DirEntry, FsInfo, Ino, Mapping};
-use bindings::{FilesystemGuest, FilesystemGuestPre, types as wit};
+use bindings::{WritableGuest, guest, types as wit, writer};
 pub use cache::CompileCache;
 pub use convert::{MAX_COOKIE, NAME_MAX};
 pub use identity::{CONTRACT_VERSION, Identity};
@@ -49,6 +50,7 @@ pub(crate) struct State {
     limits: wasmtime::StoreLimits,
     device: Arc<Device>,
     max_read: u32,
+    max_write: u32,
     stderr: MemoryOutputPipe,
     log_budget: imports::LogBudget,
 }
@@ -62,13 +64,25 @@ impl WasiView for State {
 /// Options handed to the guest's `mount`.
 #[derive(Debug, Clone, Default)]
 pub struct GuestOptions {
+    /// A read-only mount. When false, every instance is mounted
+    /// read-write and must agree to `writer.begin-write` before it serves.
     pub read_only: bool,
     pub options: Vec<(String, String)>,
 }
 
+/// One running instance: its store and the exports the host calls.
 struct Live {
     store: Store<State>,
-    guest: FilesystemGuest,
+    fs: guest::Guest,
+    /// The write half, on read-write mounts.
+    writer: Option<writer::Guest>,
+}
+
+/// Where each export lives in the component, found once at load.
+struct Indices {
+    fs: guest::GuestIndices,
+    /// `None`: the guest does not export `writer` (read-only world).
+    writer: Option<writer::GuestIndices>,
 }
 
 #[derive(Default)]
@@ -83,7 +97,8 @@ struct Slot {
 /// after failures. Calls are serialised (one instance).
 pub struct Plugin {
     engine: Engine,
-    pre: FilesystemGuestPre<State>,
+    pre: InstancePre<State>,
+    indices: Indices,
     device: Arc<Device>,
     limits: Limits,
     options: GuestOptions,
@@ -143,15 +158,27 @@ impl Plugin {
         let (component, compiled) = load_component(&engine, &wasm, path, cache)?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        FilesystemGuest::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
+        WritableGuest::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| incompatible(path, &component, &engine, e))?;
-        let pre = FilesystemGuestPre::new(pre).map_err(|e| incompatible(path, &component, &engine, e))?;
+        let fs = guest::GuestIndices::new(&pre).map_err(|e| incompatible(path, &component, &engine, e))?;
+        // A read-only guest (world filesystem-guest) has no writer export:
+        // it serves read-only mounts and is refused for read-write ones.
+        let writer = writer::GuestIndices::new(&pre).ok();
+        if !options.read_only && writer.is_none() {
+            anyhow::bail!(
+                "{} cannot write: it does not export fshost:plugin/writer@{CONTRACT_VERSION} (a read-only guest); \
+                 mount read-only (without -o rw)",
+                path.display()
+            );
+        }
+        let indices = Indices { fs, writer: if options.read_only { None } else { writer } };
 
         // The ticker lives as long as the process: its handle is dropped.
         let (stop_ticker, _) = start_ticker(&engine)?;
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
-        let plugin = Plugin { engine, pre, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
+        let plugin =
+            Plugin { engine, pre, indices, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
         Ok((plugin, stats))
     }
 
@@ -201,17 +228,35 @@ impl Plugin {
         const OP: &str = "mount";
         let mut store = self.new_store();
         self.arm(&mut store);
-        let guest = self.pre.instantiate(&mut store).map_err(|e| failure(OP, e, &store))?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| failure(OP, e, &store))?;
+        let fs = self.indices.fs.load(&mut store, &instance).map_err(|e| failure(OP, e, &store))?;
+        let writer = match &self.indices.writer {
+            Some(w) => Some(w.load(&mut store, &instance).map_err(|e| failure(OP, e, &store))?),
+            None => None,
+        };
         let opts = wit::MountOptions { read_only: self.options.read_only, options: self.options.options.clone() };
         self.arm(&mut store);
-        let answer = guest.fshost_plugin_filesystem().call_mount(&mut store, &opts);
+        let answer = fs.call_mount(&mut store, &opts);
         note_dropped_logs(OP, &store);
         let info = match answer {
             Ok(Ok(info)) => convert::info(OP, info)?,
             Ok(Err(code)) => return Err(FsError::Guest { op: OP, code: convert::code(code) }),
             Err(e) => return Err(failure(OP, e, &store)),
         };
-        Ok((Live { store, guest }, info))
+        // A read-write mount: every instance, the first and each one after
+        // a trap, agrees to write before it serves.
+        if let Some(w) = &writer {
+            const BEGIN: &str = "begin-write";
+            self.arm(&mut store);
+            let answer = w.call_begin_write(&mut store);
+            note_dropped_logs(BEGIN, &store);
+            match answer {
+                Ok(Ok(())) => {}
+                Ok(Err(sentence)) => return Err(FsError::WriteRefused(convert::refusal(&sentence))),
+                Err(e) => return Err(failure(BEGIN, e, &store)),
+            }
+        }
+        Ok((Live { store, fs, writer }, info))
     }
 
     /// Arm the per-call limits: the deadline and the log budget.
@@ -234,7 +279,18 @@ impl Plugin {
     fn call<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&bindings::guest::Guest, &mut Store<State>) -> wasmtime::Result<Result<T, wit::ErrorCode>>,
+        f: impl FnOnce(&guest::Guest, &mut Store<State>) -> wasmtime::Result<Result<T, wit::ErrorCode>>,
+    ) -> Result<T, FsError> {
+        self.call_live(op, |fs, _| Some(fs), f)
+    }
+
+    /// As [`Plugin::call`], into the export `pick` chooses from the
+    /// instance's (`None`: the instance lacks it, which fails the call).
+    fn call_live<G, T>(
+        &self,
+        op: &'static str,
+        pick: for<'a> fn(&'a guest::Guest, Option<&'a writer::Guest>) -> Option<&'a G>,
+        f: impl FnOnce(&G, &mut Store<State>) -> wasmtime::Result<Result<T, wit::ErrorCode>>,
     ) -> Result<T, FsError> {
         let mut slot = self.lock();
         if slot.live.is_none() {
@@ -244,8 +300,11 @@ impl Plugin {
             return Err(FsError::Failed("no guest instance".into()));
         };
         self.arm(&mut live.store);
-        let Live { store, guest } = live;
-        let answer = f(guest.fshost_plugin_filesystem(), store);
+        let Live { store, fs, writer } = live;
+        let Some(export) = pick(fs, writer.as_ref()) else {
+            return Err(FsError::Failed(format!("{op}: the guest instance has no writer")));
+        };
+        let answer = f(export, store);
         note_dropped_logs(op, store);
         match answer {
             Ok(Ok(v)) => Ok(v),
@@ -348,6 +407,12 @@ impl Plugin {
     }
 }
 
+/// Check that `name` is one valid path component (1..=1024 bytes, no
+/// '/' or NUL, not "." or ".."), as every name the host passes a guest.
+pub fn check_name(name: &[u8]) -> Result<(), FsError> {
+    convert::name("name", name)
+}
+
 /// Start the thread that advances `engine`'s epoch every tick (the
 /// per-call deadlines count ticks); it stops when the flag is set. Also
 /// starts WASI's ambient Tokio runtime: the guest's stderr (a panic
@@ -383,6 +448,7 @@ fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>) -> Store<St
         limits: store_limits,
         device: device.clone(),
         max_read: limits.max_read,
+        max_write: limits.max_write,
         stderr,
         log_budget: imports::LogBudget::new(limits.log_messages_per_call, limits.log_bytes_per_call),
     };

@@ -31,6 +31,8 @@ pub enum Need {
     All,
     /// Only `mount`: FUSE workers, the signal thread, the unmount helper.
     Mount,
+    /// Only a read-write `mount`: writing the device and making it durable.
+    MountRw,
     /// Only `cp-out`'s writer: creating files beneath DEST (Landlock bounds where).
     CpOut,
 }
@@ -40,6 +42,8 @@ pub enum Need {
 pub enum Serving {
     /// `mount`: serves FUSE.
     Mount,
+    /// `mount -o rw`: serves FUSE and writes the device.
+    MountRw,
     /// `ls`, `stat`, `cat`, `info`: write to stdout.
     Offline,
     /// `cp-out`'s writer: creates files beneath DEST.
@@ -169,6 +173,13 @@ pub const HOST: &[Allow] = &[
     mount("wait4", libc::SYS_wait4),
     // Mount, detached: stderr is pointed at /dev/null (opened before).
     mount("dup3", libc::SYS_dup3),
+    // A read-write mount writes file data and the guest's metadata into
+    // the device (opened before the sandbox) and flushes it (fsync,
+    // syncfs, the clean unmount, the guest's `flush`). Taken from
+    // `strace -f` of a read-write mount that wrote, truncated, punched,
+    // fsynced and unmounted.
+    when("pwrite64", libc::SYS_pwrite64, Need::MountRw, &[]),
+    when("fdatasync", libc::SYS_fdatasync, Need::MountRw, &[]),
     // cp-out's writer (offline/extract/writer.rs: one thread, no guest):
     // create the copy one name at a time, relative to the fd of the
     // directory it goes in; Landlock allows these only beneath DEST. It
@@ -220,7 +231,8 @@ pub const UNMOUNTER: &[Allow] = &[
 pub fn host_rows(serving: Serving) -> impl Iterator<Item = &'static Allow> + Clone {
     HOST.iter().chain(HOST_ARCH).filter(move |a| match a.need {
         Need::All => true,
-        Need::Mount => serving == Serving::Mount,
+        Need::Mount => matches!(serving, Serving::Mount | Serving::MountRw),
+        Need::MountRw => serving == Serving::MountRw,
         Need::CpOut => serving == Serving::CpOut,
     })
 }
@@ -305,7 +317,7 @@ mod tests {
 
     #[test]
     fn tables_compile_and_have_no_duplicate_unconditional_rows() {
-        for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {
+        for serving in [Serving::Mount, Serving::MountRw, Serving::Offline, Serving::CpOut] {
             compile(host_rows(serving)).unwrap();
             let mut seen = std::collections::BTreeSet::new();
             for row in host_rows(serving).filter(|r| r.conds.is_empty()) {
@@ -315,6 +327,18 @@ mod tests {
         compile(UNMOUNTER.iter()).unwrap();
         assert!(count(host_rows(Serving::Offline)) < count(host_rows(Serving::Mount)));
         assert!(count(host_rows(Serving::Offline)) < count(host_rows(Serving::CpOut)));
+        assert_eq!(count(host_rows(Serving::MountRw)), count(host_rows(Serving::Mount)) + 2);
+    }
+
+    #[test]
+    fn only_a_read_write_mount_writes_the_device() {
+        let writes = |serving| {
+            host_rows(serving).any(|r| r.nr == libc::SYS_fdatasync || (r.nr == libc::SYS_pwrite64 && r.need != Need::CpOut))
+        };
+        assert!(writes(Serving::MountRw));
+        for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {
+            assert!(!writes(serving), "{serving:?}");
+        }
     }
 
     #[test]
@@ -322,11 +346,11 @@ mod tests {
         // Threads created just before the sandbox point run these on
         // themselves afterwards; a failed rseq makes glibc abort.
         let start = [libc::SYS_rseq, libc::SYS_set_robust_list, libc::SYS_prctl, libc::SYS_sched_getaffinity];
-        for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {
+        for serving in [Serving::Mount, Serving::MountRw, Serving::Offline, Serving::CpOut] {
             for nr in start {
                 assert!(host_rows(serving).any(|r| r.nr == nr), "syscall {nr} missing ({serving:?})");
             }
-            let creates = serving == Serving::Mount;
+            let creates = matches!(serving, Serving::Mount | Serving::MountRw);
             assert_eq!(host_rows(serving).any(|r| r.nr == libc::SYS_clone || r.nr == libc::SYS_clone3), creates);
         }
     }
@@ -334,7 +358,7 @@ mod tests {
     #[test]
     fn only_cp_out_creates_files_and_never_by_a_path_that_sets_metadata() {
         let creating = [libc::SYS_openat, libc::SYS_mkdirat, libc::SYS_symlinkat, libc::SYS_linkat, libc::SYS_mknodat];
-        for serving in [Serving::Mount, Serving::Offline] {
+        for serving in [Serving::Mount, Serving::MountRw, Serving::Offline] {
             assert!(!host_rows(serving).any(|r| creating.contains(&r.nr) || r.nr == libc::SYS_unlinkat));
         }
         let cp_out: Vec<_> = host_rows(Serving::CpOut).collect();

@@ -2,10 +2,16 @@
 //! device, and the caches in front of them. The FUSE adapter and the offline
 //! commands both talk to a [`Volume`]; neither knows about wasmtime.
 //!
-//! The image is read-only, so attributes and mappings never go stale and are
-//! cached until the caches are full.
+//! On a read-only mount the image cannot change, so attributes, mappings
+//! and xattr names never go stale and are cached until the caches are
+//! full. On a read-write mount the host is the only writer: every change
+//! goes through [`write`] (the write half), which updates or drops what
+//! it changed where it changes it, so the caches stay exact.
+
+mod write;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::device::Device;
@@ -35,7 +41,9 @@ pub const MAX_WHOLE_DIR_ENTRIES: usize = 1 << 22;
 /// Most bytes of names [`Volume::read_whole_dir`] collects.
 pub const MAX_WHOLE_DIR_NAME_BYTES: usize = 256 << 20;
 
-/// A guest-backed, read-only filesystem.
+pub use write::Caller;
+
+/// A guest-backed filesystem, read-only or (with a writing guest) read-write.
 pub struct Volume {
     plugin: Plugin,
     device: Arc<Device>,
@@ -46,10 +54,16 @@ pub struct Volume {
     /// is answered ENODATA without a guest call.
     xattr_names: RwLock<HashMap<Ino, Arc<[Vec<u8>]>>>,
     no_xattrs: Arc<[Vec<u8>]>,
+    /// Bumped by every change the write half makes to the attribute or
+    /// xattr-name caches, under the lock of the cache it changes; an
+    /// answer fetched before a change is not cached after it.
+    generation: AtomicU64,
     mappings: MappingCache,
     /// Layout-only answers (iomap REPORT) for SEEK_DATA/SEEK_HOLE: a guest
     /// may answer them differently, as ext4 does for inline data.
     reports: MappingCache,
+    /// Read-write mounts only: the write half's state.
+    writes: write::State,
 }
 
 /// One entry of [`Volume::readdirplus`]: the entry, and its attributes or
@@ -63,13 +77,14 @@ pub enum Seek {
     Hole,
 }
 
-/// A read whose mapping the guest found damaged fails with EIO, as a read
-/// of such a file does on the kernel's ext4: its `read_folio` cannot tell
-/// why the folio did not come up to date. (SEEK_DATA/SEEK_HOLE and stat keep
-/// the guest's EUCLEAN, as the kernel's do.)
+/// A read whose mapping the guest found damaged (or failing its checksum)
+/// fails with EIO, as a read of such a file does on the kernel's ext4: its
+/// `read_folio` cannot tell why the folio did not come up to date.
+/// (SEEK_DATA/SEEK_HOLE and stat keep the guest's EUCLEAN or EBADMSG, as
+/// the kernel's do.)
 fn damaged_data(ino: Ino, pos: u64, e: FsError) -> FsError {
     match e {
-        FsError::Guest { code: GuestCode::Corrupted, .. } => {
+        FsError::Guest { code: GuestCode::Corrupted | GuestCode::BadChecksum, .. } => {
             tracing::debug!("inode {ino}: read at {pos}: {e}; EIO, as the kernel's read");
             FsError::Guest { op: "read", code: GuestCode::Io }
         }
@@ -93,8 +108,10 @@ impl Volume {
             attrs: RwLock::new(HashMap::new()),
             xattr_names: RwLock::new(HashMap::new()),
             no_xattrs: Arc::new([]),
+            generation: AtomicU64::new(0),
             mappings: MappingCache::new(1 << 20),
             reports: MappingCache::new(1 << 16),
+            writes: write::State::default(),
         })
     }
 
@@ -113,8 +130,19 @@ impl Volume {
         self.plugin.statfs()
     }
 
-    fn remember(&self, attr: &Attr) {
+    /// The generation to note before a guest call whose answer goes into
+    /// the attribute or xattr-name cache.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Cache `attr`, fetched when the generation was `seen`, unless the
+    /// write half changed a cache since.
+    fn remember(&self, attr: &Attr, seen: u64) {
         let mut attrs = self.attrs.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != seen {
+            return;
+        }
         if attrs.len() >= ATTR_CACHE {
             attrs.clear();
         }
@@ -126,15 +154,17 @@ impl Volume {
         if let Some(a) = self.attrs.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(a.clone());
         }
+        let seen = self.generation();
         let attr = self.plugin.getattr(ino)?;
-        self.remember(&attr);
+        self.remember(&attr, seen);
         Ok(attr)
     }
 
     /// Look `name` up in directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let seen = self.generation();
         let attr = self.plugin.lookup(parent, name)?;
-        self.remember(&attr);
+        self.remember(&attr, seen);
         Ok(attr)
     }
 
@@ -155,10 +185,11 @@ impl Volume {
     /// one's lookup. Fails when the listing itself fails, or when the batch
     /// failed because the guest misbehaved (trap, deadline, invalid answer).
     pub fn readdirplus(&self, dir: Ino, cookie: u64, max: u32) -> Result<Vec<PlusEntry>, FsError> {
+        let seen = self.generation();
         let batch = match self.plugin.readdirplus(dir, cookie, max) {
             Ok(entries) => {
                 for (_, attr) in &entries {
-                    self.remember(attr);
+                    self.remember(attr, seen);
                 }
                 return Ok(entries.into_iter().map(|(e, a)| (e, Ok(a))).collect());
             }
@@ -222,9 +253,13 @@ impl Volume {
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
         }
+        let seen = self.generation();
         let listed = self.plugin.listxattr(ino)?;
         let names: Arc<[Vec<u8>]> = if listed.is_empty() { self.no_xattrs.clone() } else { listed.into() };
         let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != seen {
+            return Ok(names);
+        }
         if cache.len() >= XATTR_NAMES_CACHE {
             cache.clear();
         }
@@ -235,7 +270,8 @@ impl Volume {
     /// Extended attribute `name` of `ino`. A name its `listxattr` does not
     /// hold is ENODATA without asking the guest for it (the contract: the
     /// names listxattr returns are the attributes getxattr answers; the
-    /// image does not change under a read-only mount).
+    /// image changes only through the write half, which drops an inode's
+    /// names whenever it may change them).
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         match self.listxattr(ino) {
             Ok(names) if !names.iter().any(|n| n.as_slice() == name) => {
@@ -253,8 +289,9 @@ impl Volume {
         if let Some(m) = cache.get(ino, pos) {
             return Ok((m, false));
         }
+        let seen = cache.generation();
         let maps = self.plugin.iomap_begin(ino, pos, MAP_AHEAD, report)?;
-        cache.insert(ino, &maps);
+        cache.insert(ino, &maps, seen);
         // Validated: the first mapping contains `pos`.
         let first = maps.into_iter().next();
         let first = first.ok_or_else(|| FsError::Invalid { op: "iomap-begin", reason: "no mapping".into() })?;

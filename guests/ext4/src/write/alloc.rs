@@ -255,7 +255,7 @@ fn set_bit(map: &mut [u8], bit: u64, on: bool) {
 fn find_clear(map: &[u8], from: u64, to: u64) -> Option<u64> {
     let mut bit = from;
     while bit < to {
-        if bit % 8 == 0 && map.get((bit / 8) as usize) == Some(&0xFF) {
+        if bit.is_multiple_of(8) && map.get((bit / 8) as usize) == Some(&0xFF) {
             bit += 8;
             continue;
         }

@@ -73,11 +73,11 @@ pub(super) fn read(fs: &Ext4, ino: u32, raw: &RawInode) -> Result<Tree> {
     if depth > MAX_DEPTH {
         return Err(Error::corrupted(format!("inode {ino}: extent depth {depth}")));
     }
-    walk(fs, ino, seed, root, depth, true, &mut tree).map_err(|e| e.context(format!("inode {ino}: extent tree")))?;
+    walk(fs, seed, root, depth, true, &mut tree).map_err(|e| e.context(format!("inode {ino}: extent tree")))?;
     Ok(tree)
 }
 
-fn walk(fs: &Ext4, ino: u32, seed: u32, node: &[u8], depth: u16, root: bool, tree: &mut Tree) -> Result<()> {
+fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, root: bool, tree: &mut Tree) -> Result<()> {
     let magic = le_u16(node, 0)?;
     let entries = usize::from(le_u16(node, 2)?);
     let max = usize::from(le_u16(node, 4)?);
@@ -128,7 +128,7 @@ fn walk(fs: &Ext4, ino: u32, seed: u32, node: &[u8], depth: u16, root: bool, tre
                 ));
             }
             let data = fs.vol.disk.read_block(child)?;
-            walk(fs, ino, seed, &data, depth - 1, false, tree)?;
+            walk(fs, seed, &data, depth - 1, false, tree)?;
         }
     }
     Ok(())

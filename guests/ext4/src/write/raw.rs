@@ -229,14 +229,14 @@ impl RawInode {
         if !self.huge_file {
             return Err(Error::new(ErrorCode::FileTooBig, "i_blocks past 2^32 sectors without huge_file"));
         }
-        if sectors <= (1u64 << 48) - 1 {
+        if sectors < (1u64 << 48) {
             self.put32(0x1C, sectors as u32);
             self.put16(0x74, (sectors >> 32) as u16);
             self.set_flags(f & !flags::HUGE_FILE);
             return Ok(());
         }
         let units = sectors >> (self.block_bits - 9);
-        if units > (1u64 << 48) - 1 {
+        if units >= (1u64 << 48) {
             return Err(Error::new(ErrorCode::FileTooBig, "i_blocks past 2^48 blocks"));
         }
         self.put32(0x1C, units as u32);

@@ -1,0 +1,386 @@
+//! The writer's file data path against oracles nobody here wrote: images
+//! made by mkfs.ext4, changed through the `Filesystem` trait (iomap_begin
+//! with the write flag, the data written into the mappings as the host
+//! writes it, ioend, fallocate, setattr), unmounted, then checked by
+//! `e2fsck -fn` and by the kernel's ext4 driver (a read-only loop mount):
+//! every file reads back byte-exact and SEEK_DATA/SEEK_HOLE find data
+//! exactly where the workload wrote blocks. The expected contents and
+//! written blocks come from a model of POSIX semantics in this file, not
+//! from the guest.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::{Scratch, resolve};
+use ext4::Ext4;
+use fshost_sdk::{
+    AttrChanges, ErrorCode, FallocateFlags, Filesystem, Ino, IomapFlags, MappingKind, MountOptions, Timestamp, testing,
+};
+use fshost_tests::kernel::{Image, KernelMount, data_ranges, require_root};
+use fshost_tests::pattern::pattern;
+
+const T: Timestamp = Timestamp { seconds: 1_700_000_000, nanoseconds: 123_456_789 };
+
+/// Mount `image` read-write and begin writing.
+fn open_rw(image: &Path) -> Ext4 {
+    let device = testing::open_image_rw(image).expect("open image");
+    let mut fs = Ext4::mount(device, &MountOptions { read_only: false, options: Vec::new() }).expect("mount");
+    fs.begin_write().expect("begin_write");
+    fs
+}
+
+fn e2fsck(image: &Path) {
+    if let Err(e) = fshost_tests::fsck::e2fsck(image) {
+        panic!("{e:#}");
+    }
+}
+
+/// One file as the workload expects it: bytes and which blocks hold
+/// written data (the rest are holes or unwritten, which SEEK_DATA skips on
+/// a fresh kernel mount).
+struct Model {
+    path: String,
+    bytes: Vec<u8>,
+    written: Vec<bool>,
+    bs: u64,
+}
+
+impl Model {
+    fn new(path: &str, bytes: Vec<u8>, bs: u64) -> Self {
+        let blocks = (bytes.len() as u64).div_ceil(bs) as usize;
+        Model { path: path.into(), bytes, written: vec![true; blocks], bs }
+    }
+    fn mark(&mut self, from_block: u64, to_block: u64, on: bool) {
+        if self.written.len() < to_block as usize {
+            self.written.resize(to_block as usize, false);
+        }
+        for b in from_block..to_block {
+            self.written[b as usize] = on;
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let end = offset as usize + data.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        self.bytes[offset as usize..end].copy_from_slice(data);
+        self.mark(offset / self.bs, (end as u64).div_ceil(self.bs), true);
+    }
+    fn truncate(&mut self, size: u64) {
+        self.bytes.resize(size as usize, 0);
+        let keep = size.div_ceil(self.bs) as usize;
+        self.written.truncate(keep);
+    }
+    fn punch(&mut self, offset: u64, len: u64) {
+        let end = (offset + len).min(self.bytes.len() as u64);
+        for b in &mut self.bytes[offset as usize..end as usize] {
+            *b = 0;
+        }
+        self.mark(offset.div_ceil(self.bs), (offset + len) / self.bs, false);
+    }
+    /// Expected SEEK_DATA ranges: runs of written blocks, clipped to the size.
+    fn data_ranges(&self) -> Vec<(u64, u64)> {
+        let size = self.bytes.len() as u64;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, &w) in self.written.iter().enumerate() {
+            let (s, e) = (i as u64 * self.bs, ((i as u64 + 1) * self.bs).min(size));
+            if !w || s >= size {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+}
+
+/// Write `data` at `offset` of `ino` as the host does: iomap_begin with the
+/// write flag, the bytes into the mappings (unwritten blocks zero-filled
+/// around them), ioend for each stretch.
+fn host_write(fs: &mut Ext4, img: &File, ino: Ino, offset: u64, data: &[u8]) {
+    let bs = u64::from(fs.info().unwrap().block_size);
+    let end = offset + data.len() as u64;
+    let mut pos = offset;
+    while pos < end {
+        let flags = IomapFlags { write: true, ..Default::default() };
+        let maps = fs.iomap_begin(ino, pos, end - pos, flags).expect("iomap_begin(write)");
+        assert!(maps[0].offset <= pos && pos < maps[0].offset + maps[0].length, "first mapping misses {pos}");
+        let start = pos;
+        for m in &maps {
+            if m.offset >= end {
+                break;
+            }
+            assert_eq!(m.offset, pos - (pos - m.offset), "contiguous");
+            let (s, e) = (pos.max(m.offset), end.min(m.offset + m.length));
+            match m.kind {
+                MappingKind::Mapped(dev) => {
+                    img.write_all_at(&data[(s - offset) as usize..(e - offset) as usize], dev + (s - m.offset)).unwrap()
+                }
+                MappingKind::Unwritten(dev) => {
+                    let (bs_s, bs_e) = (s / bs * bs, e.div_ceil(bs) * bs);
+                    let mut buf = vec![0u8; (bs_e - bs_s) as usize];
+                    buf[(s - bs_s) as usize..(e - bs_s) as usize]
+                        .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+                    img.write_all_at(&buf, dev + (bs_s - m.offset)).unwrap();
+                }
+                ref other => panic!("write mapping {other:?}"),
+            }
+            pos = e;
+        }
+        fs.ioend(ino, start, pos - start, T).expect("ioend");
+    }
+}
+
+/// After unmount: e2fsck clean, and the kernel shows every model.
+fn check_with_kernel(image: &Path, models: &[Model]) {
+    e2fsck(image);
+    let mount = KernelMount::read_only(image).expect("kernel mount");
+    for m in models {
+        let path = mount.path().join(&m.path);
+        // SEEK_DATA first: once read, unwritten blocks sit in the page cache
+        // and count as data.
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", m.path));
+        let size = file.metadata().unwrap().len();
+        assert_eq!(size, m.bytes.len() as u64, "{}: size", m.path);
+        assert_eq!(data_ranges(&file, size).unwrap(), m.data_ranges(), "{}: SEEK_DATA ranges", m.path);
+        let got = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", m.path));
+        assert_eq!(got.len(), m.bytes.len(), "{}: size", m.path);
+        if let Some(i) = got.iter().zip(&m.bytes).position(|(a, b)| a != b) {
+            panic!("{}: first difference at byte {i}", m.path);
+        }
+    }
+}
+
+fn ino_of(fs: &mut Ext4, path: &str) -> Ino {
+    resolve(fs, path.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e}")).ino
+}
+
+/// The workload: sequential, sparse and overwriting writes, appends,
+/// truncates down and up, fallocate in every mode, and one file of 3,000
+/// one-block extents (a tree two levels deep) cut back to a few.
+fn workload(mkfs_args: &[&str], size: &str) {
+    require_root();
+    let src = Scratch::new("wsrc");
+    std::fs::write(src.join("existing"), pattern(100_000, 1)).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::fs::write(src.join("frag"), b"").unwrap();
+    std::fs::write(src.join("prealloc"), b"").unwrap();
+    let image = Image::mkfs(src.path(), mkfs_args, size).expect("mkfs");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let bs = u64::from(fs.info().unwrap().block_size);
+
+    let mut existing = Model::new("existing", pattern(100_000, 1), bs);
+    let mut empty = Model::new("empty", Vec::new(), bs);
+    let mut frag = Model::new("frag", Vec::new(), bs);
+    let mut prealloc = Model::new("prealloc", Vec::new(), bs);
+    let (e_ino, m_ino, f_ino, p_ino) =
+        (ino_of(&mut fs, "existing"), ino_of(&mut fs, "empty"), ino_of(&mut fs, "frag"), ino_of(&mut fs, "prealloc"));
+
+    // Sequential, then sparse far out, then overwrite across blocks.
+    for (off, data) in [(0u64, pattern(300_000, 2)), (10 << 20, pattern(5000, 3)), (1000, pattern(9000, 4))] {
+        host_write(&mut fs, &img, m_ino, off, &data);
+        empty.write(off, &data);
+    }
+    // Overwrite inside written blocks, append past the end.
+    for (off, data) in [(4000u64, pattern(5000, 5)), (99_000, pattern(20_000, 6))] {
+        host_write(&mut fs, &img, e_ino, off, &data);
+        existing.write(off, &data);
+    }
+    // Truncate down mid-block (the host zeroes the tail of the block), then up.
+    let cut = 50_001u64;
+    let tail = cut.div_ceil(bs) * bs - cut;
+    img.write_all_at(&vec![0; tail as usize], {
+        let maps = fs.iomap_begin(e_ino, cut, 1, IomapFlags::default()).unwrap();
+        match maps[0].kind {
+            MappingKind::Mapped(dev) => dev + (cut - maps[0].offset),
+            ref k => panic!("{k:?}"),
+        }
+    })
+    .unwrap();
+    let a = fs.setattr(e_ino, &AttrChanges { size: Some(cut), mtime: Some(T), ..Default::default() }).unwrap();
+    assert_eq!(a.size, cut);
+    existing.truncate(cut);
+    fs.setattr(e_ino, &AttrChanges { size: Some(70_000), ..Default::default() }).unwrap();
+    existing.truncate(70_000);
+    // Punch a hole (block-aligned inside; the host zeroes partial blocks).
+    let (p_off, p_len) = (100_000u64, 100_000u64);
+    let zeros = |fs: &mut Ext4, from: u64, to: u64| {
+        let maps = fs.iomap_begin(m_ino, from, to - from, IomapFlags::default()).unwrap();
+        for m in maps {
+            let (s, e) = (from.max(m.offset), to.min(m.offset + m.length));
+            if let MappingKind::Mapped(dev) = m.kind
+                && s < e
+            {
+                img.write_all_at(&vec![0; (e - s) as usize], dev + (s - m.offset)).unwrap();
+            }
+        }
+    };
+    zeros(&mut fs, p_off, p_off.div_ceil(bs) * bs);
+    zeros(&mut fs, (p_off + p_len) / bs * bs, p_off + p_len);
+    let punch = FallocateFlags { punch_hole: true, keep_size: true, ..Default::default() };
+    fs.fallocate(m_ino, p_off, p_len, punch, T).unwrap();
+    empty.punch(p_off, p_len);
+    // Zero a range of written blocks: they become unwritten (holes to SEEK_DATA).
+    let zr = FallocateFlags { zero_range: true, keep_size: true, ..Default::default() };
+    fs.fallocate(m_ino, 8 * bs, 8 * bs, zr, T).unwrap();
+    empty.punch(8 * bs, 8 * bs);
+    // Preallocate with and without keep-size, then write into part of it.
+    let a = fs.fallocate(p_ino, 0, 64 * bs, FallocateFlags::default(), T).unwrap();
+    assert_eq!(a.size, 64 * bs);
+    assert!(a.blocks >= 64 * bs / 512);
+    prealloc.truncate(64 * bs);
+    let keep = FallocateFlags { keep_size: true, ..Default::default() };
+    let a = fs.fallocate(p_ino, 64 * bs, 64 * bs, keep, T).unwrap();
+    assert_eq!(a.size, 64 * bs);
+    let data = pattern(3 * bs as usize + 17, 7);
+    host_write(&mut fs, &img, p_ino, 10 * bs + 5, &data);
+    prealloc.write(10 * bs + 5, &data);
+    // Many extents: every other block, 3,000 of them, then cut to 100.
+    for i in 0..3000u64 {
+        let data = pattern(bs as usize, 100 + i as u32);
+        host_write(&mut fs, &img, f_ino, 2 * i * bs, &data);
+        frag.write(2 * i * bs, &data);
+    }
+    fs.setattr(f_ino, &AttrChanges { size: Some(200 * bs), ..Default::default() }).unwrap();
+    frag.truncate(200 * bs);
+
+    fs.unmount().unwrap();
+    drop(fs);
+    check_with_kernel(image.path(), &[existing, empty, frag, prealloc]);
+}
+
+#[test]
+fn default_ext4() {
+    workload(&[], "64M");
+}
+
+#[test]
+fn one_kib_blocks_no_flex_bg_no_64bit() {
+    workload(&["-b", "1024", "-O", "^flex_bg,^64bit"], "64M");
+}
+
+#[test]
+fn gdt_csum_without_metadata_csum() {
+    workload(&["-O", "^metadata_csum,uninit_bg"], "64M");
+}
+
+#[test]
+fn meta_bg_and_large_groups_spread() {
+    workload(&["-O", "meta_bg,^resize_inode", "-g", "4096"], "128M");
+}
+
+#[test]
+fn refuses_features_it_cannot_write_by_name() {
+    require_root();
+    let src = Scratch::new("wref");
+    for (args, name) in [
+        (&["-O", "bigalloc", "-C", "16384"][..], "bigalloc"),
+        (&["-O", "quota"][..], "quota"),
+        (&["-O", "inline_data"][..], "inline_data"),
+        (&["-t", "ext3"][..], "block-mapped"),
+    ] {
+        let image = Image::mkfs(src.path(), args, "64M").expect("mkfs");
+        let device = testing::open_image_rw(image.path()).unwrap();
+        let mut fs = Ext4::mount(device, &MountOptions::default()).unwrap();
+        let why = fs.begin_write().unwrap_err();
+        assert!(why.contains(name), "{args:?}: {why}");
+        assert_eq!(fs.ioend(12, 0, 1, T).unwrap_err().code(), ErrorCode::ReadOnly);
+    }
+}
+
+#[test]
+fn clean_after_unmount_not_clean_while_writing() {
+    require_root();
+    let src = Scratch::new("wstate");
+    let image = Image::mkfs(src.path(), &[], "32M").expect("mkfs");
+    let state = |image: &Path| {
+        let out = std::process::Command::new("dumpe2fs").arg("-h").arg(image).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find(|l| l.starts_with("Filesystem state:")).unwrap().to_string()
+    };
+    assert!(state(image.path()).ends_with(" clean"), "{}", state(image.path()));
+    let mut fs = open_rw(image.path());
+    assert!(state(image.path()).contains("not clean"), "{}", state(image.path()));
+    fs.unmount().unwrap();
+    assert!(state(image.path()).ends_with(" clean"), "{}", state(image.path()));
+    e2fsck(image.path());
+}
+
+#[test]
+fn no_space_and_too_big_are_clean_errors() {
+    require_root();
+    let src = Scratch::new("wfull");
+    std::fs::write(src.join("f"), b"").unwrap();
+    let image = Image::mkfs(src.path(), &[], "16M").expect("mkfs");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let ino = ino_of(&mut fs, "f");
+    let bs = u64::from(fs.info().unwrap().block_size);
+    // Fill the filesystem one MiB at a time until it refuses.
+    let chunk = pattern(1 << 20, 9);
+    let mut model = Model::new("f", Vec::new(), bs);
+    let mut off = 0u64;
+    let err = loop {
+        let flags = IomapFlags { write: true, ..Default::default() };
+        match fs.iomap_begin(ino, off, chunk.len() as u64, flags) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+        // The mapping may cover less than the chunk: write what it covers.
+        let maps = fs.iomap_begin(ino, off, chunk.len() as u64, flags).unwrap();
+        let covered = maps.iter().map(|m| m.offset + m.length).max().unwrap().min(off + chunk.len() as u64) - off;
+        host_write(&mut fs, &img, ino, off, &chunk[..covered as usize]);
+        model.write(off, &chunk[..covered as usize]);
+        off += covered;
+        assert!(off < 64 << 20, "a 16 MiB filesystem took {off} bytes");
+    };
+    assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");
+    let info = fs.info().unwrap();
+    assert!(info.available_blocks == 0, "{info:?}");
+    // Past the largest extent file: EFBIG, nothing allocated.
+    let flags = IomapFlags { write: true, ..Default::default() };
+    let big = (1u64 << 32) * bs;
+    assert_eq!(fs.iomap_begin(ino, big, 1, flags).unwrap_err().code(), ErrorCode::FileTooBig);
+    assert_eq!(
+        fs.setattr(ino, &AttrChanges { size: Some(big), ..Default::default() }).unwrap_err().code(),
+        ErrorCode::FileTooBig
+    );
+    fs.unmount().unwrap();
+    drop(fs);
+    check_with_kernel(image.path(), &[model]);
+}
+
+#[test]
+fn journal_needing_recovery_is_replayed_onto_the_device() {
+    require_root();
+    let src = Scratch::new("wjournal");
+    std::fs::write(src.join("old"), pattern(10_000, 11)).unwrap();
+    let image = Image::mkfs(src.path(), &[], "64M").expect("mkfs");
+    let fresh = pattern(30_000, 12);
+    image
+        .crash_with_dirty_journal(|root| {
+            std::fs::write(root.join("new"), &fresh)?;
+            Ok(())
+        })
+        .expect("crash");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let bs = u64::from(fs.info().unwrap().block_size);
+    let ino = ino_of(&mut fs, "new");
+    let more = pattern(5000, 13);
+    host_write(&mut fs, &img, ino, 30_000, &more);
+    fs.unmount().unwrap();
+    drop(fs);
+    let out = std::process::Command::new("dumpe2fs").arg("-h").arg(image.path()).output().unwrap();
+    let header = String::from_utf8_lossy(&out.stdout);
+    assert!(!header.contains("needs_recovery"), "{header}");
+    let mut new = Model::new("new", fresh, bs);
+    new.write(30_000, &more);
+    check_with_kernel(image.path(), &[Model::new("old", pattern(10_000, 11), bs), new]);
+}

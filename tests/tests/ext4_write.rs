@@ -96,6 +96,20 @@ fn tally(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Per kind, how many ops succeeded and which errnos the rest got: what a
+/// script exercised.
+fn answers_table(ops: &[workload::Op], outcomes: &[Outcome]) -> String {
+    let mut by_kind: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+    for (op, o) in ops.iter().zip(outcomes) {
+        let key = match o {
+            Outcome::Ok(_) => "ok".to_string(),
+            Outcome::Err(e) => format!("errno {e}"),
+        };
+        *by_kind.entry(op.kind().name()).or_default().entry(key).or_default() += 1;
+    }
+    by_kind.iter().map(|(kind, answers)| format!("  {kind}: {answers:?}")).collect::<Vec<_>>().join("\n")
+}
+
 /// The same seed, applied by the kernel to two copies of one image: the
 /// same answers, clean images, the same trees. Also checks the script does
 /// real work: most calls succeed, the expected failures happen, and the
@@ -150,6 +164,7 @@ fn kernel_is_deterministic(layout: Layout) {
     );
     assert!(tree_a.nodes.len() > 100, "{}: the tree has only {} entries", layout.name, tree_a.nodes.len());
     eprintln!("{}: {} ops, answers {counts:?}, {} entries compared", layout.name, out_a.len(), tree_a.nodes.len());
+    eprintln!("{}", answers_table(&script.ops, &out_a));
 }
 
 #[test]

@@ -45,11 +45,12 @@ pub enum Kind {
     BigDir,
     BigSparse,
     Names,
+    Edges,
     Stamp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Create,
         Kind::Write,
         Kind::Append,
@@ -78,6 +79,7 @@ impl Kind {
         Kind::BigDir,
         Kind::BigSparse,
         Kind::Names,
+        Kind::Edges,
         Kind::Stamp,
     ];
 
@@ -125,6 +127,7 @@ impl Kind {
             Kind::BigDir => "big-dir",
             Kind::BigSparse => "big-sparse",
             Kind::Names => "names",
+            Kind::Edges => "edges",
             Kind::Stamp => "stamp",
         }
     }
@@ -619,8 +622,10 @@ pub fn generate(config: &Config) -> Script {
     }
 
     let mut ops = Vec::new();
-    let phases: Vec<Kind> =
-        [Kind::BigDir, Kind::BigSparse, Kind::Names].into_iter().filter(|k| config.kinds.contains(k)).collect();
+    let phases: Vec<Kind> = [Kind::BigDir, Kind::BigSparse, Kind::Names, Kind::Edges]
+        .into_iter()
+        .filter(|k| config.kinds.contains(k))
+        .collect();
     // Each phase starts at a seeded point among the random ops.
     let mut starts: Vec<(usize, Kind)> =
         phases.iter().map(|&k| (g.rng.below(config.ops as u64 + 1) as usize, k)).collect();
@@ -637,6 +642,7 @@ pub fn generate(config: &Config) -> Script {
                 Kind::BigDir => g.big_dir(config.big_dir_entries, &mut ops),
                 Kind::BigSparse => g.big_sparse(&mut ops),
                 Kind::Names => g.names(&config.kinds, &mut ops),
+                Kind::Edges => g.edges(&mut ops),
                 _ => {}
             }
         }
@@ -781,7 +787,11 @@ impl Gen {
             return self.rng.pick(&existing).clone();
         }
         let n = self.rng.below(12);
-        let space = if small || self.rng.chance(70) { "user" } else { "trusted" };
+        // user.* is refused on symlinks and special files (EPERM): mostly
+        // trusted.* there, mostly user.* on files and directories.
+        let plain = matches!(self.model.get(path), Some(Ent::Dir | Ent::File { .. }));
+        let user = small || if plain { self.rng.chance(70) } else { self.rng.chance(10) };
+        let space = if user { "user" } else { "trusted" };
         let mut name = format!("{space}.x{n}").into_bytes();
         if self.rng.chance(5) {
             name.resize(name.len() + 200, b'k'); // long names (255 at most)
@@ -1006,7 +1016,9 @@ impl Gen {
             Kind::Stat => Op::Stat { path: self.any_existing() },
             Kind::List => Op::List { path: self.existing(|e| e == Ent::Dir) },
             Kind::OpenUnlinked => Op::OpenUnlinked { path: self.fresh_path(), seed: self.rng.next_u64() },
-            Kind::BigDir | Kind::BigSparse | Kind::Names | Kind::Stamp => unreachable!("phases are not drawn"),
+            Kind::BigDir | Kind::BigSparse | Kind::Names | Kind::Edges | Kind::Stamp => {
+                unreachable!("phases are not drawn")
+            }
         }
     }
 
@@ -1173,6 +1185,94 @@ impl Gen {
         for name in [&long(b'a', 255)[..], &long(b'c', 255), &long(0xfe, 255), b"caf\xe9"] {
             self.model.entries.insert(at(name), Ent::File { size: 0 });
         }
+    }
+
+    /// Calls that must fail, each with its errno: taken names, the wrong
+    /// kind of thing, a directory into itself, a non-empty target, a loop,
+    /// a path through a file, sizes past the limits, a bad ACL, bad xattr
+    /// names and values; and a file and a directory exchanged.
+    fn edges(&mut self, ops: &mut Vec<Op>) {
+        self.counter += 1;
+        let d = format!("edges-{}", self.counter).into_bytes();
+        let at = |name: &str| join(&d, name.as_bytes());
+        ops.push(Op::Mkdir { path: d.clone(), mode: 0o755 });
+        ops.push(Op::Mkdir { path: at("s"), mode: 0o755 });
+        ops.push(Op::Create { path: at("f"), mode: 0o644 });
+        ops.push(Op::Mkdir { path: at("full"), mode: 0o755 });
+        ops.push(Op::Create { path: at("full/x"), mode: 0o644 });
+        ops.push(Op::Mkdir { path: at("e"), mode: 0o755 });
+        ops.push(Op::Mkdir { path: at("e2"), mode: 0o755 });
+        ops.push(Op::Symlink { target: b"loop".to_vec(), path: at("loop") });
+        // EEXIST, EISDIR, ENOTDIR.
+        ops.push(Op::Create { path: at("f"), mode: 0o644 });
+        ops.push(Op::Mkdir { path: at("f"), mode: 0o755 });
+        ops.push(Op::Symlink { target: b"x".to_vec(), path: at("s") });
+        ops.push(Op::Link { from: at("f"), to: at("s") });
+        ops.push(Op::Unlink { path: at("s") });
+        ops.push(Op::Rmdir { path: at("f") });
+        ops.push(Op::Truncate { path: at("s"), size: 0 });
+        ops.push(Op::Write { path: at("s"), open: OpenMode::Existing, offset: 0, len: 1, seed: 1 });
+        ops.push(Op::Create { path: at("f/x"), mode: 0o644 });
+        ops.push(Op::Stat { path: at("f/x") });
+        // EINVAL (rmdir of "." and a directory into itself), ENOTEMPTY.
+        ops.push(Op::Rmdir { path: at("s/.") });
+        ops.push(Op::Rmdir { path: at("full/..") });
+        ops.push(Op::Rename { from: d.clone(), to: at("s/inner"), flags: 0 });
+        ops.push(Op::Rename { from: at("f"), to: at("s"), flags: 0 });
+        ops.push(Op::Rename { from: at("s"), to: at("f"), flags: 0 });
+        ops.push(Op::Rename { from: at("e"), to: at("full"), flags: 0 });
+        ops.push(Op::Rename { from: at("f"), to: at("missing"), flags: libc::RENAME_EXCHANGE });
+        ops.push(Op::Rename { from: at("f"), to: at("full"), flags: libc::RENAME_NOREPLACE });
+        ops.push(Op::Rename { from: at("f"), to: at("f"), flags: 0 });
+        // EPERM: a hard link to a directory.
+        ops.push(Op::Link { from: at("s"), to: at("dir-link") });
+        // ELOOP.
+        ops.push(Op::Write { path: at("loop"), open: OpenMode::Create, offset: 0, len: 1, seed: 1 });
+        // EFBIG: past the largest file of every layout here.
+        ops.push(Op::Truncate { path: at("f"), size: 1 << 50 });
+        ops.push(Op::Write { path: at("f"), open: OpenMode::Existing, offset: 1 << 45, len: 1, seed: 1 });
+        // ENAMETOOLONG: a target of PATH_MAX bytes.
+        ops.push(Op::Symlink { target: vec![b'p'; 4096], path: at("too-long") });
+        // EINVAL: an ACL with a named user and no mask; a bad ACL version.
+        let no_mask = vec![
+            AclEntry { tag: 1, perm: 6, id: u32::MAX },
+            AclEntry { tag: 2, perm: 6, id: 1000 },
+            AclEntry { tag: 4, perm: 4, id: u32::MAX },
+            AclEntry { tag: 0x20, perm: 4, id: u32::MAX },
+        ];
+        ops.push(Op::SetAcl { path: at("f"), default: false, entries: no_mask });
+        ops.push(Op::SetAcl { path: at("f"), default: true, entries: vec![] });
+        // Xattr names and values at and past the limits.
+        ops.push(Op::SetXattr { path: at("f"), name: b"user.".to_vec(), value: b"v".to_vec(), flags: 0 });
+        ops.push(Op::SetXattr { path: at("f"), name: b"nonexistent.x".to_vec(), value: b"v".to_vec(), flags: 0 });
+        ops.push(Op::SetXattr { path: at("f"), name: b"user.big".to_vec(), value: vec![7; 65537], flags: 0 });
+        ops.push(Op::SetXattr {
+            path: at("f"),
+            name: b"user.r".to_vec(),
+            value: b"v".to_vec(),
+            flags: libc::XATTR_REPLACE,
+        });
+        ops.push(Op::SetXattr { path: at("f"), name: b"user.c".to_vec(), value: b"v".to_vec(), flags: 0 });
+        ops.push(Op::SetXattr {
+            path: at("f"),
+            name: b"user.c".to_vec(),
+            value: b"w".to_vec(),
+            flags: libc::XATTR_CREATE,
+        });
+        ops.push(Op::RemoveXattr { path: at("f"), name: b"user.missing".to_vec() });
+        ops.push(Op::SetXattr { path: at("loop"), name: b"user.on-symlink".to_vec(), value: b"v".to_vec(), flags: 0 });
+        // What succeeds: a directory over an empty one, a file and a
+        // directory exchanged, a rename onto itself.
+        ops.push(Op::Rename { from: at("s"), to: at("e2"), flags: 0 });
+        ops.push(Op::Rename { from: at("f"), to: at("full"), flags: libc::RENAME_EXCHANGE });
+        ops.push(Op::List { path: d.clone() });
+        ops.push(Op::Stat { path: at("f/x") });
+        ops.push(Op::Stat { path: at("full") });
+        self.model.entries.insert(d.clone(), Ent::Dir);
+        self.model.entries.insert(at("e"), Ent::Dir);
+        self.model.entries.insert(at("f"), Ent::Dir);
+        self.model.entries.insert(at("f/x"), Ent::File { size: 0 });
+        self.model.entries.insert(at("full"), Ent::File { size: 0 });
     }
 
     /// The last phase: explicit atime and mtime on a sample of what exists

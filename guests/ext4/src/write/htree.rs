@@ -341,6 +341,24 @@ fn grow_index(b: &mut dyn Blocks, ctx: &Ctx, frames: &mut [Frame]) -> Result<()>
     b.write(p.lblk, &p.block)
 }
 
+/// Set the root's `dx_tail` checksum again after its ".." record changed.
+pub fn restamp_root(root: &mut [u8], ctx: &Ctx) -> Result<()> {
+    if !ctx.layout.tail {
+        return Ok(());
+    }
+    let limit = usize::from(le_u16(root, ROOT_COUNT)?);
+    let count = usize::from(le_u16(root, ROOT_COUNT + 2)?);
+    if limit != ctx.root_limit() || count == 0 || count > limit {
+        return Err(Error::corrupted(format!("htree root: count {count}, limit {limit}")));
+    }
+    let c = dx_csum(root, ROOT_COUNT, count, limit, ctx.seed)?;
+    let at = ROOT_COUNT + limit * ENTRY_SIZE + 4;
+    root.get_mut(at..at + 4)
+        .ok_or_else(|| Error::corrupted("htree root: no room for its tail"))?
+        .copy_from_slice(&c.to_le_bytes());
+    Ok(())
+}
+
 /// `make_indexed_dir`: turn the full one-block directory behind `b` into an
 /// htree with hash `version` (`s_def_hash_version`), then add the name.
 /// Block 0 must hold "." and ".." first.

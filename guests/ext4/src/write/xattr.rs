@@ -16,9 +16,13 @@
 //! bytes an entry) and are stored in ext4's (version 1, four bytes for the
 //! entries without an id): [`acl_to_disk`], the reverse of `acl::to_xattr`.
 
-use fshost_sdk::{Error, Result};
+use fshost_sdk::{Error, ErrorCode, Ino, Result, Timestamp, XattrFlags};
 
+use super::RawInode;
+use super::alloc;
 use crate::csum::crc32c;
+use crate::fs::Ext4;
+use crate::xattr::{self as reader, Value, index};
 
 pub const MAGIC: u32 = 0xEA02_0000;
 const ENTRY_HEADER: usize = 16;
@@ -153,6 +157,152 @@ pub fn set_block_csum(block: &mut [u8], pblk: u64, fs_seed: u32) -> Result<()> {
     let c = crc32c(c, &block[BLOCK_CSUM_AT + 4..]);
     block[BLOCK_CSUM_AT..BLOCK_CSUM_AT + 4].copy_from_slice(&c.to_le_bytes());
     Ok(())
+}
+
+/// Bytes of the inode before the in-inode xattr area's fields.
+const GOOD_OLD_INODE: usize = 128;
+
+/// Convert what the reader found into values this writer can rewrite
+/// (values kept in EA inodes are not: `Unsupported`).
+fn owned(ino: Ino, found: Vec<reader::Xattr>) -> Result<Vec<Attr>> {
+    found
+        .into_iter()
+        .map(|x| match x.value {
+            Value::Bytes(value) => Ok(Attr { index: x.index, name: x.name, value }),
+            Value::Inode { .. } => {
+                Err(Error::unsupported(format!("inode {ino}: an xattr value in an EA inode cannot be rewritten yet")))
+            }
+        })
+        .collect()
+}
+
+impl Ext4 {
+    /// Set (`value` Some) or remove (None) attribute `name` of `ino`.
+    pub(crate) fn xattr_set(
+        &mut self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: XattrFlags,
+        time: Timestamp,
+    ) -> Result<()> {
+        self.writable()?;
+        let inode = self.inode(ino)?;
+        let shown = || String::from_utf8_lossy(name).into_owned();
+        let (idx, short) = reader::split_name(name)
+            .filter(|&(i, _)| !matches!(i, index::SYSTEM | 8))
+            .ok_or_else(|| Error::unsupported(format!("xattr {:?}: namespace not supported by ext4", shown())))?;
+        if short.len() > 255 {
+            return Err(Error::new(ErrorCode::NameTooLong, format!("xattr name of {} bytes", short.len())));
+        }
+        if inode.has_flag(crate::inode::flags::IMMUTABLE) || inode.has_flag(crate::inode::flags::APPEND) {
+            return Err(Error::new(ErrorCode::NotPermitted, format!("inode {ino} is immutable or append-only")));
+        }
+        let value = match value {
+            Some(v) if idx == index::POSIX_ACL_ACCESS || idx == index::POSIX_ACL_DEFAULT => acl_to_disk(v)?,
+            Some(v) => Some(v.to_vec()),
+            None => None,
+        };
+        let mut body = owned(ino, reader::in_inode(&self.vol, &inode)?)?;
+        let mut block = owned(ino, reader::in_block(&self.vol, &inode)?)?;
+        let is_it = |a: &Attr| a.index == idx && a.name == short;
+        let in_body = body.iter().position(is_it);
+        let in_block = block.iter().position(is_it);
+        let exists = in_body.is_some() || in_block.is_some();
+        if flags.create && exists {
+            return Err(Error::new(ErrorCode::Exists, format!("inode {ino}: xattr {:?} exists", shown())));
+        }
+        if !exists && (flags.replace || value.is_none()) {
+            return Err(Error::new(ErrorCode::NoData, format!("inode {ino}: no xattr {:?}", shown())));
+        }
+        if let Some(i) = in_body {
+            body.remove(i);
+        }
+        if let Some(i) = in_block {
+            block.remove(i);
+        }
+        let mut raw = self.raw_inode(inode.ino)?;
+        let area_start = GOOD_OLD_INODE + raw.extra_isize();
+        let area_len = raw.bytes().len().saturating_sub(area_start);
+        let mut block_changed = in_block.is_some();
+        if let Some(value) = value {
+            let new = Attr { index: idx, name: short.to_vec(), value };
+            let mut with = body.clone();
+            with.push(new.clone());
+            if encode_ibody(&with, area_len).is_some() {
+                body = with;
+            } else {
+                block.push(new);
+                block_changed = true;
+            }
+        }
+        let area = encode_ibody(&body, area_len)
+            .ok_or_else(|| Error::new(ErrorCode::NoSpace, format!("inode {ino}: xattrs do not fit the inode")))?;
+        if block_changed {
+            self.store_xattr_block(inode.ino, &mut raw, &block)?;
+        }
+        let mut bytes = raw.bytes().to_vec();
+        if area_len > 0 {
+            bytes[area_start..].copy_from_slice(&area);
+        }
+        let mut raw = RawInode::from_bytes(&self.vol.sb, bytes);
+        raw.set_ctime(time);
+        self.put_inode(inode.ino, &raw)
+    }
+
+    /// Make `raw`'s external block hold `attrs` (none: no block), copying
+    /// it first when other inodes share it.
+    fn store_xattr_block(&mut self, ino: u32, raw: &mut RawInode, attrs: &[Attr]) -> Result<()> {
+        let bs = self.vol.sb.block_size as usize;
+        let old = raw.file_acl();
+        let refcount = if old != 0 {
+            let data = self.vol.disk.read_block(old)?;
+            u32::from_le_bytes([data[4], data[5], data[6], data[7]])
+        } else {
+            0
+        };
+        if attrs.is_empty() {
+            return self.release_xattr_block(ino, raw);
+        }
+        let mut data = encode_block(attrs, bs, 1)
+            .ok_or_else(|| Error::new(ErrorCode::NoSpace, format!("inode {ino}: xattrs do not fit a block")))?;
+        if old != 0 && refcount <= 1 {
+            set_block_csum(&mut data, old, self.vol.csum.seed)?;
+            return self.write_block(old, &data);
+        }
+        let goal = alloc::inode_goal(&self.vol.sb, ino);
+        let (pblk, _) = alloc::alloc_blocks(self, goal, 1)?;
+        set_block_csum(&mut data, pblk, self.vol.csum.seed)?;
+        self.write_block(pblk, &data)?;
+        if old != 0 {
+            self.release_xattr_block(ino, raw)?;
+        }
+        raw.set_file_acl(pblk);
+        raw.add_blocks(1)
+    }
+
+    /// Drop `raw`'s hold on its external xattr block: free it, or lower
+    /// its refcount when other inodes share it.
+    pub(crate) fn release_xattr_block(&mut self, ino: u32, raw: &mut RawInode) -> Result<()> {
+        let old = raw.file_acl();
+        if old == 0 {
+            return Ok(());
+        }
+        let mut data = self.vol.disk.read_block(old)?;
+        if data.len() < BLOCK_HEADER || data[..4] != MAGIC.to_le_bytes() {
+            return Err(Error::corrupted(format!("inode {ino}: xattr block {old} has no magic")));
+        }
+        let refcount = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
+        if refcount <= 1 {
+            alloc::free_blocks(self, old, 1)?;
+        } else {
+            set_refcount(&mut data, refcount - 1)?;
+            set_block_csum(&mut data, old, self.vol.csum.seed)?;
+            self.write_block(old, &data)?;
+        }
+        raw.set_file_acl(0);
+        raw.add_blocks(-1)
+    }
 }
 
 const ACL_USER_OBJ: u16 = 0x01;

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use fshost_sdk::{
     Attr, AttrChanges, Device, DirEntry, Error, ErrorCode, FallocateFlags, FileType, Filesystem, FsInfo, Ino,
-    IomapFlags, Mapping, MountOptions, Result, ResultExt, Timestamp,
+    IomapFlags, Mapping, MountOptions, NewInode, RenameFlags, Result, ResultExt, Timestamp, Unlinked, XattrFlags,
 };
 
 use crate::disk::Disk;
@@ -96,7 +96,8 @@ impl Ext4 {
             return Err(Error::not_found(format!("inode {ino} is reserved or out of range")));
         }
         let inode = inode::read(&self.vol, ino)?;
-        if !inode.in_use() {
+        // An orphan (unlinked while open, write/namei.rs) stays readable until evicted.
+        if !inode.in_use() && !(self.write.is_some() && self.is_orphan(ino)?) {
             return Err(Error::not_found(format!("inode {ino} is deleted")));
         }
         let inode = Rc::new(inode);
@@ -105,7 +106,7 @@ impl Ext4 {
     }
 
     /// Inode `ino` if it is a directory this guest can read.
-    fn dir(&mut self, ino: Ino) -> Result<Rc<Inode>> {
+    pub(crate) fn dir(&mut self, ino: Ino) -> Result<Rc<Inode>> {
         let dir = self.inode(ino)?;
         if dir.kind()? != FileType::Directory {
             return Err(Error::new(ErrorCode::NotDir, format!("inode {ino} is not a directory")));
@@ -429,6 +430,52 @@ impl Filesystem for Ext4 {
         iomap::map(&self.vol, &inode, offset, length, op.report)
     }
 
+    // ---- The namespace and xattrs (write/namei.rs, write/xattr.rs).
+
+    fn create(&mut self, parent: Ino, name: &[u8], new: &NewInode) -> Result<Attr> {
+        self.namei_create(parent, name, new)
+    }
+
+    fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8], new: &NewInode) -> Result<Attr> {
+        self.namei_symlink(parent, name, target, new)
+    }
+
+    fn link(&mut self, ino: Ino, parent: Ino, name: &[u8], time: Timestamp) -> Result<Attr> {
+        self.namei_link(ino, parent, name, time)
+    }
+
+    fn unlink(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Unlinked> {
+        self.namei_unlink(parent, name, time)
+    }
+
+    fn rmdir(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Ino> {
+        self.namei_rmdir(parent, name, time)
+    }
+
+    fn rename(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: RenameFlags,
+        time: Timestamp,
+    ) -> Result<Option<Unlinked>> {
+        self.namei_rename(parent, name, new_parent, new_name, flags, time)
+    }
+
+    fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags, time: Timestamp) -> Result<()> {
+        self.xattr_set(ino, name, Some(value), flags, time)
+    }
+
+    fn removexattr(&mut self, ino: Ino, name: &[u8], time: Timestamp) -> Result<()> {
+        self.xattr_set(ino, name, None, XattrFlags::default(), time)
+    }
+
+    fn evict(&mut self, ino: Ino) -> Result<()> {
+        self.namei_evict(ino)
+    }
+
     // ---- The write half (write/: begin, file data, attributes, sync).
 
     fn begin_write(&mut self) -> std::result::Result<(), String> {
@@ -459,6 +506,10 @@ impl Filesystem for Ext4 {
     }
 
     fn unmount(&mut self) -> Result<()> {
+        if self.write.is_some() {
+            // Orphans the host never evicted are freed now (write/namei.rs).
+            self.free_orphans()?;
+        }
         crate::write::unmount(self)
     }
 }

@@ -404,6 +404,11 @@ fn a_directory_of_20k_entries_on_4k_blocks() {
 }
 
 #[test]
+fn a_directory_of_20k_entries_without_metadata_csum() {
+    grow_and_thin(&["-b", "1024", "-O", "^metadata_csum"], 20_000);
+}
+
+#[test]
 fn a_directory_of_20k_entries_on_1k_blocks() {
     grow_and_thin(&["-b", "1024"], 20_000);
 }

@@ -19,11 +19,11 @@ use std::collections::{HashMap, HashSet};
 
 use fshost_sdk::{
     Attr, Device, DirEntry, Error, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping, MappingKind,
-    MountOptions, Result, Timestamp, encode_rdev,
+    MountOptions, NewInode, Result, Timestamp, encode_rdev,
 };
 use hello::Hello;
 
-pub use trick::{BadAttr, BadDir, BadLink, BadMap, BadXattr, Fault, MountTrick, TRICKS, Trick};
+pub use trick::{BadAttr, BadDir, BadLink, BadMap, BadWrite, BadXattr, Fault, MountTrick, TRICKS, Trick};
 
 /// Entries in a `hugelist` readdir answer: as many as fit the guest's
 /// 256 MiB twice (the SDK's list and the canonical-ABI copy).
@@ -214,6 +214,46 @@ impl Evil {
         }
     }
 
+    /// A write's mapping for a trick file (the file's own first block,
+    /// where one is needed, from hello).
+    fn bad_write_map(
+        &mut self,
+        ino: Ino,
+        bad: BadWrite,
+        offset: u64,
+        length: u64,
+        flags: IomapFlags,
+    ) -> Result<Vec<Mapping>> {
+        let bs = self.block_size;
+        let at = offset - offset % bs;
+        Ok(match bad {
+            BadWrite::PastEnd => {
+                let end = self.device_size.div_ceil(bs) * bs;
+                vec![Mapping { offset: at, length: bs, kind: MappingKind::Mapped(end) }]
+            }
+            BadWrite::Unaligned => {
+                let mut own = self.hello.iomap_begin(ino, offset, length, flags)?;
+                for m in &mut own {
+                    if let MappingKind::Mapped(dev) = &mut m.kind {
+                        *dev += 1;
+                    }
+                }
+                own
+            }
+            BadWrite::Misses => {
+                let own = self.hello.iomap_begin(ino, offset, length, flags)?;
+                let first = own.first().ok_or_else(|| Error::invalid("evil: hello mapped nothing"))?;
+                let kind = first.kind.clone();
+                vec![Mapping { offset: at + bs, length: bs, kind }]
+            }
+            BadWrite::Hole => vec![Mapping { offset: at, length: bs, kind: MappingKind::Hole }],
+            BadWrite::Inline => {
+                vec![Mapping { offset: at, length: bs, kind: MappingKind::Inline(vec![0x5a; bs as usize]) }]
+            }
+            BadWrite::IoendSize | BadWrite::CreateOther => self.hello.iomap_begin(ino, offset, length, flags)?,
+        })
+    }
+
     fn bad_map(&mut self, ino: Ino, bad: BadMap, offset: u64, length: u64, flags: IomapFlags) -> Result<Vec<Mapping>> {
         let bs = self.block_size;
         let at = offset - offset % bs;
@@ -264,7 +304,7 @@ impl Filesystem for Evil {
             Some(MountTrick::Loop) => fault(Fault::Spin, "mount"),
             Some(MountTrick::Panic) => fault(Fault::Panic, "mount"),
             Some(MountTrick::Fail) => return Err(Error::corrupted("evil: this mount always fails")),
-            Some(MountTrick::BadInfo) | None => {}
+            Some(MountTrick::BadInfo | MountTrick::RefuseWrite) | None => {}
         }
         let device_size = device.size();
         let mut hello = Hello::mount(device, options)?;
@@ -368,8 +408,62 @@ impl Filesystem for Evil {
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, flags: IomapFlags) -> Result<Vec<Mapping>> {
         match self.trick(ino) {
             Some(Trick::Map(bad)) => self.bad_map(ino, bad, offset, length, flags),
+            Some(Trick::Write(bad)) if flags.write => self.bad_write_map(ino, bad, offset, length, flags),
+            // hello cannot allocate: a write is mapped onto the blocks the
+            // file has (a hole stays a hole, which the host refuses).
             _ => self.hello.iomap_begin(ino, offset, length, flags),
         }
+    }
+
+    // ---- The write half: evil writes nothing itself. It agrees to write,
+    // maps writes onto the blocks hello's files already have, and lies
+    // where its tricks say.
+
+    fn begin_write(&mut self) -> std::result::Result<(), String> {
+        if self.mount_trick == Some(MountTrick::RefuseWrite) {
+            let mut sentence = String::from("evil refuses:\x1b[31m\n\tred\r\x07 ");
+            sentence.push_str(&"and on ".repeat(200));
+            return Err(sentence);
+        }
+        Ok(())
+    }
+
+    fn ioend(&mut self, ino: Ino, offset: u64, written: u64, _time: Timestamp) -> Result<u64> {
+        let size = self.hello.getattr(ino)?.size;
+        let end = offset.checked_add(written).ok_or_else(|| Error::invalid("evil: ioend overflows"))?;
+        let size = size.max(end);
+        match self.trick(ino) {
+            Some(Trick::Write(BadWrite::IoendSize)) => Ok(size + (1 << 20)),
+            _ => Ok(size),
+        }
+    }
+
+    fn evict(&mut self, _ino: Ino) -> Result<()> {
+        Ok(())
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn create(&mut self, parent: Ino, name: &[u8], new: &NewInode) -> Result<Attr> {
+        if self.trick(parent) != Some(Trick::Write(BadWrite::CreateOther)) {
+            return Err(ErrorCode::ReadOnly.into());
+        }
+        let victim = self.hello.lookup(parent, b"victim")?;
+        let _ = name;
+        Ok(Attr {
+            kind: new.kind,
+            perm: new.perm,
+            uid: new.uid,
+            gid: new.gid,
+            size: 0,
+            nlink: 1,
+            atime: new.time,
+            mtime: new.time,
+            ctime: new.time,
+            ..victim
+        })
     }
 }
 

@@ -124,6 +124,28 @@ pub enum BadLink {
     Huge,
 }
 
+/// Answers of the write half (read-write mounts). Each costs the write,
+/// create or ioend that met it, and the host writes nothing it did not
+/// validate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadWrite {
+    /// iomap-begin for a write: mapped past the device's end.
+    PastEnd,
+    /// iomap-begin for a write: the file's own blocks, one byte off.
+    Unaligned,
+    /// iomap-begin for a write: the first mapping misses the offset.
+    Misses,
+    /// iomap-begin for a write: a hole (nowhere to write).
+    Hole,
+    /// iomap-begin for a write: inline bytes.
+    Inline,
+    /// ioend answers a size the write contradicts (1 MiB more).
+    IoendSize,
+    /// A create in this directory answers another inode's number (that of
+    /// the directory's `victim`), with the fields the host asked for.
+    CreateOther,
+}
+
 /// One misbehaviour, selected by an entry name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trick {
@@ -132,6 +154,7 @@ pub enum Trick {
     Dir(BadDir),
     Xattr(BadXattr),
     Link(BadLink),
+    Write(BadWrite),
 }
 
 /// Every name that selects a trick. An entry with one of these names, in
@@ -186,6 +209,13 @@ pub const TRICKS: &[(&str, Trick)] = &[
     ("badlink-empty", Trick::Link(BadLink::Empty)),
     ("badlink-nul", Trick::Link(BadLink::Nul)),
     ("badlink-huge", Trick::Link(BadLink::Huge)),
+    ("wmap-past-end", Trick::Write(BadWrite::PastEnd)),
+    ("wmap-unaligned", Trick::Write(BadWrite::Unaligned)),
+    ("wmap-misses", Trick::Write(BadWrite::Misses)),
+    ("wmap-hole", Trick::Write(BadWrite::Hole)),
+    ("wmap-inline", Trick::Write(BadWrite::Inline)),
+    ("ioend-size", Trick::Write(BadWrite::IoendSize)),
+    ("create-other", Trick::Write(BadWrite::CreateOther)),
 ];
 
 impl Trick {
@@ -206,6 +236,8 @@ pub enum MountTrick {
     Panic,
     /// Report a block size of 3 bytes.
     BadInfo,
+    /// Refuse `begin-write` with a long sentence holding control characters.
+    RefuseWrite,
 }
 
 impl MountTrick {
@@ -216,6 +248,7 @@ impl MountTrick {
             "mount-fail" => MountTrick::Fail,
             "mount-panic" => MountTrick::Panic,
             "mount-badinfo" => MountTrick::BadInfo,
+            "refuse-write" => MountTrick::RefuseWrite,
             _ => return None,
         })
     }

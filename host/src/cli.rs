@@ -259,6 +259,15 @@ pub struct SourceArgs {
     /// The volume guest that reads the partition table [default: partitions].
     #[arg(long, value_name = "NAME|PATH", requires = "partition")]
     pub volume: Option<OsString>,
+    /// The disk-image format of SOURCE: the volume guest that reads it
+    /// (qcow2), or `raw` for none [default: found by the installed
+    /// image-format guests' probes].
+    #[arg(long, value_name = "NAME|PATH|raw")]
+    pub image_format: Option<OsString>,
+    /// The file an image is based on (a qcow2 backing file): fshost never
+    /// opens a file an image names. Repeat for a chain, nearest first.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
 }
 
 /// Host-level mount options, split from those meant for the guest.
@@ -300,6 +309,9 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> any
         ..Limits::default()
     };
     let cache = if args.no_cache { None } else { CompileCache::default_location() };
+    // A disk-image format (qcow2) below everything else, read through its guest.
+    let image = crate::stack::Options { format: args.image_format.as_deref(), backing: &args.backing };
+    device = crate::stack::open(device, &image, &limits, cache.as_ref())?;
     if let Some(number) = args.partition {
         // The volume guest parses the table before the sandbox point, as
         // the filesystem guest's mount does, and is dropped once the

@@ -40,10 +40,20 @@ pub enum OpenError {
     Size { path: PathBuf, source: nix::Error },
 }
 
+/// A byte space computed from the devices below it (a qcow2 virtual disk,
+/// `crate::stack`): a device made with [`Device::layered`] reads through it.
+pub trait Layer: Send + Sync + std::fmt::Debug {
+    /// Fill `buf` from byte `offset`; [`Device`] checked the range against
+    /// the layer's size.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FsError>;
+}
+
 /// An open backing device.
 #[derive(Debug)]
 pub struct Device {
     file: Arc<File>,
+    /// Reads go here instead of `file` (a stacked image format).
+    layer: Option<Arc<dyn Layer>>,
     /// Where this device starts in the file: 0, or a partition's start
     /// for a window ([`Device::window`]).
     base: u64,
@@ -95,7 +105,7 @@ impl Device {
         } else {
             (meta.len(), 512)
         };
-        Ok(Device { file: Arc::new(file), base: 0, size, sector_size, read_only, path: path.to_owned() })
+        Ok(Device { file: Arc::new(file), layer: None, base: 0, size, sector_size, read_only, path: path.to_owned() })
     }
 
     /// The `length` bytes from byte `start` of this device, as a device of
@@ -109,12 +119,27 @@ impl Device {
             self.contains(start, length) && start.is_multiple_of(align) && length.is_multiple_of(align) && length > 0;
         fits.then(|| Device {
             file: self.file.clone(),
+            layer: self.layer.clone(),
             base: self.base + start,
             size: length,
             sector_size: sector_size.max(self.sector_size),
             read_only: self.read_only,
             path: self.path.clone(),
         })
+    }
+
+    /// A read-only device of `size` bytes whose reads `layer` serves (it
+    /// reads this device, or others, itself); named after this one.
+    pub fn layered(&self, layer: Arc<dyn Layer>, size: u64, sector_size: u32) -> Device {
+        Device {
+            file: self.file.clone(),
+            layer: Some(layer),
+            base: 0,
+            size,
+            sector_size: sector_size.max(512),
+            read_only: true,
+            path: self.path.clone(),
+        }
     }
 
     /// Where this device starts in the opened file (non-zero for a window).
@@ -155,6 +180,9 @@ impl Device {
                 std::io::ErrorKind::UnexpectedEof,
                 "range is past the end of the device",
             )));
+        }
+        if let Some(layer) = &self.layer {
+            return layer.read_exact_at(self.base + offset, buf);
         }
         let len = buf.len();
         // `contains` held: offset + len <= size, and base + size is inside

@@ -24,5 +24,6 @@ pub mod partitions;
 pub mod plugin;
 pub mod report;
 pub mod sandbox;
+pub mod stack;
 pub mod types;
 pub mod volume;

@@ -82,8 +82,12 @@ pub fn read(disk: &dyn Disk, header: &Header) -> Result<Vec<Snapshot>> {
         cur.take(extra as usize)?;
         let id = cur.take(id_len)?;
         let name = cur.take(name_len)?;
+        // Entries start 8-aligned; the last is not padded (the file may
+        // end right after it).
         let used = ENTRY + extra as usize + id_len + name_len;
-        cur.take(used.next_multiple_of(8) - used)?;
+        if i + 1 < n {
+            cur.take(used.next_multiple_of(8) - used)?;
+        }
         out.push(Snapshot { id, name });
     }
     Ok(out)

@@ -23,7 +23,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use fshost_tests::capture::{self, Options, Tree};
 use fshost_tests::fsck::e2fsck;
 use fshost_tests::fshost::{FshostMount, fshost_bin, guest};
@@ -448,6 +451,36 @@ fn answers_by_kind(ops: &[workload::Op], a: &[Outcome], b: &[Outcome]) -> String
     format!("differing answers by kind: {}", parts.join(", "))
 }
 
+/// Runs `f` while watching `progress`: if it stays still for `stall`, the
+/// fshost process is killed (its FUSE connection then fails every pending
+/// and later call with ENOTCONN, so `f` returns) and the result is Err.
+fn watched<T: Send>(
+    mount: &FshostMount,
+    progress: &AtomicUsize,
+    stall: Duration,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, T> {
+    let pid = mount.pid() as libc::pid_t;
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(f);
+        let (mut seen, mut since) = (progress.load(Ordering::Relaxed), Instant::now());
+        let mut killed = false;
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = progress.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if !killed && since.elapsed() > stall {
+                // SAFETY: kill has no memory effects; the pid is our child's.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed = true;
+            }
+        }
+        let value = worker.join().expect("the watched work panicked");
+        if killed { Err(value) } else { Ok(value) }
+    })
+}
+
 /// [`fshost_matches_kernel`] without the panic: Ok, or every problem found.
 fn fshost_vs_kernel(layout: Layout, kinds: &[Kind]) -> Result<(), String> {
     let script = generate(&config(SEED).only(kinds));
@@ -462,8 +495,26 @@ fn fshost_vs_kernel(layout: Layout, kinds: &[Kind]) -> Result<(), String> {
     let (out_b, tree_fshost, log) = {
         let mut mount = FshostMount::mount(&guest("ext4"), b.path(), &["rw"])
             .map_err(|e| format!("{}: fshost mount -o rw: {e:#}", layout.name))?;
-        let out = workload::apply(mount.path(), &script.ops);
-        let tree = capture::capture(mount.path());
+        let progress = AtomicUsize::new(0);
+        let out = std::sync::Mutex::new(Vec::new());
+        let hung = watched(&mount, &progress, Duration::from_secs(60), || {
+            for op in &script.ops {
+                let outcome = workload::apply::apply_one(mount.path(), op);
+                out.lock().unwrap().push(outcome);
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .err();
+        let out = out.into_inner().unwrap();
+        if hung.is_some() {
+            let op = script.ops.get(out.len()).map_or("?".to_string(), |op| format!("[{}] {op}", op.kind().name()));
+            problems.push(format!("op {} {op} did not return within 60 s; fshost was killed", out.len()));
+        }
+        let tree = watched(&mount, &AtomicUsize::new(0), Duration::from_secs(300), || capture::capture(mount.path()))
+            .unwrap_or_else(|_| {
+                problems.push("capturing fshost's tree took over 300 s; fshost was killed".into());
+                Tree::default()
+            });
         match mount.unmount() {
             Ok(status) if status.success() => {}
             Ok(status) => problems.push(format!("fshost exited {status} at unmount")),
@@ -588,7 +639,10 @@ fn fsx_on_fshost_ext4() {
     let config = fsx::Config::from_env(SEED).expect("FSHOST_FSX_OPS");
     let report = {
         let mut mount = FshostMount::mount(&guest("ext4"), image.path(), &["rw"]).expect("fshost mount -o rw");
-        let result = fsx::run(&mount.path().join("fsx-file"), &config, None);
+        let result = watched(&mount, &AtomicUsize::new(0), Duration::from_secs(900), || {
+            fsx::run(&mount.path().join("fsx-file"), &config, None)
+        })
+        .unwrap_or_else(|r| r.context("fsx took over 900 s; fshost was killed"));
         let report = result.unwrap_or_else(|e| panic!("fsx on fshost: {e:#}\nfshost's log:\n{}", mount.log()));
         let status = mount.unmount().expect("unmount");
         assert!(status.success(), "fshost exited {status}");
@@ -602,4 +656,18 @@ fn fsx_on_fshost_ext4() {
     e2fsck(image.path()).expect("the image after fsx through fshost");
     let mount = KernelMount::read_only(image.path()).expect("the kernel mounts it");
     fsx::verify(&mount.path().join("fsx-file"), &report.expected).expect("the kernel reads what the model says");
+}
+
+/// The watchdog that keeps a hung fshost from hanging these tests: work
+/// that makes no progress gets fshost killed, and the mount then fails
+/// calls with ENOTCONN instead of blocking (a read-only mount will do).
+#[test]
+fn watchdog_kills_a_stalled_fshost() {
+    let image = empty_image(EXT4);
+    let mount = FshostMount::mount(&guest("ext4"), image.path(), &[]).expect("fshost mount");
+    let result = watched(&mount, &AtomicUsize::new(0), Duration::from_millis(300), || {
+        std::thread::sleep(Duration::from_secs(2));
+        std::fs::metadata(mount.path().join("lost+found")).map(drop).map_err(|e| e.raw_os_error())
+    });
+    assert_eq!(result.err(), Some(Err(Some(libc::ENOTCONN))), "the stalled work must end with fshost killed");
 }

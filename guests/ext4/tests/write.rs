@@ -164,6 +164,7 @@ fn ino_of(fs: &mut Ext4, path: &str) -> Ino {
 /// truncates down and up, fallocate in every mode, and one file of 3,000
 /// one-block extents (a tree two levels deep) cut back to a few.
 fn workload(mkfs_args: &[&str], size: &str) {
+    let extents = !mkfs_args.iter().any(|a| a.starts_with("ext2") || a.starts_with("ext3"));
     require_root();
     let src = Scratch::new("wsrc");
     std::fs::write(src.join("existing"), pattern(100_000, 1)).unwrap();
@@ -221,23 +222,29 @@ fn workload(mkfs_args: &[&str], size: &str) {
             }
         }
     };
-    zeros(&mut fs, p_off, p_off.div_ceil(bs) * bs);
-    zeros(&mut fs, (p_off + p_len) / bs * bs, p_off + p_len);
     let punch = FallocateFlags { punch_hole: true, keep_size: true, ..Default::default() };
-    fs.fallocate(m_ino, p_off, p_len, punch, T).unwrap();
-    empty.punch(p_off, p_len);
-    // Zero a range of written blocks: they become unwritten (holes to SEEK_DATA).
-    let zr = FallocateFlags { zero_range: true, keep_size: true, ..Default::default() };
-    fs.fallocate(m_ino, 8 * bs, 8 * bs, zr, T).unwrap();
-    empty.punch(8 * bs, 8 * bs);
-    // Preallocate with and without keep-size, then write into part of it.
-    let a = fs.fallocate(p_ino, 0, 64 * bs, FallocateFlags::default(), T).unwrap();
-    assert_eq!(a.size, 64 * bs);
-    assert!(a.blocks >= 64 * bs / 512);
-    prealloc.truncate(64 * bs);
-    let keep = FallocateFlags { keep_size: true, ..Default::default() };
-    let a = fs.fallocate(p_ino, 64 * bs, 64 * bs, keep, T).unwrap();
-    assert_eq!(a.size, 64 * bs);
+    if extents {
+        zeros(&mut fs, p_off, p_off.div_ceil(bs) * bs);
+        zeros(&mut fs, (p_off + p_len) / bs * bs, p_off + p_len);
+        fs.fallocate(m_ino, p_off, p_len, punch, T).unwrap();
+        empty.punch(p_off, p_len);
+        // Zero a range of written blocks: they become unwritten (holes to SEEK_DATA).
+        let zr = FallocateFlags { zero_range: true, keep_size: true, ..Default::default() };
+        fs.fallocate(m_ino, 8 * bs, 8 * bs, zr, T).unwrap();
+        empty.punch(8 * bs, 8 * bs);
+        // Preallocate with and without keep-size, then write into part of it.
+        let a = fs.fallocate(p_ino, 0, 64 * bs, FallocateFlags::default(), T).unwrap();
+        assert_eq!(a.size, 64 * bs);
+        assert!(a.blocks >= 64 * bs / 512);
+        prealloc.truncate(64 * bs);
+        let keep = FallocateFlags { keep_size: true, ..Default::default() };
+        let a = fs.fallocate(p_ino, 64 * bs, 64 * bs, keep, T).unwrap();
+        assert_eq!(a.size, 64 * bs);
+    } else {
+        // As the kernel: no fallocate without extents.
+        let e = fs.fallocate(m_ino, p_off, p_len, punch, T).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+    }
     let data = pattern(3 * bs as usize + 17, 7);
     host_write(&mut fs, &img, p_ino, 10 * bs + 5, &data);
     prealloc.write(10 * bs + 5, &data);
@@ -271,6 +278,16 @@ fn gdt_csum_without_metadata_csum() {
 }
 
 #[test]
+fn ext3_block_mapped() {
+    workload(&["-t", "ext3"], "64M");
+}
+
+#[test]
+fn ext2_one_kib_blocks_block_mapped() {
+    workload(&["-t", "ext2", "-b", "1024"], "64M");
+}
+
+#[test]
 fn meta_bg_and_large_groups_spread() {
     workload(&["-O", "meta_bg,^resize_inode", "-g", "4096"], "128M");
 }
@@ -283,7 +300,7 @@ fn refuses_features_it_cannot_write_by_name() {
         (&["-O", "bigalloc", "-C", "16384"][..], "bigalloc"),
         (&["-O", "quota"][..], "quota"),
         (&["-O", "inline_data"][..], "inline_data"),
-        (&["-t", "ext3"][..], "block-mapped"),
+        (&["-O", "encrypt"][..], "encrypt"),
     ] {
         let image = Image::mkfs(src.path(), args, "64M").expect("mkfs");
         let device = testing::open_image_rw(image.path()).unwrap();

@@ -1,12 +1,13 @@
 //! Opening for writing and closing: the feature gate, journal recovery onto
 //! the device, the superblock's "in use" mark, fsync and unmount.
 //!
-//! What this writer handles, and so accepts: ext4 with extents, flex_bg,
-//! 64bit, meta_bg, huge_file, large_file, dir_nlink, extra_isize,
-//! metadata_csum (and csum_seed) or gdt_csum, uninit groups, sparse_super
-//! and sparse_super2, largedir, dir_index, ext_attr, and a journal (left
-//! empty: writes go straight to their blocks). Refused with their names:
-//! the features it does not write yet (see [`unsupported`]).
+//! What this writer handles, and so accepts: ext2, ext3 and ext4 with
+//! extent-mapped or block-mapped files, flex_bg, 64bit, meta_bg,
+//! huge_file, large_file, dir_nlink, extra_isize, metadata_csum (and
+//! csum_seed) or gdt_csum, uninit groups, sparse_super and sparse_super2,
+//! largedir, dir_index, ext_attr, and a journal (left empty: writes go
+//! straight to their blocks). Refused with their names: the features it
+//! does not write yet (see [`unsupported`]).
 //!
 //! A journal that needs recovery is replayed onto the device first (the
 //! blocks the read-only mount served from memory are written in place,
@@ -75,9 +76,6 @@ pub(super) fn unsupported(fs: &Ext4) -> Vec<&'static str> {
         if f.incompat(bit) {
             out.push(name);
         }
-    }
-    if !f.incompat(incompat::EXTENTS) {
-        out.push("block-mapped files (no extents: ext2/ext3)");
     }
     out
 }

@@ -383,6 +383,9 @@ pub(super) fn free_removed(fs: &mut Ext4, raw: &mut RawInode, removed: &[Ext]) -
 }
 
 pub(super) fn map_block_alloc(fs: &mut Ext4, ino: u32, raw: &mut RawInode, lblk: u32) -> Result<u64> {
+    if !raw.has_flag(flags::EXTENTS) {
+        return super::blockmap::map_block_alloc(fs, ino, raw, lblk);
+    }
     if u64::from(lblk) >= MAX_BLOCKS {
         return Err(Error::new(ErrorCode::FileTooBig, format!("inode {ino}: block {lblk} past the largest")));
     }

@@ -29,11 +29,16 @@ fn ino32(ino: Ino) -> Result<u32> {
     u32::try_from(ino).map_err(|_| Error::not_found(format!("inode {ino} out of range")))
 }
 
-/// `ext4_max_size` for extent-mapped files, in bytes.
-pub(super) fn max_size(fs: &Ext4) -> u64 {
+/// The largest file `raw` may become, in bytes: `ext4_max_size` for
+/// extent-mapped files, `ext4_max_bitmap_size` for block-mapped ones.
+pub(super) fn max_size(fs: &Ext4, raw: &RawInode) -> u64 {
     let bits = fs.vol.sb.block_size.trailing_zeros();
+    let huge = fs.vol.sb.features.ro_compat(ro_compat::HUGE_FILE);
+    if !raw.has_flag(flags::EXTENTS) {
+        return super::blockmap::max_size(bits, huge);
+    }
     let res = MAX_BLOCKS << bits;
-    if fs.vol.sb.features.ro_compat(ro_compat::HUGE_FILE) {
+    if huge {
         res
     } else {
         let upper = (((1u64 << 32) - 1) >> (bits - 9)) << bits;
@@ -70,7 +75,7 @@ fn regular(fs: &mut Ext4, ino: Ino, data: bool) -> Result<(u32, RawInode)> {
 /// Set i_size, turning large_file on when a size needs it, as
 /// `ext4_do_update_inode` does.
 fn set_size(fs: &mut Ext4, raw: &mut RawInode, size: u64) -> Result<()> {
-    if size > max_size(fs) {
+    if size > max_size(fs, raw) {
         return Err(Error::new(ErrorCode::FileTooBig, format!("size {size} past the largest file")));
     }
     if size > 0x7FFF_FFFF && !fs.vol.sb.features.ro_compat(ro_compat::LARGE_FILE) {
@@ -98,10 +103,31 @@ pub(super) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> 
     }
     let bs = fs.vol.bs();
     let first = offset / bs;
-    if offset >= max_size(fs) {
+    if offset >= max_size(fs, &raw) {
         return Err(Error::new(ErrorCode::FileTooBig, format!("offset {offset} past the largest file")));
     }
     let end = offset.saturating_add(length.max(1)).div_ceil(bs).min(first + MAX_ALLOC).min(MAX_BLOCKS);
+    if !raw.has_flag(flags::EXTENTS) {
+        let end = end.min(max_size(fs, &raw).div_ceil(bs));
+        let before = raw.clone();
+        super::blockmap::fill(fs, n, &mut raw, first, end)?;
+        if raw != before {
+            fs.put_inode(n, &raw)?;
+        }
+        let inode = fs.inode(ino)?;
+        let runs = crate::mapping::runs(&fs.vol, &inode, first, end, MAX_MAPPINGS)?;
+        let mut out: Vec<Mapping> = Vec::new();
+        for r in runs.runs {
+            if r.lblk > out.last().map_or(first, |m| (m.offset + m.length) / bs) {
+                break;
+            }
+            out.push(Mapping { offset: r.lblk * bs, length: r.len * bs, kind: MappingKind::Mapped(r.pblk * bs) });
+        }
+        if out.is_empty() {
+            return Err(Error::new(ErrorCode::NoSpace, format!("inode {ino}: no block for offset {offset}")));
+        }
+        return Ok(out);
+    }
     let tree = extents::read(fs, n, &raw)?;
     let mut exts = tree.exts.clone();
     let added = extents::fill_holes(fs, n, &mut exts, first, end, false)?;
@@ -135,10 +161,10 @@ pub(super) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> 
 pub(crate) fn ioend(fs: &mut Ext4, ino: Ino, offset: u64, written: u64, time: Timestamp) -> Result<u64> {
     let (n, mut raw) = regular(fs, ino, true)?;
     let end = offset.checked_add(written).ok_or_else(|| Error::invalid("ioend range overflows"))?;
-    if end > max_size(fs) {
+    if end > max_size(fs, &raw) {
         return Err(Error::new(ErrorCode::FileTooBig, format!("write to {end} past the largest file")));
     }
-    if written > 0 {
+    if written > 0 && raw.has_flag(flags::EXTENTS) {
         let bs = fs.vol.bs();
         let (from, to) = (offset / bs, end.div_ceil(bs));
         let tree = extents::read(fs, n, &raw)?;
@@ -174,6 +200,10 @@ pub(crate) fn fallocate(
         return Err(Error::invalid("punch-hole and zero-range together"));
     }
     let (n, mut raw) = regular(fs, ino, true)?;
+    if !raw.has_flag(flags::EXTENTS) {
+        // As the kernel: fallocate needs extents.
+        return Err(Error::unsupported(format!("inode {ino}: fallocate on a block-mapped file")));
+    }
     let end = offset.checked_add(length).filter(|_| length > 0).ok_or_else(|| Error::invalid("bad fallocate range"))?;
     if raw.has_flag(flags::APPEND) && (mode.punch_hole || mode.zero_range) {
         return Err(Error::new(ErrorCode::NotPermitted, format!("inode {ino} is append-only")));
@@ -195,7 +225,7 @@ pub(crate) fn fallocate(
         fs.put_inode(n, &raw)?;
         return fs.getattr(ino);
     }
-    if end > max_size(fs) {
+    if end > max_size(fs, &raw) {
         return Err(Error::new(ErrorCode::FileTooBig, format!("fallocate to {end} past the largest file")));
     }
     let (from, to) = (offset / bs, end.div_ceil(bs));
@@ -251,7 +281,7 @@ pub(crate) fn setattr(fs: &mut Ext4, ino: Ino, c: &AttrChanges) -> Result<Attr> 
         if raw.has_flag(flags::APPEND) && size < raw.size() {
             return Err(Error::new(ErrorCode::NotPermitted, format!("inode {ino} is append-only")));
         }
-        if size > max_size(fs) {
+        if size > max_size(fs, &raw) {
             return Err(Error::new(ErrorCode::FileTooBig, format!("size {size} past the largest file")));
         }
         let bs = fs.vol.bs();

@@ -3,7 +3,10 @@
 //! errno the contract promises (EIO for traps, deadlines and invalid
 //! answers) and its reason in the host's log, while the host keeps serving:
 //! after each case a file the guest has not been asked about yet reads back
-//! byte-exact through the same mount.
+//! byte-exact through the same mount. On a read-write mount its write
+//! tricks (mappings a write must not use, a lying `ioend`, a create that
+//! names a live inode) cost their operation too, and the image changes
+//! only inside the blocks the host validated.
 //!
 //! Loops are cheap because the mounts run with `--guest-timeout-ms 200`;
 //! answers that take the guest time to build (millions of entries, 200 MiB
@@ -538,4 +541,116 @@ fn a_guest_that_cannot_mount_again_fails_the_filesystem_after_three_tries() {
     assert!(log.contains("the filesystem is in a failed state"), "{log}");
     assert!(!log.contains("4 mounts in a row"), "the failed filesystem tried to mount again:\n{log}");
     assert!(s.mount.alive(), "the host must keep running, answering EIO");
+}
+
+/// Where `needle` (unique) lies in `haystack`.
+fn find_unique(haystack: &[u8], needle: &[u8]) -> usize {
+    let mut at = haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i);
+    let first = at.next().expect("the pattern is in the image");
+    assert!(at.next().is_none(), "the pattern is in the image twice");
+    first
+}
+
+/// The byte ranges where `a` and `b` (of one length) differ.
+fn differences(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
+    assert_eq!(a.len(), b.len(), "the image changed its length");
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, _) in a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y) {
+        match out.last_mut() {
+            Some((_, end)) if *end == i => *end = i + 1,
+            _ => out.push((i, i + 1)),
+        }
+    }
+    out
+}
+
+/// A read-write mount (`-o rw`) of evil's write tricks: each lie costs the
+/// write or create that met it (EIO, its reason logged), the mount keeps
+/// serving, and afterwards the image differs from the original only where
+/// the host wrote into blocks it had validated: the file whose `ioend`
+/// lied (its own blocks, mapped truthfully) and a good file overwritten.
+#[test]
+fn write_tricks_cost_their_operation_and_nothing_lands_outside_validated_blocks() {
+    const TRICKS: [(&str, &str); 5] = [
+        ("wmap-past-end", "outside the"),
+        ("wmap-unaligned", "not aligned"),
+        ("wmap-misses", "does not contain the offset asked"),
+        ("wmap-hole", "is a hole, not mapped or unwritten"),
+        ("wmap-inline", "is inline bytes, not mapped or unwritten"),
+    ];
+    let content = |k: u32| pattern(2 * BS, 500 + k);
+    let mut b = Builder::new(BS as u32, b"evil-rw");
+    let root = b.root();
+    let good = b.dir(root, b"good");
+    for i in 0..4 {
+        b.file(good, format!("g{i}").as_bytes(), &good_bytes(i));
+    }
+    let w = b.dir(root, b"w");
+    for (k, (name, _)) in TRICKS.iter().enumerate() {
+        b.file(w, name.as_bytes(), &content(k as u32));
+    }
+    b.file(w, b"ioend-size", &content(99));
+    let other = b.dir(root, b"create-other");
+    b.file(other, b"victim", b"victim\n");
+    let dir = ScratchDir::new("evil-rw").unwrap();
+    let image = dir.path().join("evil-rw.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let original = std::fs::read(&image).unwrap();
+
+    let mut mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+    let mut seen = 0;
+    let mut new_log = |mount: &FshostMount| {
+        let log = mount.log();
+        let fresh = log.get(seen..).unwrap_or_default().to_string();
+        seen = log.len();
+        fresh
+    };
+    let data = pattern(100, 77);
+    let write_at = |rel: &str, offset: u64| -> Result<usize, i32> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(mount.path().join(rel))
+            .map_err(|e| e.raw_os_error().unwrap_or(0))?;
+        std::os::unix::fs::FileExt::write_at(&f, &data, offset).map_err(|e| e.raw_os_error().unwrap_or(0))
+    };
+    for (k, (name, reason)) in TRICKS.iter().enumerate() {
+        let rel = format!("w/{name}");
+        assert_eq!(write_at(&rel, 10), Err(libc::EIO), "{rel}");
+        let log = new_log(&mount);
+        assert!(log.contains(reason), "{rel}: no {reason:?} in the log:\n{log}");
+        // The kernel drops the pages of a failed write: the file reads as it was.
+        assert_eq!(std::fs::read(mount.path().join(&rel)).unwrap(), content(k as u32), "{rel} after the failed write");
+    }
+    // A lying ioend: the data went into the file's own blocks (validated),
+    // the size it answered is refused.
+    assert_eq!(write_at("w/ioend-size", 10), Err(libc::EIO));
+    let log = new_log(&mount);
+    assert!(log.contains("after writing [10, 110)"), "ioend-size: {log}");
+    assert_eq!(std::fs::metadata(mount.path().join("w/ioend-size")).unwrap().len(), 2 * BS as u64);
+    // A create answering the number of an inode the kernel holds.
+    std::fs::metadata(mount.path().join("create-other/victim")).unwrap();
+    let created = std::fs::File::create(mount.path().join("create-other/new")).map_err(|e| e.raw_os_error());
+    assert_eq!(created.err(), Some(Some(libc::EIO)));
+    let log = new_log(&mount);
+    assert!(log.contains("already in use"), "create-other: {log}");
+    assert_eq!(std::fs::read(mount.path().join("create-other/victim")).unwrap(), b"victim\n");
+    // The mount serves reads and honest writes.
+    assert_eq!(std::fs::read(mount.path().join("good/g0")).unwrap(), good_bytes(0));
+    assert_eq!(write_at("good/g1", 5), Ok(100));
+    let mut g1 = good_bytes(1);
+    g1[5..105].copy_from_slice(&data);
+    assert_eq!(std::fs::read(mount.path().join("good/g1")).unwrap(), g1);
+    assert!(mount.unmount().unwrap().success(), "{}", mount.log());
+
+    let after = std::fs::read(&image).unwrap();
+    let ioend_at = find_unique(&original, &content(99)[..512]);
+    let g1_at = find_unique(&original, &good_bytes(1)[..512]);
+    let validated = [(ioend_at + 10, ioend_at + 110), (g1_at + 5, g1_at + 105)];
+    let outside: Vec<_> = differences(&original, &after)
+        .into_iter()
+        .filter(|&(start, end)| !validated.iter().any(|&(s, e)| s <= start && end <= e))
+        .collect();
+    assert!(outside.is_empty(), "bytes changed outside the two validated writes: {outside:?}");
+    assert_eq!(&after[ioend_at + 10..ioend_at + 110], &data[..]);
+    assert_eq!(&after[g1_at + 5..g1_at + 105], &data[..]);
 }

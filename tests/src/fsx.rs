@@ -41,7 +41,8 @@ pub struct Config {
 impl Config {
     /// FSHOST_FSX_OPS ops (default 3000), a 1 MiB file, everything on, the
     /// whole file checked every FSHOST_FSX_CHECK_EVERY ops (default 100; 1
-    /// finds the first op that breaks it).
+    /// finds the first op that breaks it); FSHOST_FSX_MMAP=0 and
+    /// FSHOST_FSX_FALLOCATE=0 leave those ops out.
     pub fn from_env(seed: u64) -> anyhow::Result<Config> {
         let ops = match std::env::var("FSHOST_FSX_OPS") {
             Ok(v) => v.trim().parse().with_context(|| format!("FSHOST_FSX_OPS={v:?} is not a number"))?,
@@ -51,7 +52,9 @@ impl Config {
             Ok(v) => v.trim().parse().with_context(|| format!("FSHOST_FSX_CHECK_EVERY={v:?} is not a number"))?,
             Err(_) => 100,
         };
-        Ok(Config { seed, ops, max_size: 1 << 20, check_every, mmap: true, fallocate: true })
+        let on = |var: &str| std::env::var(var).map_or(true, |v| v.trim() != "0");
+        let (mmap, fallocate) = (on("FSHOST_FSX_MMAP"), on("FSHOST_FSX_FALLOCATE"));
+        Ok(Config { seed, ops, max_size: 1 << 20, check_every, mmap, fallocate })
     }
 }
 

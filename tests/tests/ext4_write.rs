@@ -630,20 +630,19 @@ fn fshost_matches_kernel_inline_data() {
 /// fsx through fshost: the same seed as on the kernel, so the same ops are
 /// refused; the file survives the unmount; e2fsck is clean; the kernel
 /// reads what the model says.
-#[test]
-#[ignore = "needs `fshost mount -o rw` (issue 11); run with --ignored"]
-fn fsx_on_fshost_ext4() {
+fn fsx_on_fshost(layout: Layout) {
     require_rw();
-    let reference = fsx_on_kernel(EXT4);
-    let image = empty_image(EXT4);
-    let config = fsx::Config::from_env(SEED).expect("FSHOST_FSX_OPS");
+    let reference = fsx_on_kernel(layout);
+    let image = empty_image(layout);
+    let config = fsx::Config::from_env(SEED).expect("FSHOST_FSX_*");
     let report = {
         let mut mount = FshostMount::mount(&guest("ext4"), image.path(), &["rw"]).expect("fshost mount -o rw");
         let result = watched(&mount, &AtomicUsize::new(0), Duration::from_secs(900), || {
             fsx::run(&mount.path().join("fsx-file"), &config, None)
         })
         .unwrap_or_else(|r| r.context("fsx took over 900 s; fshost was killed"));
-        let report = result.unwrap_or_else(|e| panic!("fsx on fshost: {e:#}\nfshost's log:\n{}", mount.log()));
+        let report =
+            result.unwrap_or_else(|e| panic!("{}: fsx on fshost: {e:#}\nfshost's log:\n{}", layout.name, mount.log()));
         let status = mount.unmount().expect("unmount");
         assert!(status.success(), "fshost exited {status}");
         report
@@ -651,11 +650,32 @@ fn fsx_on_fshost_ext4() {
     assert_eq!(
         (&report.done, &report.unsupported),
         (&reference.done, &reference.unsupported),
-        "fshost and the kernel refused different ops"
+        "{}: fshost and the kernel refused different ops",
+        layout.name
     );
-    e2fsck(image.path()).expect("the image after fsx through fshost");
+    e2fsck(image.path()).unwrap_or_else(|e| panic!("{}: the image after fsx through fshost: {e:#}", layout.name));
     let mount = KernelMount::read_only(image.path()).expect("the kernel mounts it");
-    fsx::verify(&mount.path().join("fsx-file"), &report.expected).expect("the kernel reads what the model says");
+    fsx::verify(&mount.path().join("fsx-file"), &report.expected)
+        .unwrap_or_else(|e| panic!("{}: the kernel reads otherwise than the model says: {e:#}", layout.name));
+}
+
+#[test]
+#[ignore = "needs `fshost mount -o rw` (issue 11); run with --ignored"]
+fn fsx_on_fshost_ext4() {
+    fsx_on_fshost(EXT4);
+}
+
+#[test]
+#[ignore = "needs `fshost mount -o rw` (issue 11); run with --ignored"]
+fn fsx_on_fshost_ext4_1k_blocks() {
+    fsx_on_fshost(EXT4_1K);
+}
+
+/// Block-mapped: fallocate refused as the kernel refuses it.
+#[test]
+#[ignore = "needs `fshost mount -o rw` (issue 11); run with --ignored"]
+fn fsx_on_fshost_ext2() {
+    fsx_on_fshost(EXT2);
 }
 
 /// The watchdog that keeps a hung fshost from hanging these tests: work

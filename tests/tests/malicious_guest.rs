@@ -590,6 +590,7 @@ fn write_tricks_cost_their_operation_and_nothing_lands_outside_validated_blocks(
         b.file(w, name.as_bytes(), &content(k as u32));
     }
     b.file(w, b"ioend-size", &content(99));
+    b.file(w, b"map-panic", &content(98));
     let other = b.dir(root, b"create-other");
     b.file(other, b"victim", b"victim\n");
     let dir = ScratchDir::new("evil-rw").unwrap();
@@ -634,6 +635,13 @@ fn write_tricks_cost_their_operation_and_nothing_lands_outside_validated_blocks(
     let log = new_log(&mount);
     assert!(log.contains("already in use"), "create-other: {log}");
     assert_eq!(std::fs::read(mount.path().join("create-other/victim")).unwrap(), b"victim\n");
+    // A trap in a write's iomap-begin: the instance is dropped, and the next
+    // one mounts read-write and agrees to `begin-write` before it serves
+    // (evil refuses writes in an instance that has not: the honest write
+    // below proves the host asked again).
+    assert_eq!(write_at("w/map-panic", 10), Err(libc::EIO));
+    let log = new_log(&mount);
+    assert!(log.contains("deliberate panic"), "map-panic: {log}");
     // The mount serves reads and honest writes.
     assert_eq!(std::fs::read(mount.path().join("good/g0")).unwrap(), good_bytes(0));
     assert_eq!(write_at("good/g1", 5), Ok(100));

@@ -53,6 +53,9 @@ pub struct Evil {
     mount_trick: Option<MountTrick>,
     /// getxattr calls on `flaky` in this instance.
     flaky_calls: u64,
+    /// `begin-write` agreed in this instance: writes are refused before
+    /// (the contract: the host calls it again after every restart).
+    writing: bool,
 }
 
 /// Stop executing in a way the host sees as a trap (not a panic).
@@ -310,7 +313,7 @@ impl Filesystem for Evil {
         let mut hello = Hello::mount(device, options)?;
         let block_size = u64::from(hello.info()?.block_size);
         let tricks = Self::walk(&mut hello)?;
-        Ok(Evil { hello, device_size, block_size, tricks, mount_trick, flaky_calls: 0 })
+        Ok(Evil { hello, device_size, block_size, tricks, mount_trick, flaky_calls: 0, writing: false })
     }
 
     fn info(&mut self) -> Result<FsInfo> {
@@ -406,6 +409,9 @@ impl Filesystem for Evil {
     }
 
     fn iomap_begin(&mut self, ino: Ino, offset: u64, length: u64, flags: IomapFlags) -> Result<Vec<Mapping>> {
+        if flags.write && !self.writing {
+            return Err(Error::new(ErrorCode::ReadOnly, "evil: a write before begin-write in this instance"));
+        }
         match self.trick(ino) {
             Some(Trick::Map(bad)) => self.bad_map(ino, bad, offset, length, flags),
             Some(Trick::Write(bad)) if flags.write => self.bad_write_map(ino, bad, offset, length, flags),
@@ -425,10 +431,14 @@ impl Filesystem for Evil {
             sentence.push_str(&"and on ".repeat(200));
             return Err(sentence);
         }
+        self.writing = true;
         Ok(())
     }
 
     fn ioend(&mut self, ino: Ino, offset: u64, written: u64, _time: Timestamp) -> Result<u64> {
+        if !self.writing {
+            return Err(Error::new(ErrorCode::ReadOnly, "evil: ioend before begin-write in this instance"));
+        }
         let size = self.hello.getattr(ino)?.size;
         let end = offset.checked_add(written).ok_or_else(|| Error::invalid("evil: ioend overflows"))?;
         let size = size.max(end);

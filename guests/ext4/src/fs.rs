@@ -97,7 +97,8 @@ impl Ext4 {
         }
         let inode = inode::read(&self.vol, ino)?;
         // An orphan (unlinked while open, write/namei.rs) stays readable until evicted.
-        if !inode.in_use() && !(self.write.is_some() && self.is_orphan(ino)?) {
+        let orphan = !inode.in_use() && self.write.is_some() && self.is_orphan(ino)?;
+        if !inode.in_use() && !orphan {
             return Err(Error::not_found(format!("inode {ino} is deleted")));
         }
         let inode = Rc::new(inode);

@@ -443,53 +443,56 @@ mod tests {
         }
     }
 
+    /// An e2fsck-style walk of an index: what it has seen so far.
+    struct Walk<'a> {
+        m: &'a mut Mem,
+        c: &'a Ctx,
+        version: u8,
+        levels: usize,
+        seen: Vec<bool>,
+        names: BTreeMap<Vec<u8>, u32>,
+    }
+
+    impl Walk<'_> {
+        /// Walk `node` at `depth`, whose names hash into [lo, hi).
+        fn node(&mut self, node: Node, depth: usize, lo: u32, hi: u64) {
+            for (i, &(h, blk)) in node.entries.iter().enumerate() {
+                let start = if i == 0 { lo } else { h };
+                assert!(i == 0 || h >= lo, "entry hash {h:#x} below the node's start {lo:#x}");
+                let end = node.entries.get(i + 1).map_or(hi, |e| u64::from(e.0 & !1) + u64::from(e.0 & 1));
+                assert!(!self.seen[blk as usize], "block {blk} referenced twice");
+                self.seen[blk as usize] = true;
+                let data = self.m.read(blk).unwrap();
+                if depth < self.levels {
+                    let n = Node::parse(&data, NODE_COUNT, self.c.node_limit(), self.c, self.m.count()).unwrap();
+                    self.node(n, depth + 1, start, end);
+                    continue;
+                }
+                if self.c.layout.tail {
+                    crate::dir::verify_leaf(&data, self.c.seed).unwrap();
+                }
+                for (ino, name, _) in dir::live(&data, &self.c.layout).unwrap() {
+                    let nh = self.c.hash(self.version, &name).unwrap();
+                    assert!(nh >= start & !1 && u64::from(nh) < end, "{nh:#x} outside [{start:#x}, {end:#x})");
+                    assert!(self.names.insert(name, ino).is_none(), "a name twice");
+                }
+            }
+        }
+    }
+
     /// Every name reachable through the index, checked like e2fsck's pass 2:
     /// each leaf's hashes lie in the range its index entry gives it, every
     /// block is referenced once, checksums verify.
     fn check(m: &mut Mem, c: &Ctx) -> BTreeMap<Vec<u8>, u32> {
         let root = m.read(0).unwrap();
         let (version, levels) = root_info(&root, c).unwrap();
-        let mut names = BTreeMap::new();
+        let node = Node::parse(&root, ROOT_COUNT, c.root_limit(), c, m.count()).unwrap();
         let mut seen = vec![false; m.0.len()];
         seen[0] = true;
-        fn walk(
-            m: &mut Mem,
-            c: &Ctx,
-            version: u8,
-            node: Node,
-            depth: usize,
-            levels: usize,
-            lo: u32,
-            hi: u64,
-            seen: &mut [bool],
-            names: &mut BTreeMap<Vec<u8>, u32>,
-        ) {
-            for (i, &(h, blk)) in node.entries.iter().enumerate() {
-                let start = if i == 0 { lo } else { h };
-                assert!(i == 0 || h >= lo, "entry hash {h:#x} below the node's start {lo:#x}");
-                let end = node.entries.get(i + 1).map_or(hi, |e| u64::from(e.0 & !1) + u64::from(e.0 & 1));
-                assert!(!seen[blk as usize], "block {blk} referenced twice");
-                seen[blk as usize] = true;
-                let data = m.read(blk).unwrap();
-                if depth < levels {
-                    let n = Node::parse(&data, NODE_COUNT, c.node_limit(), c, m.count()).unwrap();
-                    walk(m, c, version, n, depth + 1, levels, start, end, seen, names);
-                } else {
-                    if c.layout.tail {
-                        crate::dir::verify_leaf(&data, c.seed).unwrap();
-                    }
-                    for (ino, name, _) in dir::live(&data, &c.layout).unwrap() {
-                        let nh = c.hash(version, &name).unwrap();
-                        assert!(nh >= start & !1 && u64::from(nh) < end, "{nh:#x} outside [{start:#x}, {end:#x})");
-                        assert!(names.insert(name, ino).is_none(), "a name twice");
-                    }
-                }
-            }
-        }
-        let node = Node::parse(&root, ROOT_COUNT, c.root_limit(), c, m.count()).unwrap();
-        walk(m, c, version, node, 0, levels, 0, 1 << 32, &mut seen, &mut names);
-        assert!(seen.iter().all(|&s| s), "every block is in the index");
-        names
+        let mut w = Walk { m, c, version, levels, seen, names: BTreeMap::new() };
+        w.node(node, 0, 0, 1 << 32);
+        assert!(w.seen.iter().all(|&s| s), "every block is in the index");
+        w.names
     }
 
     fn grow(bs: usize, tail: bool, n: u32, name_len: usize) -> (Mem, Ctx) {

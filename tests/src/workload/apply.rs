@@ -87,6 +87,25 @@ fn stat_summary(path: &Path) -> io::Result<String> {
     Ok(format!("{:o} nlink {} {}:{} size {size} rdev {:x}", m.mode(), m.nlink(), m.uid(), m.gid(), m.rdev()))
 }
 
+/// Opens `path` for its data, never a device node and never blocking on a
+/// fifo. The script makes character devices with arbitrary numbers, and
+/// the generator's model can be wrong about what a path is now: opening
+/// such a node would reach a real device of this machine (1:1 is
+/// /dev/mem). A device, followed through symlinks too, is refused with
+/// ENXIO before any open, on both sides alike; O_NONBLOCK makes a fifo
+/// open return at once (ENXIO for a writer without a reader, as POSIX
+/// says) instead of waiting for a peer that never comes.
+fn open_data(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    // A missing path (perhaps to be created) is left to the open.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_char_device() || meta.file_type().is_block_device() {
+            return Err(io::Error::from_raw_os_error(libc::ENXIO));
+        }
+    }
+    sys::open(path, flags | libc::O_NONBLOCK, mode)
+}
+
 /// Applies one op beneath `base`.
 pub fn apply_one(base: &Path, op: &Op) -> Outcome {
     let p = |rel: &[u8]| full(base, rel);
@@ -102,7 +121,7 @@ pub fn apply_one(base: &Path, op: &Op) -> Outcome {
                     OpenMode::Truncate => libc::O_TRUNC,
                     OpenMode::Append => libc::O_APPEND,
                 };
-            let file = sys::open(&p(path), flags, 0o644)?;
+            let file = open_data(&p(path), flags, 0o644)?;
             let append = *open == OpenMode::Append;
             write_pattern(&file, *seed, *offset, *len, append)?;
             if append {
@@ -113,7 +132,7 @@ pub fn apply_one(base: &Path, op: &Op) -> Outcome {
         })(),
         Op::Truncate { path, size } => sys::truncate(&p(path), *size).map(|()| String::new()),
         Op::Fallocate { path, mode, offset, len } => (|| {
-            let file = sys::open(&p(path), libc::O_WRONLY, 0)?;
+            let file = open_data(&p(path), libc::O_WRONLY, 0)?;
             sys::fallocate(&file, mode.flags(), *offset, *len)?;
             Ok(String::new())
         })(),
@@ -143,7 +162,7 @@ pub fn apply_one(base: &Path, op: &Op) -> Outcome {
             sys::setxattr(&p(path), name, &acl_bytes(entries), 0).and_then(|()| stat_summary(&p(path)))
         }
         Op::Read { path, offset, len } => (|| {
-            let file = sys::open(&p(path), libc::O_RDONLY, 0)?;
+            let file = open_data(&p(path), libc::O_RDONLY, 0)?;
             let mut buf = vec![0u8; (*len).min(4 << 20) as usize];
             let n = sys::read_full_at(&file, &mut buf, *offset)?;
             Ok(format!("{n} bytes {}", short_hash(&buf[..n])))
@@ -157,7 +176,7 @@ pub fn apply_one(base: &Path, op: &Op) -> Outcome {
             Ok(format!("{} names {}", names.len(), short_hash(&names.join(&b'/'))))
         })(),
         Op::OpenUnlinked { path, seed } => (|| {
-            let file = sys::open(&p(path), libc::O_RDWR | libc::O_CREAT, 0o644)?;
+            let file = open_data(&p(path), libc::O_RDWR | libc::O_CREAT, 0o644)?;
             sys::unlink(&p(path))?;
             write_pattern(&file, *seed, 5000, 10_000, false)?;
             let meta = file.metadata()?;

@@ -119,6 +119,12 @@ pub enum Command {
         /// The volume guest that reads the table [default: partitions].
         #[arg(long, value_name = "NAME|PATH")]
         volume: Option<OsString>,
+        /// The disk-image format of SOURCE, as for the other commands.
+        #[arg(long, value_name = "NAME|PATH|raw")]
+        image_format: Option<OsString>,
+        /// The file an image is based on, as for the other commands.
+        #[arg(long, value_name = "FILE")]
+        backing: Vec<PathBuf>,
         /// One JSON object per partition (README: "JSON output").
         #[arg(long)]
         json: bool,
@@ -381,10 +387,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
             crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }
-        Command::Partitions { source, volume, json, no_cache, sandbox } => {
+        Command::Partitions { source, volume, image_format, backing, json, no_cache, sandbox } => {
             let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
             let device = Arc::new(Device::open(&source, true)?);
             let cache = if no_cache { None } else { CompileCache::default_location() };
+            // The table of a disk image's virtual disk (qcow2 -> GPT).
+            let image = crate::stack::Options { format: image_format.as_deref(), backing: &backing };
+            let device = crate::stack::open(device, &image, &Limits::default(), cache.as_ref())?;
             let guest = crate::partitions::load(volume.as_deref(), device, Limits::default(), cache.as_ref())?;
             guest.start()?;
             // Compiled and instantiated; the table is parsed inside the sandbox.

@@ -196,6 +196,18 @@ fn a_qcow2_of_a_gpt_disk_composes_with_partition() {
         v.split(',').next().unwrap().trim().parse().unwrap()
     };
     let (start, size) = (field("start") * 512, field("size") * 512);
+    // `fshost partitions` reads the table through the qcow2 layer too.
+    let out = fshost(&[os("partitions"), os("--json"), image.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<(u64, u64, u64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["number"].as_u64().unwrap(), v["start"].as_u64().unwrap(), v["length"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(listed.last(), Some(&(2, start, size)), "{listed:?}");
     let part = dir.path().join("part2.raw");
     std::fs::write(&part, &std::fs::read(&raw).unwrap()[start as usize..(start + size) as usize]).unwrap();
     assert_no_differences(&compare(&image, &part, &["--partition", "2"]), "qcow2 -> GPT -> ext4");
@@ -305,4 +317,58 @@ fn encrypted_images_are_refused_by_name() {
     let out = fshost(&[os("ls"), os("-v"), os("--plugin"), guest("ext4").as_os_str(), image.as_os_str()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("encrypted (LUKS"), "{}", stderr(&out));
+}
+
+/// A small xorshift: deterministic mutations without a dependency.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn mutated_qcow2_images_cost_a_clean_error_through_the_binary() {
+    let dir = ScratchDir::new("qcow2-fuzz").unwrap();
+    let fs = mkfs(dir.path(), "fuzz.raw", "8M");
+    let seed = dir.path().join("seed.qcow2");
+    to_qcow2(&fs, &seed, &["-c", "-o", "cluster_size=4096"]);
+    qemu_img(&[os("snapshot"), os("-c"), os("s"), seed.as_os_str()]);
+    let seed = std::fs::read(&seed).unwrap();
+    let cases: u64 = std::env::var("FSHOST_QCOW2_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+    let image = dir.path().join("mutated.qcow2");
+    let (mut x, mut listed) = (0x0123_4567_89ab_cdefu64, 0);
+    for case in 0..cases {
+        let mut bytes = seed.clone();
+        // The metadata sits in the first clusters: header, L1, refcounts, L2.
+        for _ in 0..1 + next(&mut x) % 6 {
+            let at = (next(&mut x) as usize) % bytes.len().min(96 << 10);
+            bytes[at] ^= 1 << (next(&mut x) % 8);
+        }
+        std::fs::write(&image, &bytes).unwrap();
+        for args in [&["ls", "-l", "/dir"][..], &["cat", "/noise.bin"]] {
+            let mut cmd = Command::new(fshost_bin());
+            cmd.arg(args[0]).arg("--plugin").arg(guest("ext4")).arg(&image).args(&args[1..]);
+            let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+            let started = std::time::Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if started.elapsed() > std::time::Duration::from_secs(30) {
+                    let _ = child.kill();
+                    panic!("case {case}: fshost {args:?} hangs on a mutated image");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(status.code().is_some_and(|c| c <= 1), "case {case}: fshost {args:?}: {status}\n{err}");
+            assert!(!err.contains("panicked"), "case {case}: {err}");
+            listed += usize::from(status.success());
+        }
+        assert!(std::fs::read(&image).unwrap() == bytes, "case {case}: the image changed");
+    }
+    eprintln!("{cases} mutated images: {listed} commands succeeded");
+    assert!(listed > 0, "no mutation let a command through: the test tests nothing");
 }

@@ -149,6 +149,26 @@ pub enum Command {
     /// mount.fshost.8) and shell completions (bash, zsh, fish) into DIR.
     #[command(hide = true)]
     Generate { dir: PathBuf },
+    /// Mount SOURCE at MOUNTPOINT in service mode (root): this process opens
+    /// and mounts, and a server confined before it reads anything (no
+    /// capabilities, --user or nobody, Landlock, a seccomp allow-list)
+    /// serves; SIGTERM unmounts. Read-only. With --socket, the server is
+    /// the one fshost.socket starts (systemd), and this returns once it serves.
+    Serve {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where to mount.
+        mountpoint: PathBuf,
+        /// Hand the mount to the server listening here (fshost.socket)
+        /// instead of forking one.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Internal: the server a socket unit starts for one connection (see serve.rs).
+    #[command(hide = true)]
+    ServeFds,
     /// Internal: the unmount helper a sandboxed mount starts (see sandbox/unmounter.rs).
     #[command(name = crate::sandbox::unmounter::COMMAND, hide = true)]
     SandboxUnmounter { mountpoint: PathBuf },
@@ -287,7 +307,7 @@ pub(crate) struct HostOptions {
     pub guest: Vec<(String, String)>,
 }
 
-fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
+pub(crate) fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
     let mut out = HostOptions::default();
     for opt in raw.iter().filter(|o| !o.is_empty()) {
         let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -357,6 +377,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mount { source, mountpoint, foreground, sandbox } => {
             drop(out);
             crate::mount::run(&source, &mountpoint, foreground, &sandbox.options())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Serve { source, mountpoint, socket, sandbox } => {
+            drop(out);
+            crate::serve::front::run(&source, &mountpoint, socket.as_deref(), &sandbox.options())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::ServeFds => {
+            drop(out);
+            crate::serve::server::from_socket_activation()?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Ls { source, path, long, time_style, json, sandbox } => {

@@ -9,6 +9,7 @@
 //! ([`Device::window`]) against the window first.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,6 +141,19 @@ impl Device {
             read_only: true,
             path: self.path.clone(),
         }
+    }
+
+    /// A device another process opened with [`Device::open`] and handed
+    /// over with its size and sector size (`fshost serve`: the privileged
+    /// front end opens, the confined server, which can open nothing, reads).
+    pub fn from_fd(fd: OwnedFd, path: PathBuf, size: u64, sector_size: u32, read_only: bool) -> Device {
+        let file = Arc::new(File::from(fd));
+        Device { file, layer: None, base: 0, size, sector_size: sector_size.max(512), read_only, path }
+    }
+
+    /// The open file, to hand to a server process ([`Device::from_fd`]).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// Where this device starts in the opened file (non-zero for a window).

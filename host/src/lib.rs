@@ -24,6 +24,7 @@ pub mod partitions;
 pub mod plugin;
 pub mod report;
 pub mod sandbox;
+pub mod serve;
 pub mod stack;
 pub mod types;
 pub mod volume;

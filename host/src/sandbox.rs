@@ -31,6 +31,7 @@
 //! runs the guest, is sandboxed as an offline command (offline/extract.rs).
 
 mod seccomp;
+pub mod server;
 pub mod unmounter;
 
 use std::fmt;
@@ -234,12 +235,12 @@ fn caps_error(e: caps::errors::CapsError) -> anyhow::Error {
 fn drop_bounding_set() -> std::io::Result<()> {
     for cap in 0..64 {
         // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } != 1 {
-            // 0: not in the set; -1 (EINVAL): past the kernel's last capability.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            continue;
+        match unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } {
+            1 => {}
+            // Not in the set (errno is left as it was: not to be read).
+            0 => continue,
+            // EINVAL: past the kernel's last capability.
+            _ => break,
         }
         // SAFETY: as above.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {

@@ -150,12 +150,28 @@ impl Plugin {
         options: GuestOptions,
         cache: Option<&CompileCache>,
     ) -> anyhow::Result<(Self, LoadStats)> {
-        let started = Instant::now();
         let wasm = std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?;
+        Self::load_bytes(&wasm, path, device, limits, options, cache)
+    }
+
+    /// As [`Plugin::load`], for a guest already read (`fshost serve`: from an
+    /// fd, by a process that can open nothing); `path` names it in messages.
+    pub fn load_bytes(
+        wasm: &[u8],
+        path: &Path,
+        device: Arc<Device>,
+        limits: Limits,
+        options: GuestOptions,
+        cache: Option<&CompileCache>,
+    ) -> anyhow::Result<(Self, LoadStats)> {
+        let started = Instant::now();
         // Refuse a component built for another contract before compiling it.
-        Identity::read(&wasm).and_then(|id| id.check()).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
+        Identity::read(wasm).and_then(|id| id.check()).map_err(|e| anyhow::anyhow!("{} {e}", path.display()))?;
         let engine = engine()?;
-        let (component, compiled) = load_component(&engine, &wasm, path, cache)?;
+        let (component, compiled) = load_component(&engine, wasm, path, cache)?;
+        // The memory images now (a memfd each), not at the first
+        // instantiation: a process that serves may create no fd.
+        component.initialize_copy_on_write_image()?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         WritableGuest::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;

@@ -1,0 +1,180 @@
+//! Service mode's two confinements (`fshost serve`, serve.rs).
+//!
+//! - [`confine_server`]: the first thing the server process does, while it
+//!   has one thread and holds nothing but its socket to the front end: no
+//!   capabilities, the unprivileged ids, Landlock with no rule (on its one
+//!   thread, so on every thread it will ever start, whatever the ABI), and a
+//!   seccomp allow-list on that thread, which every later thread inherits.
+//!   That first list ([`SETUP`] on top of a mount's serving list) also lets
+//!   it receive the fds, compile the guest and map its code; [`tighten`]
+//!   then stacks the plain serving list on every thread (no executable
+//!   mappings, no `recvmsg`, no new fds, no more filters) before the guest
+//!   reads a byte of the image.
+//! - [`confine_front`]: the privileged front end, once the server serves,
+//!   keeps only CAP_SYS_ADMIN (to unmount on SIGTERM) and the few syscalls
+//!   of [`FRONT`]: it waits for a signal or the server's end.
+
+use anyhow::Context;
+use caps::CapSet;
+
+use super::seccomp::{self, Allow, Cond, Need};
+use super::{Ids, Options, Report};
+
+const fn row(name: &'static str, nr: libc::c_long) -> Allow {
+    Allow { name, nr, conds: &[], need: Need::All }
+}
+
+/// What the server needs before its guest serves, beyond a mount's serving
+/// list: receive the fds (`recvmsg`), build the engine and its runtime
+/// (WASI's Tokio: `epoll_create1`, `eventfd2`, `epoll_ctl`), map the
+/// compiled guest executable (`mmap`/`mprotect` with PROT_EXEC), start the
+/// compiler's and the runtime's threads (`clone` is in the serving list),
+/// and stack the second filter (`seccomp`, which sets no_new_privs again).
+/// Taken from `strace -f` of `fshost serve`.
+pub const SETUP: &[Allow] = &[
+    row("recvmsg", libc::SYS_recvmsg),
+    row("rt_sigaction", libc::SYS_rt_sigaction),
+    row("mmap", libc::SYS_mmap),
+    row("mprotect", libc::SYS_mprotect),
+    row("epoll_create1", libc::SYS_epoll_create1),
+    row("epoll_ctl", libc::SYS_epoll_ctl),
+    row("eventfd2", libc::SYS_eventfd2),
+    // The guest's memory images (Component::initialize_copy_on_write_image).
+    row("memfd_create", libc::SYS_memfd_create),
+    row("ftruncate", libc::SYS_ftruncate),
+    Allow { name: "fcntl", nr: libc::SYS_fcntl, conds: &[Cond::Eq(1, libc::F_ADD_SEALS as u64)], need: Need::All },
+    // Tokio duplicates its epoll fd (try_clone).
+    Allow { name: "fcntl", nr: libc::SYS_fcntl, conds: &[Cond::Eq(1, libc::F_DUPFD_CLOEXEC as u64)], need: Need::All },
+    row("seccomp", libc::SYS_seccomp),
+    Allow {
+        name: "prctl",
+        nr: libc::SYS_prctl,
+        conds: &[Cond::Eq(0, libc::PR_SET_NO_NEW_PRIVS as u64)],
+        need: Need::All,
+    },
+];
+
+/// The front end once the server serves: wait for a stop signal or the
+/// server's end, unmount, log a line, exit.
+pub const FRONT: &[Allow] = &[
+    row("read", libc::SYS_read),
+    row("write", libc::SYS_write),
+    row("writev", libc::SYS_writev),
+    row("close", libc::SYS_close),
+    row("rt_sigtimedwait", libc::SYS_rt_sigtimedwait),
+    row("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+    row("rt_sigreturn", libc::SYS_rt_sigreturn),
+    row("restart_syscall", libc::SYS_restart_syscall),
+    row("wait4", libc::SYS_wait4),
+    row("umount2", libc::SYS_umount2),
+    row("brk", libc::SYS_brk),
+    Allow { name: "mmap", nr: libc::SYS_mmap, conds: &[Cond::Masked(2, libc::PROT_EXEC as u64, 0)], need: Need::All },
+    row("munmap", libc::SYS_munmap),
+    row("mremap", libc::SYS_mremap),
+    row("madvise", libc::SYS_madvise),
+    row("futex", libc::SYS_futex),
+    row("clock_gettime", libc::SYS_clock_gettime),
+    row("sigaltstack", libc::SYS_sigaltstack),
+    row("getpid", libc::SYS_getpid),
+    row("gettid", libc::SYS_gettid),
+    Allow { name: "tgkill", nr: libc::SYS_tgkill, conds: &[Cond::OwnPid(0)], need: Need::All },
+    row("exit", libc::SYS_exit),
+    row("exit_group", libc::SYS_exit_group),
+];
+
+/// The server's serving list (what [`tighten`] installs).
+fn serving() -> impl Iterator<Item = &'static Allow> + Clone {
+    seccomp::host_rows(seccomp::Serving::Mount)
+}
+
+/// How many syscalls the server may make while it sets up, and once it serves.
+pub fn counts() -> (usize, usize) {
+    (seccomp::count(serving().chain(SETUP)), seccomp::count(serving()))
+}
+
+/// Confine the server process before it reads anything: see the module
+/// docs. Must run with one thread. Fails closed.
+pub fn confine_server(options: &Options) -> anyhow::Result<Report> {
+    let threads = super::thread_count()?;
+    if threads != 1 {
+        anyhow::bail!("the server must confine itself with one thread, but {threads} run");
+    }
+    let ids: Option<Ids> = super::target_ids(options)?;
+    let bounding_dropped = match super::drop_bounding_set() {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+        Err(e) => return Err(e).context("dropping the capability bounding set"),
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
+    }
+    if let Some(ids) = ids {
+        super::become_ids(ids)?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable, CapSet::Ambient] {
+        caps::clear(None, set).map_err(super::caps_error)?;
+    }
+    // No core dumps, no ptrace by another process of the same uid.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clearing the dumpable flag");
+    }
+    super::check_threads(ids, bounding_dropped)?;
+    let landlock = super::restrict_landlock(None)?;
+    let filters = seccomp::compile(serving().chain(SETUP))?;
+    seccomp::apply_this_thread(&filters)?;
+    Ok(Report { ids, root_kept: false, bounding_dropped, landlock, seccomp_syscalls: counts().0 })
+}
+
+/// Stack the serving list on every thread: from here on no executable
+/// mapping, no `recvmsg`, no new fd and no further filter. Returns how many
+/// syscalls it allows.
+pub fn tighten() -> anyhow::Result<usize> {
+    let filters = seccomp::compile(serving())?;
+    seccomp::apply_all_threads(&filters)?;
+    Ok(counts().1)
+}
+
+/// The front end, once the server serves: CAP_SYS_ADMIN alone (effective
+/// and permitted), every other set empty, no_new_privs, [`FRONT`]. One
+/// thread.
+pub fn confine_front() -> anyhow::Result<()> {
+    use caps::{Capability, CapsHashSet};
+    if let Err(e) = super::drop_bounding_set()
+        && e.raw_os_error() != Some(libc::EPERM)
+    {
+        return Err(e).context("dropping the capability bounding set");
+    }
+    caps::clear(None, CapSet::Ambient).map_err(super::caps_error)?;
+    caps::clear(None, CapSet::Inheritable).map_err(super::caps_error)?;
+    let keep = CapsHashSet::from([Capability::CAP_SYS_ADMIN]);
+    caps::set(None, CapSet::Effective, &keep).map_err(super::caps_error)?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(super::caps_error)?;
+    let filters = seccomp::compile(FRONT.iter())?;
+    seccomp::apply_this_thread(&filters)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setup_list_only_adds_and_the_serving_list_maps_no_code() {
+        let (setup, serving_count) = counts();
+        assert!(setup > serving_count);
+        seccomp::compile(FRONT.iter()).unwrap();
+        // What only set-up may do is gone once the guest reads the image.
+        for nr in [libc::SYS_recvmsg, libc::SYS_seccomp, libc::SYS_epoll_create1, libc::SYS_eventfd2] {
+            assert!(!serving().any(|r| r.nr == nr), "syscall {nr} is allowed while serving");
+        }
+        for nr in [libc::SYS_mmap, libc::SYS_mprotect] {
+            assert!(serving().filter(|r| r.nr == nr).all(|r| !r.conds.is_empty()), "unconditional {nr} while serving");
+        }
+        // Neither list opens, executes or makes a socket.
+        for nr in [libc::SYS_openat, libc::SYS_execve, libc::SYS_execveat, libc::SYS_socket, libc::SYS_connect] {
+            assert!(!serving().chain(SETUP).chain(FRONT).any(|r| r.nr == nr), "syscall {nr} is allowed");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The privileged front end of `fshost serve`: it opens and mounts, the
+//! server (forked here, or a socket unit's) serves.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket, socketpair};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+use super::wire::{self, Request};
+use crate::cli::SourceArgs;
+use crate::device::Device;
+use crate::plugin::search::SearchPath;
+use crate::sandbox;
+
+/// The FUSE device the front end opens and mounts with.
+const DEV_FUSE: &str = "/dev/fuse";
+
+/// `fshost serve SOURCE MOUNTPOINT`: see the module docs of `serve`.
+/// Without `socket` the server is a child of this process, which stays to
+/// unmount on SIGINT/SIGTERM/SIGHUP and ends with it; with `socket` the
+/// server is the socket unit's, and this returns once it serves.
+pub fn run(
+    source: &SourceArgs,
+    mountpoint: &Path,
+    socket_path: Option<&Path>,
+    options: &sandbox::Options,
+) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "fshost serve mounts with mount(2) and needs root; as another user, `fshost mount` mounts through \
+             fusermount3"
+        );
+    }
+    if options.disabled {
+        bail!("fshost serve is always sandboxed; use `fshost mount --no-sandbox` to debug");
+    }
+    if source.partition.is_some()
+        || !source.backing.is_empty()
+        || source.image_format.as_ref().is_some_and(|f| f != "raw")
+    {
+        bail!(
+            "fshost serve serves an image file or a block device as it is (raw); --partition, --image-format and \
+             --backing are for `fshost mount`"
+        );
+    }
+    let host = crate::cli::split_options(&source.options)?;
+    if host.rw {
+        bail!("fshost serve mounts read-only; -o rw is for `fshost mount`");
+    }
+    let mountpoint = mountpoint.canonicalize().with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    // The server first, while nothing is open: it inherits no fd but its
+    // end of the socket and confines itself before it reads a byte.
+    let (sock, child) = match socket_path {
+        None => {
+            let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .context("making the socket to the server")?;
+            let keep = theirs.as_raw_fd();
+            (ours, Some(fork_server(keep, theirs, options)?))
+        }
+        Some(path) => (connect_to(path)?, None),
+    };
+    let served = mount_and_hand_over(source, &mountpoint, &host, sock);
+    let Some(child) = child else { return served };
+    if let Err(e) = served {
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    supervise(child, &mountpoint)
+}
+
+/// Fork the server: the child closes every fd but standard input, output
+/// and error and `theirs`, and runs [`super::server::run`].
+fn fork_server(keep: i32, theirs: OwnedFd, options: &sandbox::Options) -> anyhow::Result<Pid> {
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse::<u32>().ok()));
+    if threads != Some(1) {
+        bail!("the front end must fork its server with one thread, but {threads:?} run");
+    }
+    // SAFETY: one thread (checked): the child owns a consistent copy of the
+    // process and runs ordinary code, as after any fork of a single thread.
+    match unsafe { nix::unistd::fork() }.context("forking the server")? {
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            Ok(child)
+        }
+        ForkResult::Child => {
+            // SAFETY: close_range on numbers only; `keep` stays open.
+            unsafe {
+                if keep > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+            }
+            let code = match super::server::run(theirs, options) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("fshost serve: server: {}", crate::report::message(&e));
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+fn connect_to(path: &Path) -> anyhow::Result<OwnedFd> {
+    let sock =
+        socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).context("making a socket")?;
+    let addr = UnixAddr::new(path).with_context(|| format!("socket path {}", path.display()))?;
+    connect(sock.as_raw_fd(), &addr).with_context(|| {
+        format!("connecting to the fshost server socket {} (is fshost.socket running?)", path.display())
+    })?;
+    Ok(sock)
+}
+
+/// Open the guest, the source and /dev/fuse, mount, send the three fds,
+/// close ours and wait until the server serves (or unmount if it cannot).
+fn mount_and_hand_over(
+    source: &SourceArgs,
+    mountpoint: &Path,
+    host: &crate::cli::HostOptions,
+    sock: OwnedFd,
+) -> anyhow::Result<()> {
+    let plugin = SearchPath::from_env().resolve(&source.plugin)?;
+    let guest = std::fs::File::open(&plugin).with_context(|| format!("opening guest {}", plugin.display()))?;
+    let device = Device::open(&source.source, true)?;
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV_FUSE)
+        .with_context(|| format!("opening {DEV_FUSE}"))?;
+    let fsname = source.source.canonicalize().unwrap_or_else(|_| source.source.clone());
+    mount(&fsname, mountpoint, fuse.as_raw_fd(), host.allow_other, host.noexec)?;
+    let request = Request {
+        source: source.source.display().to_string(),
+        plugin: plugin.display().to_string(),
+        size: device.size(),
+        sector_size: device.sector_size(),
+        guest_options: host.guest.clone(),
+        timeout_ms: source.guest_timeout_ms,
+        memory_mib: source.guest_memory_mib,
+    };
+    let sent = wire::send(sock.as_fd(), &request, [device.fd(), fuse.as_fd(), guest.as_fd()]);
+    // The server holds them now: were we to keep /dev/fuse open, the
+    // mount would outlive a server that died.
+    drop((device, fuse, guest));
+    let answer = sent.map_err(|e| crate::report::message(&e)).and_then(|()| wire::read_answer(sock.as_fd()));
+    if let Err(e) = answer {
+        let _ = unmount(mountpoint, MntFlags::MNT_DETACH);
+        bail!("{} was not served: {e}", source.source.display());
+    }
+    tracing::info!("mounted {} at {}", source.source.display(), mountpoint.display());
+    Ok(())
+}
+
+/// mount(2) of type fuse.fshost on the open /dev/fuse `fd`, owned by root
+/// (only root may use it unless `allow_other`).
+fn mount(fsname: &Path, mountpoint: &Path, fd: i32, allow_other: bool, noexec: bool) -> anyhow::Result<()> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY | MsFlags::MS_NOATIME;
+    if noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    let mut data = format!("fd={fd},rootmode=40000,user_id=0,group_id=0,default_permissions");
+    if allow_other {
+        data.push_str(",allow_other");
+    }
+    let fstype = format!("fuse.{}", crate::mount::SUBTYPE);
+    nix::mount::mount(Some(fsname), mountpoint, Some(fstype.as_str()), flags, Some(data.as_str()))
+        .with_context(|| format!("mounting FUSE at {}", mountpoint.display()))
+}
+
+fn unmount(mountpoint: &Path, flags: MntFlags) -> nix::Result<()> {
+    let path = CString::new(mountpoint.as_os_str().as_bytes()).unwrap_or_default();
+    let result = nix::mount::umount2(path.as_c_str(), flags | MntFlags::UMOUNT_NOFOLLOW);
+    if let Err(e) = result {
+        tracing::warn!("unmounting {}: {e}", mountpoint.display());
+    }
+    result
+}
+
+/// The front end's life once the server serves: keep CAP_SYS_ADMIN alone,
+/// unmount on SIGINT/SIGTERM/SIGHUP (the server then ends), and end with
+/// the server, unmounting its dead mount if it died.
+fn supervise(child: Pid, mountpoint: &Path) -> anyhow::Result<()> {
+    let signals = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD]);
+    signals.thread_block().context("blocking signals")?;
+    sandbox::server::confine_front().context("confining the front end")?;
+    tracing::info!("front end: serving through server {child}; CAP_SYS_ADMIN kept to unmount");
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(status) => {
+                // A server that died leaves a dead mount (ENOTCONN): clear it.
+                let _ = unmount(mountpoint, MntFlags::MNT_DETACH);
+                bail!("the server ended: {status:?}");
+            }
+            Err(e) => return Err(e).context("waiting for the server"),
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                tracing::info!("{sig:?}: unmounting {}", mountpoint.display());
+                // A busy mount stays; the next signal tries again.
+                let _ = unmount(mountpoint, MntFlags::empty());
+            }
+            Err(e) => return Err(e).context("waiting for signals"),
+        }
+    }
+}

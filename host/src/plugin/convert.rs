@@ -405,8 +405,7 @@ pub fn ioend_size(ino: Ino, old: u64, offset: u64, written: u64, size: u64) -> R
 /// A guest's refusal sentence as a user may read it: control characters
 /// become spaces, and it is cut after [`MAX_REFUSAL`] characters.
 pub fn refusal(sentence: &str) -> String {
-    let clean: String =
-        sentence.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_REFUSAL + 1).collect();
+    let clean: String = sentence.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_REFUSAL + 1).collect();
     let clean = clean.trim();
     if clean.chars().count() > MAX_REFUSAL {
         let cut: String = clean.chars().take(MAX_REFUSAL).collect();
@@ -566,6 +565,103 @@ mod tests {
         ] {
             assert!(entries("readdir", vec![bad], asked, 10).is_err(), "{what}");
         }
+    }
+
+    #[test]
+    fn a_write_gets_only_device_blocks() {
+        let limits = Limits::default();
+        let ok = vec![m(0, 4096, wit::MappingKind::Mapped(8192)), m(4096, 4096, wit::MappingKind::Unwritten(65536))];
+        assert_eq!(write_mappings(ok, &check(100), &limits).unwrap().len(), 2);
+        for (what, kind) in [("hole", wit::MappingKind::Hole), ("inline", wit::MappingKind::Inline(vec![0; 4096]))] {
+            let raw = vec![m(0, 4096, wit::MappingKind::Mapped(8192)), m(4096, 4096, kind)];
+            let err = write_mappings(raw, &check(0), &limits).expect_err(what);
+            assert!(err.to_string().contains("not mapped or unwritten"), "{what}: {err}");
+        }
+        // Everything the read check refuses, a write's check refuses too.
+        let outside = vec![m(0, 4096, wit::MappingKind::Unwritten(1 << 20))];
+        assert!(write_mappings(outside, &check(0), &limits).is_err());
+    }
+
+    fn wit_attr(ino: u64, kind: wit::FileType, perm: u16, uid: u32, gid: u32) -> wit::Attr {
+        let t = wit::Timestamp { seconds: 1, nanoseconds: 0 };
+        wit::Attr {
+            ino,
+            kind,
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+            size: 0,
+            blocks: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: None,
+            rdev: 0,
+            generation: 0,
+            flags: wit::InodeFlags::empty(),
+        }
+    }
+
+    #[test]
+    fn a_created_inode_is_the_one_asked_for() {
+        let new = NewInode {
+            kind: FileKind::Regular,
+            perm: 0o644,
+            uid: 1000,
+            gid: 100,
+            rdev: (0, 0),
+            time: Timestamp { seconds: 1, nanoseconds: 0 },
+        };
+        let parent = Ino(2);
+        let none_live = |_| false;
+        let good = wit_attr(20, wit::FileType::Regular, 0o644, 1000, 100);
+        assert_eq!(created("create", good, parent, &new, None, none_live).unwrap().ino, Ino(20));
+        let cases = [
+            ("a directory", wit_attr(20, wit::FileType::Directory, 0o644, 1000, 100), "answer is a"),
+            ("another mode", wit_attr(20, wit::FileType::Regular, 0o600, 1000, 100), "another inode's"),
+            ("another owner", wit_attr(20, wit::FileType::Regular, 0o644, 0, 0), "another inode's"),
+            ("the parent", wit_attr(2, wit::FileType::Regular, 0o644, 1000, 100), "already in use"),
+        ];
+        for (what, a, says) in cases {
+            let err = created("create", a, parent, &new, None, none_live).expect_err(what);
+            assert!(err.to_string().contains(says), "{what}: {err}");
+        }
+        let live = created("create", wit_attr(20, wit::FileType::Regular, 0o644, 1000, 100), parent, &new, None, |i| {
+            i == Ino(20)
+        });
+        assert!(live.unwrap_err().to_string().contains("already in use"));
+        let link = NewInode { kind: FileKind::Symlink, perm: 0o777, ..new };
+        let mut a = wit_attr(21, wit::FileType::Symlink, 0o777, 1000, 100);
+        a.size = 5;
+        assert!(created("symlink", a, parent, &link, Some(6), none_live).is_err(), "size is not the target's");
+    }
+
+    #[test]
+    fn ioend_sizes_and_fallocate_sizes() {
+        assert_eq!(ioend_size(Ino(5), 100, 50, 100, 150).unwrap(), 150);
+        assert_eq!(ioend_size(Ino(5), 1000, 50, 100, 1000).unwrap(), 1000);
+        assert!(ioend_size(Ino(5), 1000, 50, 100, 1001).is_err(), "bytes nobody wrote");
+        assert!(ioend_size(Ino(5), 100, 50, 100, 149).is_err(), "the write lost");
+        assert!(ioend_size(Ino(5), 0, u64::MAX, 2, u64::MAX).is_err(), "overflow");
+        assert!(ioend_size(Ino(5), 0, i64::MAX as u64, 1, 0).is_err(), "past off_t");
+        let plain = FallocateMode::default();
+        let keep = FallocateMode { keep_size: true, ..plain };
+        let punch = FallocateMode { keep_size: true, punch_hole: true, ..plain };
+        assert_eq!(size_after_fallocate(100, 0, 4096, plain), Some(4096));
+        assert_eq!(size_after_fallocate(8192, 0, 4096, plain), Some(8192));
+        assert_eq!(size_after_fallocate(100, 0, 4096, keep), Some(100));
+        assert_eq!(size_after_fallocate(100, 0, 4096, punch), Some(100));
+        assert_eq!(size_after_fallocate(0, u64::MAX, 1, plain), None);
+    }
+
+    #[test]
+    fn a_refusal_is_cleaned_and_cut() {
+        assert_eq!(refusal("metadata_csum_seed\nis not written\x1b[0m"), "metadata_csum_seed is not written [0m");
+        assert_eq!(refusal(" \t "), "(no reason given)");
+        let long = refusal(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_REFUSAL + 1);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

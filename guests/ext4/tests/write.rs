@@ -401,3 +401,38 @@ fn journal_needing_recovery_is_replayed_onto_the_device() {
     new.write(30_000, &more);
     check_with_kernel(image.path(), &[Model::new("old", pattern(10_000, 11), bs), new]);
 }
+
+#[test]
+fn orphans_left_by_a_crash_are_processed_at_begin_write() {
+    require_root();
+    let src = Scratch::new("worphan");
+    std::fs::write(src.join("keep"), pattern(10_000, 21)).unwrap();
+    std::fs::write(src.join("gone"), pattern(300_000, 22)).unwrap();
+    let image = Image::mkfs(src.path(), &[], "64M").expect("mkfs");
+    // Unlinked while open at the crash: only the orphan list holds it.
+    let mut open = None;
+    image
+        .crash_with_dirty_journal(|root| {
+            open = Some(File::open(root.join("gone"))?);
+            std::fs::remove_file(root.join("gone"))?;
+            Ok(())
+        })
+        .expect("crash");
+    drop(open);
+    // The precondition, from e2fsprogs: replaying the journal of a copy
+    // meets an orphan list (which its replay then clears).
+    let replayed = image.copy().unwrap();
+    let out =
+        std::process::Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(replayed.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Clearing orphaned inode"), "{said}");
+    let mut fs = open_rw(image.path());
+    let bs = u64::from(fs.info().unwrap().block_size);
+    assert_eq!(resolve(&mut fs, b"gone").unwrap_err().code(), ErrorCode::NotFound);
+    fs.unmount().unwrap();
+    drop(fs);
+    let out = std::process::Command::new("dumpe2fs").arg("-h").arg(image.path()).output().unwrap();
+    let header = String::from_utf8_lossy(&out.stdout);
+    assert!(!header.contains("First orphan inode"), "{header}");
+    check_with_kernel(image.path(), &[Model::new("keep", pattern(10_000, 21), bs)]);
+}

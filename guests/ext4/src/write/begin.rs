@@ -101,13 +101,6 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
     if sb.state & ERROR_FS != 0 {
         return Err("the filesystem has errors recorded; run e2fsck before writing to it".into());
     }
-    if sb.last_orphan != 0 {
-        return Err(format!(
-            "the filesystem has an orphan list (inode {} and on: files deleted while open when it was last \
-             used); the ext4 guest does not process it yet: run e2fsck, or mount it once with the kernel",
-            sb.last_orphan
-        ));
-    }
     // The kernel refuses a read-write mount when a descriptor checksum is bad.
     fs.vol.csum.group_desc = has_desc_csum(fs);
     let bad = group::bad_checksums(&fs.vol);
@@ -128,7 +121,35 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
     });
     mark.and_then(|()| fs.vol.disk.device().flush()).map_err(|e| format!("cannot mark the filesystem in use: {e}"))?;
     fs.write = Some(State::default());
+    if fs.vol.sb.last_orphan != 0
+        && let Err(e) = orphan_cleanup(fs)
+    {
+        fs.write = None;
+        return Err(format!("cannot process the orphan list left by the last use: {e}; run e2fsck"));
+    }
     Ok(())
+}
+
+/// `ext4_orphan_cleanup`: the orphan list a crash left (files deleted or
+/// being truncated while open). Inodes still linked lose the blocks past
+/// their size; the others are freed (write/namei.rs).
+fn orphan_cleanup(fs: &mut Ext4) -> Result<()> {
+    let mut at = fs.vol.sb.last_orphan;
+    let mut seen = 0u32;
+    while at != 0 {
+        seen += 1;
+        if seen > fs.vol.sb.inodes_count || !fs.vol.sb.valid_inum(at) {
+            return Err(Error::corrupted(format!("the orphan list is damaged at inode {at}")));
+        }
+        let mut raw = fs.raw_inode(at)?;
+        if raw.links() != 0 && matches!(raw.kind(), Some(FileType::Regular)) {
+            let from = u32::try_from(raw.size().div_ceil(fs.vol.bs())).unwrap_or(u32::MAX);
+            fs.truncate_blocks(at, &mut raw, from)?;
+            fs.put_inode(at, &raw)?;
+        }
+        at = raw.dtime();
+    }
+    fs.free_orphans()
 }
 
 fn has_desc_csum(fs: &Ext4) -> bool {

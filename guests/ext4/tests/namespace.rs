@@ -353,6 +353,92 @@ fn namespace_calls_without_metadata_csum() {
     namespace_workload(&["-b", "4096", "-O", "^metadata_csum"]);
 }
 
+#[test]
+fn namespace_calls_on_ext2() {
+    namespace_workload(&["-t", "ext2"]);
+}
+
+#[test]
+fn namespace_calls_on_ext3_without_filetype() {
+    namespace_workload(&["-t", "ext3", "-O", "^filetype"]);
+}
+
+/// The `File ACL:` block debugfs shows for `path`.
+fn xattr_block(image: &Path, path: &str) -> u64 {
+    let stat = debugfs(image, &format!("stat {path}"));
+    stat.split("File ACL:").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// An xattr block the kernel shares between two inodes (128-byte inodes:
+/// every attribute lives in a block): changing one inode's attributes
+/// copies the block, emptying the other's frees it, and e2fsck agrees with
+/// the refcounts left.
+#[test]
+fn shared_xattr_blocks_are_copied_on_write() {
+    let scratch = Scratch::new("xshare");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, &["-I", "128", "-b", "4096"], "64M");
+    {
+        let mount = KernelMount::read_write(&img, "").unwrap();
+        for name in ["f1", "f2", "f3"] {
+            let p = mount.path().join(name);
+            std::fs::write(&p, b"").unwrap();
+            let out = std::process::Command::new("setfattr")
+                .args(["-n", "user.shared", "-v", &"s".repeat(100)])
+                .arg(&p)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "setfattr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let shared = xattr_block(&img, "/f1");
+    assert!(
+        shared != 0 && xattr_block(&img, "/f2") == shared && xattr_block(&img, "/f3") == shared,
+        "the kernel shares one block"
+    );
+    let mut fs = open_rw(&img);
+    let now = t(1_700_000_400);
+    let (f1, f2) = (lookup(&mut fs, ROOT, "f1"), lookup(&mut fs, ROOT, "f2"));
+    fs.setxattr(f1, b"user.own", b"mine", XattrFlags::default(), now).unwrap();
+    fs.removexattr(f2, b"user.shared", now).unwrap();
+    let f3 = lookup(&mut fs, ROOT, "f3");
+    assert_eq!(fs.getxattr(f3, b"user.shared").unwrap(), "s".repeat(100).into_bytes());
+    finish_and_check(fs, &img);
+    assert_ne!(xattr_block(&img, "/f1"), shared, "f1 got a copy");
+    assert_eq!(xattr_block(&img, "/f2"), 0, "f2 has no block left");
+    assert_eq!(xattr_block(&img, "/f3"), shared, "f3 keeps the original");
+}
+
+/// A directory moved over an empty one in another directory, and a
+/// directory exchanged with a file across directories: link counts and
+/// ".." as the kernel keeps them.
+#[test]
+fn directories_moved_across_parents() {
+    let scratch = Scratch::new("mv");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, &["-b", "4096"], "64M");
+    let mut fs = open_rw(&img);
+    let now = t(1_700_000_500);
+    let a = fs.create(ROOT, b"a", &new(FileType::Directory, 0o755)).unwrap();
+    let b = fs.create(ROOT, b"b", &new(FileType::Directory, 0o755)).unwrap();
+    let moving = fs.create(a.ino, b"moving", &new(FileType::Directory, 0o755)).unwrap();
+    fs.create(moving.ino, b"inside", &new(FileType::Regular, 0o644)).unwrap();
+    fs.create(b.ino, b"target", &new(FileType::Directory, 0o755)).unwrap();
+    let gone = fs.rename(a.ino, b"moving", b.ino, b"target", RenameFlags::default(), now).unwrap().unwrap();
+    assert_eq!(gone.nlink, 0);
+    fs.evict(gone.ino).unwrap();
+    assert_eq!(fs.lookup(moving.ino, b"..").unwrap().ino, b.ino);
+    assert_eq!((fs.getattr(a.ino).unwrap().nlink, fs.getattr(b.ino).unwrap().nlink), (2, 3));
+    fs.create(a.ino, b"file", &new(FileType::Regular, 0o644)).unwrap();
+    let exchange = RenameFlags { exchange: true, ..Default::default() };
+    fs.rename(a.ino, b"file", b.ino, b"target", exchange, now).unwrap();
+    assert_eq!(fs.lookup(moving.ino, b"..").unwrap().ino, a.ino);
+    assert_eq!((fs.getattr(a.ino).unwrap().nlink, fs.getattr(b.ino).unwrap().nlink), (3, 2));
+    finish_and_check(fs, &img);
+}
+
 /// A directory grown to `n` entries by create, thinned by unlink: the
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.

@@ -436,3 +436,100 @@ fn orphans_left_by_a_crash_are_processed_at_begin_write() {
     assert!(!header.contains("First orphan inode"), "{header}");
     check_with_kernel(image.path(), &[Model::new("keep", pattern(10_000, 21), bs)]);
 }
+
+#[test]
+fn setattr_owner_mode_and_times_as_the_kernel_reads_them() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let src = Scratch::new("wattr");
+    std::fs::write(src.join("f"), pattern(5000, 31)).unwrap();
+    std::fs::create_dir(src.join("d")).unwrap();
+    let image = Image::mkfs(src.path(), &[], "32M").expect("mkfs");
+    let small = Image::mkfs(src.path(), &["-I", "128"], "32M").expect("mkfs");
+    // Post-2038 with nanoseconds (256-byte inodes), and a pre-1970 time.
+    let late = Timestamp { seconds: (1 << 33) + 5, nanoseconds: 999_999_999 };
+    let early = Timestamp { seconds: -1_000_000, nanoseconds: 5 };
+    for (image, wide) in [(&image, true), (&small, false)] {
+        let mut fs = open_rw(image.path());
+        for path in ["f", "d"] {
+            let ino = ino_of(&mut fs, path);
+            let changes = AttrChanges {
+                perm: Some(0o4751),
+                uid: Some(100_000),
+                gid: Some(70_001),
+                atime: Some(early),
+                mtime: Some(late),
+                ctime: Some(T),
+                ..Default::default()
+            };
+            let a = fs.setattr(ino, &changes).unwrap();
+            assert_eq!((a.perm, a.uid, a.gid), (0o4751, 100_000, 70_001));
+        }
+        fs.unmount().unwrap();
+        drop(fs);
+        e2fsck(image.path());
+        let mount = KernelMount::read_only(image.path()).expect("kernel mount");
+        for path in ["f", "d"] {
+            let m = std::fs::symlink_metadata(mount.path().join(path)).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o4751, "{path}");
+            assert_eq!((m.uid(), m.gid()), (100_000, 70_001), "{path}");
+            assert_eq!((m.ctime(), m.ctime_nsec()), (T.seconds, i64::from(T.nanoseconds) * i64::from(wide)), "{path}");
+            if wide {
+                assert_eq!((m.mtime(), m.mtime_nsec()), (late.seconds, 999_999_999), "{path}");
+                assert_eq!((m.atime(), m.atime_nsec()), (early.seconds, 5), "{path}");
+            } else {
+                // 128-byte inodes: 32-bit seconds, clamped as the kernel clamps.
+                assert_eq!((m.mtime(), m.mtime_nsec()), (i64::from(i32::MAX), 0), "{path}");
+                assert_eq!((m.atime(), m.atime_nsec()), (early.seconds, 0), "{path}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_last_block_of_the_largest_file() {
+    require_root();
+    let src = Scratch::new("wbig");
+    std::fs::write(src.join("f"), b"").unwrap();
+    for args in [&[][..], &["-O", "^huge_file", "-b", "1024"][..], &["-t", "ext3"][..]] {
+        let image = Image::mkfs(src.path(), args, "32M").expect("mkfs");
+        let img = File::options().read(true).write(true).open(image.path()).unwrap();
+        let mut fs = open_rw(image.path());
+        let ino = ino_of(&mut fs, "f");
+        let bs = u64::from(fs.info().unwrap().block_size);
+        // Find the largest size the guest accepts, by bisection over setattr.
+        let (mut ok, mut too_big) = (0u64, 1u64 << 62);
+        while too_big - ok > 1 {
+            let mid = ok + (too_big - ok) / 2;
+            match fs.setattr(ino, &AttrChanges { size: Some(mid), ..Default::default() }) {
+                Ok(_) => ok = mid,
+                Err(e) => {
+                    assert_eq!(e.code(), ErrorCode::FileTooBig, "{e}");
+                    too_big = mid;
+                }
+            }
+        }
+        fs.setattr(ino, &AttrChanges { size: Some(0), ..Default::default() }).unwrap();
+        // Write the last block below that limit.
+        let data = pattern(bs as usize, 41);
+        let at = ok / bs * bs - bs;
+        host_write(&mut fs, &img, ino, at, &data);
+        fs.unmount().unwrap();
+        drop(fs);
+        e2fsck(image.path());
+        let mount = KernelMount::read_only(image.path()).expect("kernel mount");
+        let f = File::open(mount.path().join("f")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), at + bs, "{args:?}");
+        let mut got = vec![0u8; bs as usize];
+        f.read_exact_at(&mut got, at).unwrap();
+        assert_eq!(got, data, "{args:?}");
+        // The kernel's own limit: one byte more past the guest's is refused
+        // on a read-write kernel mount (EFBIG), the guest's limit is not.
+        drop(f);
+        drop(mount);
+        let rw = KernelMount::read_write(image.path(), "").expect("kernel rw mount");
+        let f = File::options().write(true).open(rw.path().join("f")).unwrap();
+        assert!(f.set_len(ok).is_ok(), "{args:?}: the kernel refuses the guest's largest size {ok}");
+        assert!(f.set_len(ok + 1).is_err(), "{args:?}: the kernel accepts {} past the guest's limit", ok + 1);
+    }
+}

@@ -439,6 +439,56 @@ fn directories_moved_across_parents() {
     finish_and_check(fs, &img);
 }
 
+/// EXT4_LINK_MAX: a file takes 65,000 links and refuses the next
+/// (EMLINK); a directory passing 65,000 subdirectories counts 1, as
+/// dir_nlink has the kernel do, and e2fsck agrees.
+#[test]
+fn link_limits() {
+    let scratch = Scratch::new("emlink");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, &["-b", "1024", "-N", "70000"], "256M");
+    let mut fs = open_rw(&img);
+    let now = t(1_700_000_600);
+    let links = fs.create(ROOT, b"links", &new(FileType::Directory, 0o755)).unwrap();
+    let f = fs.create(links.ino, b"f", &new(FileType::Regular, 0o644)).unwrap();
+    for i in 1..65_000 {
+        fs.link(f.ino, links.ino, format!("l{i}").as_bytes(), now).unwrap_or_else(|e| panic!("link #{i}: {e}"));
+    }
+    assert_eq!(fs.getattr(f.ino).unwrap().nlink, 65_000);
+    assert_eq!(code(fs.link(f.ino, links.ino, b"one-more", now)), ErrorCode::TooManyLinks);
+    let subdirs = fs.create(ROOT, b"subdirs", &new(FileType::Directory, 0o755)).unwrap();
+    for i in 0..65_000 {
+        fs.create(subdirs.ino, format!("d{i}").as_bytes(), &new(FileType::Directory, 0o755))
+            .unwrap_or_else(|e| panic!("mkdir #{i}: {e}"));
+    }
+    assert_eq!(fs.getattr(subdirs.ino).unwrap().nlink, 1, "past EXT4_LINK_MAX a directory counts 1");
+    fs.create(subdirs.ino, b"more", &new(FileType::Directory, 0o755)).unwrap();
+    let gone = fs.rmdir(subdirs.ino, b"more", now).unwrap();
+    fs.evict(gone).unwrap();
+    assert_eq!(fs.getattr(subdirs.ino).unwrap().nlink, 1);
+    let seen = guest_tree_summary(&mut fs, &[links.ino, subdirs.ino]);
+    fs.unmount().unwrap();
+    drop(fs);
+    if let Err(e) = e2fsck(&img) {
+        panic!("{e}");
+    }
+    let mount = KernelMount::read_only(&img).unwrap();
+    let kernel_links = std::fs::symlink_metadata(mount.path().join("links/f")).unwrap().nlink();
+    let kernel_subdirs = std::fs::symlink_metadata(mount.path().join("subdirs")).unwrap().nlink();
+    let listed = std::fs::read_dir(mount.path().join("subdirs")).unwrap().count();
+    eprintln!("guest (links, subdir count, entries) {seen:?}, kernel ({kernel_links}, {kernel_subdirs}, {listed})");
+    assert_eq!((kernel_links, kernel_subdirs, listed), seen);
+}
+
+/// The link count of `links/f`, the count of `subdirs` and its entries.
+fn guest_tree_summary(fs: &mut Ext4, dirs: &[Ino]) -> (u64, u64, usize) {
+    let f = lookup(fs, dirs[0], "f");
+    let nlink = u64::from(fs.getattr(f).unwrap().nlink);
+    let subdirs = u64::from(fs.getattr(dirs[1]).unwrap().nlink);
+    (nlink, subdirs, list_dir(fs, dirs[1], 4096).unwrap().len())
+}
+
 /// A directory grown to `n` entries by create, thinned by unlink: the
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.

@@ -533,3 +533,137 @@ fn the_last_block_of_the_largest_file() {
         assert!(f.set_len(ok + 1).is_err(), "{args:?}: the kernel accepts {} past the guest's limit", ok + 1);
     }
 }
+
+/// Zero `[from, to)` of `ino` where it is mapped (what the host does to the
+/// partial blocks of a punch, zero-range or truncate).
+fn host_zero(fs: &mut Ext4, img: &File, ino: Ino, from: u64, to: u64) {
+    if from >= to {
+        return;
+    }
+    let size = fs.getattr(ino).unwrap().size;
+    let mut pos = from;
+    while pos < to.min(size) {
+        let maps = fs.iomap_begin(ino, pos, to - pos, IomapFlags::default()).unwrap();
+        for m in &maps {
+            let (s, e) = (pos.max(m.offset), to.min(m.offset + m.length));
+            if let MappingKind::Mapped(dev) = m.kind
+                && s < e
+            {
+                img.write_all_at(&vec![0; (e - s) as usize], dev + (s - m.offset)).unwrap();
+            }
+        }
+        pos = maps.iter().map(|m| m.offset + m.length).max().unwrap();
+    }
+}
+
+/// Seeded random writes, truncates and fallocate calls on three files,
+/// checked against the model by e2fsck and the kernel every 500 calls.
+fn random_ops(mkfs_args: &[&str], seed: u32) {
+    require_root();
+    let extents = !mkfs_args.iter().any(|a| a.starts_with("ext2") || a.starts_with("ext3"));
+    let src = Scratch::new("wrand");
+    for n in 0..3 {
+        std::fs::write(src.join(format!("r{n}")), pattern(50_000 * n, 50 + n as u32)).unwrap();
+    }
+    let image = Image::mkfs(src.path(), mkfs_args, "128M").expect("mkfs");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut x = seed.max(1);
+    let mut rand = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        u64::from(x) % n.max(1)
+    };
+    let mut fs = open_rw(image.path());
+    let bs = u64::from(fs.info().unwrap().block_size);
+    let mut models: Vec<Model> =
+        (0..3).map(|n| Model::new(&format!("r{n}"), pattern(50_000 * n, 50 + n as u32), bs)).collect();
+    const SPAN: u64 = 3 << 20;
+    for round in 0..4 {
+        for op in 0..500 {
+            let f = rand(3) as usize;
+            let ino = ino_of(&mut fs, &models[f].path.clone());
+            let m = &mut models[f];
+            let size = m.bytes.len() as u64;
+            let off = if rand(4) == 0 { rand(SPAN) } else { rand(size.max(1)) };
+            let len = 1 + if rand(3) == 0 { rand(64 * bs) } else { rand(2 * bs) };
+            let what = rand(if extents { 10 } else { 6 });
+            let ctx = format!("round {round} op {op}: file {f} kind {what} at {off}+{len} (size {size})");
+            match what {
+                0..=3 => {
+                    let data = pattern(len as usize, (round * 1000 + op) as u32);
+                    host_write(&mut fs, &img, ino, off, &data);
+                    m.write(off, &data);
+                }
+                4 | 5 => {
+                    let new = rand(SPAN);
+                    // The host zeroes the rest of the block the smaller size ends in.
+                    let small = new.min(size);
+                    host_zero(&mut fs, &img, ino, small, small.div_ceil(bs) * bs);
+                    fs.setattr(ino, &AttrChanges { size: Some(new), ..Default::default() }).expect(&ctx);
+                    m.truncate(new);
+                }
+                6 | 7 => {
+                    let keep = rand(2) == 0;
+                    let mode = FallocateFlags { keep_size: keep, ..Default::default() };
+                    let a = fs.fallocate(ino, off, len, mode, T).expect(&ctx);
+                    if !keep && off + len > size {
+                        m.bytes.resize((off + len) as usize, 0);
+                    }
+                    assert_eq!(a.size, m.bytes.len() as u64, "{ctx}");
+                }
+                8 => {
+                    let end = off + len;
+                    host_zero(&mut fs, &img, ino, off, end.min(off.div_ceil(bs) * bs));
+                    host_zero(&mut fs, &img, ino, (end / bs * bs).max(off), end);
+                    let mode = FallocateFlags { punch_hole: true, keep_size: true, ..Default::default() };
+                    fs.fallocate(ino, off, len, mode, T).expect(&ctx);
+                    if off < size {
+                        m.punch(off, len.min(size - off));
+                        m.mark(off.div_ceil(bs), (off + len) / bs, false);
+                    } else {
+                        m.mark(off.div_ceil(bs), (off + len) / bs, false);
+                    }
+                }
+                _ => {
+                    let keep = rand(2) == 0;
+                    let end = off + len;
+                    host_zero(&mut fs, &img, ino, off, end.min(off.div_ceil(bs) * bs));
+                    host_zero(&mut fs, &img, ino, (end / bs * bs).max(off), end);
+                    let mode = FallocateFlags { zero_range: true, keep_size: keep, ..Default::default() };
+                    fs.fallocate(ino, off, len, mode, T).expect(&ctx);
+                    if !keep && end > size {
+                        m.bytes.resize(end as usize, 0);
+                    }
+                    let upto = end.min(m.bytes.len() as u64);
+                    if off < upto {
+                        m.bytes[off as usize..upto as usize].fill(0);
+                    }
+                    m.mark(off.div_ceil(bs), end / bs, false);
+                }
+            }
+            let got = fs.getattr(ino).unwrap().size;
+            assert_eq!(got, models[f].bytes.len() as u64, "{ctx}: size");
+        }
+        fs.unmount().unwrap();
+        drop(fs);
+        check_with_kernel(image.path(), &models);
+        fs = open_rw(image.path());
+    }
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn random_ops_default_ext4() {
+    random_ops(&[], 0x5eed_0001);
+}
+
+#[test]
+fn random_ops_one_kib_blocks() {
+    random_ops(&["-b", "1024", "-O", "^flex_bg,^64bit"], 0x5eed_0002);
+}
+
+#[test]
+fn random_ops_ext3() {
+    random_ops(&["-t", "ext3"], 0x5eed_0003);
+}

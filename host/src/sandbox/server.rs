@@ -112,8 +112,13 @@ pub fn confine_server(options: &Options) -> anyhow::Result<Report> {
     if let Some(ids) = ids {
         super::become_ids(ids)?;
     }
+    // Only the sets that hold something: a server started without
+    // privilege (a systemd DynamicUser) then needs no capset at all, and
+    // its unit can deny it.
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable, CapSet::Ambient] {
-        caps::clear(None, set).map_err(super::caps_error)?;
+        if !caps::read(None, set).map_err(super::caps_error)?.is_empty() {
+            caps::clear(None, set).map_err(super::caps_error)?;
+        }
     }
     // No core dumps, no ptrace by another process of the same uid.
     // SAFETY: prctl with integer arguments only.

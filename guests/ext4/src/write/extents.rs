@@ -212,7 +212,9 @@ pub(super) fn goal(fs: &Ext4, ino: u32, exts: &[Ext], lblk: u64) -> u64 {
 
 /// Allocate the holes of `[from, to)` as extents (unwritten unless
 /// `written`), inserting them into `exts`; stops at the first allocation
-/// failure after at least `from`'s block is allocated. Returns blocks added.
+/// failure after at least `from`'s block is allocated. Returns the new
+/// extents (their blocks are the caller's to free if it fails later); on
+/// an error, what it allocated is freed again.
 pub(super) fn fill_holes(
     fs: &mut Ext4,
     ino: u32,
@@ -220,25 +222,38 @@ pub(super) fn fill_holes(
     from: u64,
     to: u64,
     written: bool,
-) -> Result<u64> {
-    let mut added = 0u64;
+) -> Result<Vec<Ext>> {
+    let mut fresh: Vec<Ext> = Vec::new();
     for (mut at, mut len) in holes(exts, from, to) {
         while len > 0 {
             let g = goal(fs, ino, exts, at);
             let (pblk, got) = match alloc::alloc_blocks(fs, g, len) {
                 Ok(r) => r,
-                Err(e) if at > from && e.code() == ErrorCode::NoSpace => return Ok(added),
-                Err(e) => return Err(e),
+                Err(e) if at > from && e.code() == ErrorCode::NoSpace => return Ok(fresh),
+                Err(e) => {
+                    free_fresh(fs, &fresh);
+                    return Err(e);
+                }
             };
             let e = Ext { lblk: at as u32, len: got as u32, pblk, unwritten: !written };
             let i = exts.iter().position(|x| u64::from(x.lblk) > at).unwrap_or(exts.len());
             exts.insert(i, e);
-            added += got;
+            fresh.push(e);
             at += got;
             len -= got;
         }
     }
-    Ok(added)
+    Ok(fresh)
+}
+
+/// Give back the blocks of extents allocated by a call that then failed
+/// (best effort: the call's error is what the caller reports).
+pub(super) fn free_fresh(fs: &mut Ext4, fresh: &[Ext]) {
+    for e in fresh {
+        if let Err(why) = alloc::free_blocks(fs, e.pblk, u64::from(e.len)) {
+            fshost_sdk::warn!("ext4: could not free blocks {}+{} after a failed call: {why}", e.pblk, e.len);
+        }
+    }
 }
 
 /// Remove the blocks of `[from, to)` from `exts`, returning the removed

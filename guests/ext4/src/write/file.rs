@@ -130,14 +130,12 @@ pub(super) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> 
     }
     let tree = extents::read(fs, n, &raw)?;
     let mut exts = tree.exts.clone();
-    let added = extents::fill_holes(fs, n, &mut exts, first, end, false)?;
-    if added > 0 {
-        let fresh: Vec<Ext> = exts.iter().filter(|e| !tree.exts.contains(e)).copied().collect();
+    let fresh = extents::fill_holes(fs, n, &mut exts, first, end, false)?;
+    if !fresh.is_empty() {
+        let added: u64 = fresh.iter().map(|e| u64::from(e.len)).sum();
         let result = raw.add_blocks(added as i64).and_then(|()| extents::write(fs, n, &mut raw, exts, tree));
         if let Err(e) = result.and_then(|()| fs.put_inode(n, &raw)) {
-            for f in fresh {
-                let _ = super::alloc::free_blocks(fs, f.pblk, u64::from(f.len));
-            }
+            extents::free_fresh(fs, &fresh);
             return Err(e);
         }
     }
@@ -235,33 +233,38 @@ pub(crate) fn fallocate(
         return Err(Error::new(ErrorCode::NoSpace, format!("fallocate needs {need} blocks")));
     }
     let mut exts = tree.exts.clone();
-    let mut changed = false;
+    let mut fresh = Vec::new();
     if need > 0 {
-        let fresh_from = exts.clone();
-        let added = extents::fill_holes(fs, n, &mut exts, from, to, false)?;
+        fresh = extents::fill_holes(fs, n, &mut exts, from, to, false)?;
+        let added: u64 = fresh.iter().map(|e| u64::from(e.len)).sum();
         if added < need {
-            for f in exts.iter().filter(|e| !fresh_from.contains(e)) {
-                let _ = super::alloc::free_blocks(fs, f.pblk, u64::from(f.len));
-            }
+            extents::free_fresh(fs, &fresh);
             return Err(Error::new(ErrorCode::NoSpace, format!("fallocate needs {need} blocks")));
         }
+    }
+    let result = (|| -> Result<()> {
+        let added: u64 = fresh.iter().map(|e| u64::from(e.len)).sum();
         raw.add_blocks(added as i64)?;
-        changed = true;
+        let mut changed = !fresh.is_empty();
+        if mode.zero_range {
+            changed |= extents::set_kind(&mut exts, offset.div_ceil(bs), end / bs, true);
+        }
+        if changed {
+            extents::write(fs, n, &mut raw, exts, tree)?;
+        }
+        raw.set_ctime(time);
+        if !mode.keep_size && end > raw.size() {
+            set_size(fs, &mut raw, end)?;
+            raw.set_mtime(time);
+        } else if mode.zero_range {
+            raw.set_mtime(time);
+        }
+        fs.put_inode(n, &raw)
+    })();
+    if let Err(e) = result {
+        extents::free_fresh(fs, &fresh);
+        return Err(e);
     }
-    if mode.zero_range {
-        changed |= extents::set_kind(&mut exts, offset.div_ceil(bs), end / bs, true);
-    }
-    if changed {
-        extents::write(fs, n, &mut raw, exts, tree)?;
-    }
-    raw.set_ctime(time);
-    if !mode.keep_size && end > raw.size() {
-        set_size(fs, &mut raw, end)?;
-        raw.set_mtime(time);
-    } else if mode.zero_range {
-        raw.set_mtime(time);
-    }
-    fs.put_inode(n, &raw)?;
     fs.getattr(ino)
 }
 

@@ -9,6 +9,7 @@
 //! | `lib/fshost/plugins/{ext4,fat}.wasm` | the guests (found by `--plugin NAME` from BINDIR/../lib/fshost/plugins) |
 //! | `share/man/man1/fshost*.1`, `man8/mount.fshost.8` | man pages, from the CLI definition (`fshost generate`) |
 //! | `share/bash-completion/completions/fshost`, `share/zsh/vendor-completions/_fshost`, `share/fish/vendor_completions.d/fshost.fish` | completions |
+//! | `lib/systemd/system/fshost.socket`, `fshost@.service` | service mode's units (dist/systemd), naming PREFIX/bin/fshost |
 //!
 //! mount(8) looks for helpers in /sbin only: with PREFIX /usr that is where
 //! `sbin/mount.fshost` lands (/sbin is /usr/sbin on Debian 12); for another
@@ -28,6 +29,9 @@ use crate::{run, target_dir};
 
 /// The guests a system install ships (hello and evil are test guests).
 const INSTALLED_GUESTS: &[&str] = &["ext4", "fat"];
+
+/// Service mode's systemd units, from dist/systemd (`@bindir@` replaced).
+const SYSTEMD_UNITS: &[&str] = &["fshost.socket", "fshost@.service"];
 
 /// Where the manifest of an install lives, under PREFIX.
 const MANIFEST: &str = "lib/fshost/installed-files";
@@ -197,6 +201,20 @@ fn install_into(opts: &Opts) -> anyhow::Result<Vec<PathBuf>> {
         ("fshost.fish", "share/fish/vendor_completions.d/fshost.fish"),
     ] {
         put(&generated.join("completions").join(file), to, 0o644)?;
+    }
+    // Service mode's units (dist/systemd), naming the installed binary;
+    // PREFIX/lib/systemd/system is on systemd's unit path for /usr and
+    // /usr/local.
+    let bindir = opts.prefix.join("bin");
+    for unit in SYSTEMD_UNITS {
+        let from = crate::root().join("dist/systemd").join(unit);
+        let text = std::fs::read_to_string(&from).with_context(|| format!("reading {}", from.display()))?;
+        let dest = root.join("lib/systemd/system").join(unit);
+        std::fs::create_dir_all(dest.parent().context("no parent")?)?;
+        let text = text.replace("@bindir@", &bindir.display().to_string());
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        files.push(dest);
     }
     let helper = root.join("sbin/mount.fshost");
     std::fs::create_dir_all(root.join("sbin"))?;

@@ -114,6 +114,26 @@ fn install_mount_with_mount8_and_fstab_then_uninstall() {
         ok("bash", sh(Command::new("bash").arg("-c").arg(format!("source {} && complete -p fshost", bash.display()))));
     assert!(complete.contains("fshost"), "{complete}");
 
+    // Service mode's units name the installed binary and pass systemd's
+    // own checks.
+    let units = prefix.join("lib/systemd/system");
+    let service = std::fs::read_to_string(units.join("fshost@.service")).unwrap();
+    let exec = format!("ExecStart={} serve-fds", prefix.join("bin/fshost").display());
+    assert!(service.contains(&exec), "{service}");
+    ok(
+        "systemd-analyze verify",
+        sh(Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(units.join("fshost.socket"))
+            .arg(units.join("fshost@.service"))),
+    );
+    let security = ok(
+        "systemd-analyze security",
+        sh(Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(units.join("fshost@.service"))),
+    );
+    let overall = security.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_default();
+    assert!(overall.contains("SAFE"), "systemd does not rate fshost@.service SAFE: {overall}");
+
     let (img, mnt, bytes) = image(&scratch.0);
     {
         let _link = HelperLink::to(&prefix.join("sbin/mount.fshost"));
@@ -202,6 +222,8 @@ fn the_debian_package_installs_mounts_and_removes_cleanly() {
         "/usr/sbin/mount.fshost",
         "/usr/lib/fshost/plugins/ext4.wasm",
         "/usr/share/man/man1/fshost.1",
+        "/usr/lib/systemd/system/fshost@.service",
+        "/usr/lib/systemd/system/fshost.socket",
     ] {
         assert!(files.lines().any(|l| l == want), "the package lacks {want}:\n{files}");
     }

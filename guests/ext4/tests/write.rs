@@ -264,7 +264,8 @@ fn workload(mkfs_args: &[&str], size: &str) {
 
 #[test]
 fn default_ext4() {
-    workload(&[], "64M");
+    // 4 KiB blocks (mkfs picks 1 KiB for images this small).
+    workload(&["-b", "4096"], "64M");
 }
 
 #[test]
@@ -274,12 +275,12 @@ fn one_kib_blocks_no_flex_bg_no_64bit() {
 
 #[test]
 fn gdt_csum_without_metadata_csum() {
-    workload(&["-O", "^metadata_csum,uninit_bg"], "64M");
+    workload(&["-b", "4096", "-O", "^metadata_csum,uninit_bg"], "64M");
 }
 
 #[test]
 fn ext3_block_mapped() {
-    workload(&["-t", "ext3"], "64M");
+    workload(&["-t", "ext3", "-b", "4096"], "64M");
 }
 
 #[test]
@@ -289,7 +290,7 @@ fn ext2_one_kib_blocks_block_mapped() {
 
 #[test]
 fn meta_bg_and_large_groups_spread() {
-    workload(&["-O", "meta_bg,^resize_inode", "-g", "4096"], "128M");
+    workload(&["-b", "4096", "-O", "meta_bg,^resize_inode", "-g", "4096"], "128M");
 }
 
 #[test]
@@ -655,7 +656,7 @@ fn random_ops(mkfs_args: &[&str], seed: u32) {
 
 #[test]
 fn random_ops_default_ext4() {
-    random_ops(&[], 0x5eed_0001);
+    random_ops(&["-b", "4096"], 0x5eed_0001);
 }
 
 #[test]
@@ -665,5 +666,77 @@ fn random_ops_one_kib_blocks() {
 
 #[test]
 fn random_ops_ext3() {
-    random_ops(&["-t", "ext3"], 0x5eed_0003);
+    random_ops(&["-t", "ext3", "-b", "4096"], 0x5eed_0003);
+}
+
+#[test]
+fn a_write_without_ioend_reads_as_zeros() {
+    require_root();
+    let src = Scratch::new("wnoioend");
+    std::fs::write(src.join("f"), pattern(10_000, 61)).unwrap();
+    let image = Image::mkfs(src.path(), &[], "32M").expect("mkfs");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let ino = ino_of(&mut fs, "f");
+    let bs = u64::from(fs.info().unwrap().block_size);
+    // The host maps a write past the end and writes the data, then fails
+    // before ioend: the blocks stay unwritten, the size unchanged.
+    let flags = IomapFlags { write: true, ..Default::default() };
+    let at = 10_000u64.div_ceil(bs) * bs + 2 * bs;
+    let maps = fs.iomap_begin(ino, at, 4 * bs, flags).unwrap();
+    for m in &maps {
+        match m.kind {
+            MappingKind::Unwritten(dev) => img.write_all_at(&vec![0xAB; m.length as usize], dev).unwrap(),
+            ref k => panic!("a new block mapped as {k:?}: {maps:?}"),
+        }
+    }
+    // A later write that does end extends the size over them.
+    let data = pattern(100, 62);
+    host_write(&mut fs, &img, ino, at + 10 * bs, &data);
+    fs.unmount().unwrap();
+    drop(fs);
+    let mut model = Model::new("f", pattern(10_000, 61), bs);
+    model.write(at + 10 * bs, &data);
+    check_with_kernel(image.path(), &[model]);
+}
+
+#[test]
+fn preallocation_across_uninitialised_groups() {
+    require_root();
+    let src = Scratch::new("wgroups");
+    std::fs::write(src.join("big"), b"").unwrap();
+    for (args, size) in [
+        (&[][..], "1G"),
+        (&["-O", "^metadata_csum,uninit_bg"][..], "1G"),
+        (&["-b", "1024", "-O", "^flex_bg"][..], "256M"),
+        (&["-O", "sparse_super2,^has_journal"][..], "1G"),
+    ] {
+        let image = Image::mkfs(src.path(), args, size).expect("mkfs");
+        let img = File::options().read(true).write(true).open(image.path()).unwrap();
+        let mut fs = open_rw(image.path());
+        let ino = ino_of(&mut fs, "big");
+        let info = fs.info().unwrap();
+        let bs = u64::from(info.block_size);
+        // Most of the free space: the allocation crosses most groups.
+        let len = info.available_blocks * 3 / 4 * bs;
+        fs.fallocate(ino, 0, len, FallocateFlags::default(), T).unwrap();
+        let mut model = Model::new("big", vec![0; len as usize], bs);
+        model.written.fill(false);
+        for i in 0..16u64 {
+            let data = pattern(3 * bs as usize, 70 + i as u32);
+            let at = len / 16 * i + 7;
+            host_write(&mut fs, &img, ino, at, &data);
+            model.write(at, &data);
+        }
+        let used = fs.info().unwrap();
+        assert!(used.free_blocks < info.free_blocks - len / bs, "{args:?}: {used:?}");
+        fs.unmount().unwrap();
+        drop(fs);
+        check_with_kernel(image.path(), &[model]);
+    }
+}
+
+#[test]
+fn random_ops_ext2_one_kib_blocks() {
+    random_ops(&["-t", "ext2", "-b", "1024"], 0x5eed_0004);
 }

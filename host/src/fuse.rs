@@ -21,10 +21,9 @@ use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::FsError;
@@ -56,12 +55,15 @@ pub struct FuseFs {
     parents: RwLock<HashMap<Ino, Ino>>,
     /// How long the kernel may keep attributes.
     attr_ttl: Duration,
+    /// The kernel leaves the umask to us (FUSE_DONT_MASK granted, on
+    /// read-write mounts): it is applied unless a default ACL applies.
+    own_umask: bool,
 }
 
 impl FuseFs {
     pub fn new(volume: Volume) -> Self {
         let attr_ttl = if volume.writable() { RW_ATTR_TTL } else { TTL };
-        FuseFs { volume, parents: RwLock::new(HashMap::new()), attr_ttl }
+        FuseFs { volume, parents: RwLock::new(HashMap::new()), attr_ttl, own_umask: false }
     }
 
     /// Reply with the entry of `a`, found or made in `parent`: the kernel
@@ -77,6 +79,12 @@ impl FuseFs {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// The umask of a create request for `Volume::create`: 0 when the
+    /// kernel applied it itself.
+    fn umask(&self, umask: u32) -> u16 {
+        if self.own_umask { (umask & 0o777) as u16 } else { 0 }
     }
 
     /// Whether directory `dir` is `target` or one of its ancestors, by the
@@ -241,6 +249,12 @@ impl Filesystem for FuseFs {
             // ext4 does; without it every ACL probe is a round trip.
             | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Read-write: the umask is ours to apply, since a parent's default
+        // ACL replaces it (FUSE_POSIX_ACL leaves ACL inheritance to the
+        // server, and without FUSE_DONT_MASK the kernel masks first).
+        if self.volume.writable() && config.capabilities().contains(InitFlags::FUSE_DONT_MASK) {
+            self.own_umask = config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_ok();
+        }
         Ok(())
     }
 
@@ -455,25 +469,18 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let Some(kind) = kind_of_mode(mode) else { return reply.error(Errno::EINVAL) };
         let parent = self.ino(parent);
-        let made = self.volume.create(caller(req), parent, name.as_bytes(), kind, perm(mode), decode_dev32(rdev));
+        let (perm, umask) = (perm(mode), self.umask(umask));
+        let made = self.volume.create(caller(req), parent, name.as_bytes(), kind, perm, umask, decode_dev32(rdev));
         self.reply_entry(reply, parent, made)
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let parent = self.ino(parent);
-        let made = self.volume.create(caller(req), parent, name.as_bytes(), FileKind::Directory, perm(mode), (0, 0));
+        let (perm, umask) = (perm(mode), self.umask(umask));
+        let made = self.volume.create(caller(req), parent, name.as_bytes(), FileKind::Directory, perm, umask, (0, 0));
         self.reply_entry(reply, parent, made)
     }
 
@@ -485,7 +492,7 @@ impl Filesystem for FuseFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
@@ -494,7 +501,8 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         }
         let parent = self.ino(parent);
-        match self.volume.create(caller(req), parent, name.as_bytes(), kind, perm(mode), (0, 0)) {
+        let (perm, umask) = (perm(mode), self.umask(umask));
+        match self.volume.create(caller(req), parent, name.as_bytes(), kind, perm, umask, (0, 0)) {
             Ok(a) => {
                 let mut fa = self.file_attr(&a);
                 fa.ino = self.node(a.ino);
@@ -595,8 +603,8 @@ impl Filesystem for FuseFs {
     ) {
         let now = SystemTime::now();
         let time = |t: TimeOrNow| match t {
-            TimeOrNow::SpecificTime(t) => timestamp(t),
-            TimeOrNow::Now => timestamp(now),
+            TimeOrNow::SpecificTime(t) => request_time(t),
+            TimeOrNow::Now => request_time(now),
         };
         let changes = AttrChanges {
             perm: mode.map(perm),
@@ -605,7 +613,7 @@ impl Filesystem for FuseFs {
             size,
             atime: atime.map(time),
             mtime: mtime.map(time),
-            ctime: ctime.map(timestamp),
+            ctime: ctime.map(request_time),
         };
         match self.volume.setattr(self.ino(node), changes) {
             Ok(a) => reply.attr(&self.attr_ttl, &self.file_attr(&a)),
@@ -722,20 +730,17 @@ fn decode_dev32(dev: u32) -> (u32, u32) {
     ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
 }
 
-/// A time as the guest stores it (before 1970: negative seconds, with
-/// nanoseconds counted forward).
-fn timestamp(t: SystemTime) -> Timestamp {
+/// A time from a fuser request, as the kernel sent it. fuser 0.18 decodes
+/// a time before 1970 (tv_sec < 0, tv_nsec counted forward) as the epoch
+/// minus |tv_sec| minus tv_nsec (`system_time_from_time`: "TODO:
+/// 1_000_000_000 - nsec"), a second and a mirrored fraction off; the
+/// mapping is one to one, so this gives back tv_sec and tv_nsec.
+fn request_time(t: SystemTime) -> Timestamp {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => Timestamp { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanoseconds: d.subsec_nanos() },
         Err(e) => {
             let d = e.duration();
-            let mut seconds = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            let mut nanoseconds = 0;
-            if d.subsec_nanos() > 0 {
-                seconds -= 1;
-                nanoseconds = 1_000_000_000 - d.subsec_nanos();
-            }
-            Timestamp { seconds, nanoseconds }
+            Timestamp { seconds: i64::try_from(d.as_secs()).map_or(i64::MIN, |s| -s), nanoseconds: d.subsec_nanos() }
         }
     }
 }
@@ -764,16 +769,21 @@ mod tests {
     }
 
     #[test]
-    fn dev32_decodes_what_it_encodes_and_times_round_trip() {
+    fn dev32_decodes_what_it_encodes_and_request_times_are_the_kernels() {
         for dev in [(8, 1), (259, 300_000), (0xfff, 0xfffff)] {
             assert_eq!(decode_dev32(encode_dev32(dev)), dev);
         }
-        for t in [
-            Timestamp { seconds: -2, nanoseconds: 250_000_000 },
-            Timestamp { seconds: -1, nanoseconds: 0 },
-            Timestamp { seconds: 1_700_000_000, nanoseconds: 999_999_999 },
-        ] {
-            assert_eq!(timestamp(system_time(t)), t);
+        // What fuser 0.18 makes of the kernel's (tv_sec, tv_nsec) in a
+        // SETATTR (its `system_time_from_time`).
+        let fuser = |secs: i64, nsecs: u32| {
+            if secs >= 0 {
+                UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+            } else {
+                UNIX_EPOCH - Duration::new(secs.unsigned_abs(), nsecs)
+            }
+        };
+        for (secs, nsecs) in [(-1_289_607_900, 507_182_112), (-1, 0), (-1, 1), (0, 5), (1_700_000_000, 999_999_999)] {
+            assert_eq!(request_time(fuser(secs, nsecs)), Timestamp { seconds: secs, nanoseconds: nsecs });
         }
     }
 

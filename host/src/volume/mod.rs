@@ -8,6 +8,7 @@
 //! goes through [`write`] (the write half), which updates or drops what
 //! it changed where it changes it, so the caches stay exact.
 
+mod acl;
 mod write;
 
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,22 @@ fn damaged_data(ino: Ino, pos: u64, e: FsError) -> FsError {
         }
         e => e,
     }
+}
+
+/// The VFS's rule for a name in a prefix namespace (`xattr_resolve_name`
+/// with ext4's user, trusted and security handlers): something after the
+/// prefix, else EINVAL. FUSE passes every name through, so the host
+/// applies it.
+fn check_xattr_name(ino: Ino, name: &[u8]) -> Result<(), FsError> {
+    const PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+    if PREFIXES.contains(&name) {
+        return Err(FsError::Request {
+            ino,
+            what: "an xattr name with nothing after its namespace",
+            errno: libc::EINVAL,
+        });
+    }
+    Ok(())
 }
 
 fn not_regular(attr: &Attr) -> FsError {
@@ -273,6 +290,7 @@ impl Volume {
     /// image changes only through the write half, which drops an inode's
     /// names whenever it may change them).
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        check_xattr_name(ino, name)?;
         match self.listxattr(ino) {
             Ok(names) if !names.iter().any(|n| n.as_slice() == name) => {
                 Err(FsError::Guest { op: "getxattr", code: crate::error::GuestCode::NoData })

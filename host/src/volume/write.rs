@@ -5,10 +5,12 @@
 //! What is the host's, as the contract says (the kernel's VFS rules): the
 //! new inode's owner (the caller's uid; the gid of a setgid directory,
 //! else the caller's; a directory made in a setgid directory is setgid
-//! too), the times (now), and the data. The kernel has already applied
-//! the umask (the host does not ask for FUSE_DONT_MASK) and, with
-//! `default_permissions`, every permission check and the set-id clearing
-//! of chmod, chown and write (it sends them as a SETATTR of the mode).
+//! too), its mode (the umask, or the parent's default ACL instead, with
+//! the ACLs it inherits: `acl.rs`), the mode an access ACL sets and the
+//! ACL a chmod rewrites, the times (now), and the data. With
+//! `default_permissions` the kernel makes every permission check and the
+//! set-id clearing of chmod, chown and write (it sends them as a SETATTR
+//! of the mode).
 //!
 //! The data path of a write: `iomap-begin` with the write flag (the guest
 //! allocates; holes become unwritten) → mappings validated in
@@ -31,10 +33,11 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Volume;
+use super::acl::{self, Acl};
 use crate::error::FsError;
 use crate::types::{
-    Attr, AttrChanges, FallocateMode, FileKind, Ino, Mapping, MappingKind, NewInode, RenameFlags, Timestamp,
-    Unlinked, XattrFlags,
+    Attr, AttrChanges, FallocateMode, FileKind, Ino, Mapping, MappingKind, NewInode, RenameFlags, Timestamp, Unlinked,
+    XattrFlags,
 };
 
 /// Who asks for a change (the FUSE request's uid and gid).
@@ -199,7 +202,11 @@ impl Volume {
     }
 
     /// Create `name` in `parent`: a regular file, directory, device, fifo
-    /// or socket with permission bits `perm`.
+    /// or socket with permission bits `perm`, from which `umask` is taken
+    /// unless the parent has a default ACL (which masks them instead and is
+    /// inherited: the access ACL of the new inode, and a new directory's
+    /// default ACL). `umask` is 0 when the kernel applied it already.
+    #[allow(clippy::too_many_arguments)] // The fields of mknod(2), and who asks.
     pub fn create(
         &self,
         caller: Caller,
@@ -207,6 +214,7 @@ impl Volume {
         name: &[u8],
         kind: FileKind,
         perm: u16,
+        umask: u16,
         rdev: (u32, u32),
     ) -> Result<Attr, FsError> {
         check_name(parent, name)?;
@@ -215,9 +223,26 @@ impl Volume {
         }
         let _change = self.change();
         let dir = self.parent_dir(parent)?;
+        let default = match self.getxattr(parent, acl::DEFAULT) {
+            Ok(bytes) => Acl::parse(&bytes).map(|a| (a, bytes)),
+            Err(e) if matches!(e.errno(), libc::ENODATA | libc::EOPNOTSUPP) => None,
+            Err(e) => return Err(e),
+        };
+        let (perm, access) = match &default {
+            Some((acl, _)) => acl.create(perm),
+            None => (perm & !umask, None),
+        };
         let new = self.new_inode(caller, &dir, kind, perm, rdev);
         let made = self.plugin.create(parent, name, &new, |ino| self.is_live(ino));
-        self.created(parent, made)
+        let attr = self.created(parent, made)?;
+        let time = new.time;
+        if let Some(access) = access {
+            self.plugin.setxattr(attr.ino, acl::ACCESS, &access.to_bytes(), XattrFlags::default(), time)?;
+        }
+        if let (FileKind::Directory, Some((_, bytes))) = (kind, &default) {
+            self.plugin.setxattr(attr.ino, acl::DEFAULT, bytes, XattrFlags::default(), time)?;
+        }
+        Ok(attr)
     }
 
     /// Create symlink `name` in `parent` to `target`.
@@ -347,38 +372,83 @@ impl Volume {
                 self.zero_tail_of_block(ino, before.size.min(size))?;
             }
         }
+        // A chmod rewrites an access ACL (owner, mask or group, other).
+        let access = match changes.perm {
+            Some(_) if self.listxattr(ino)?.iter().any(|n| n.as_slice() == acl::ACCESS) => {
+                Acl::parse(&self.plugin.getxattr(ino, acl::ACCESS)?)
+            }
+            _ => None,
+        };
         let result = self.plugin.setattr(ino, &changes);
         if changes.size.is_some() {
             self.forget_layout(ino);
         }
         if changes.perm.is_some() {
-            // A chmod changes the mask entry of an access ACL.
             self.forget_xattrs(ino);
         }
-        match result {
-            Ok(attr) => {
-                self.set_attr(&attr);
-                Ok(attr)
-            }
+        let attr = match result {
+            Ok(attr) => attr,
             Err(e) => {
                 self.forget_attr(ino);
-                Err(e)
+                return Err(e);
             }
+        };
+        self.set_attr(&attr);
+        if let (Some(access), Some(ctime)) = (access, changes.ctime) {
+            let rewritten = access.chmod(attr.perm).to_bytes();
+            self.plugin.setxattr(ino, acl::ACCESS, &rewritten, XattrFlags::default(), ctime)?;
         }
+        Ok(attr)
     }
 
-    /// Set xattr `name` of `ino`.
+    /// Set xattr `name` of `ino`. An access ACL sets the mode's rwx bits,
+    /// and one the mode says all of is removed instead of stored, as the
+    /// kernel's ext4 does (`posix_acl_update_mode`).
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<(), FsError> {
+        super::check_xattr_name(ino, name)?;
         let _change = self.change();
-        let result = self.plugin.setxattr(ino, name, value, flags, now());
+        let time = now();
+        let access = if name == acl::ACCESS { Acl::parse(value) } else { None };
+        let result = match &access {
+            Some(acl) => self.set_access_acl(ino, acl, value, flags, time),
+            None => self.plugin.setxattr(ino, name, value, flags, time),
+        };
         self.forget_xattrs(ino);
         // ctime; an access ACL changes the mode.
         self.forget_attr(ino);
         result
     }
 
+    /// Set access ACL `acl` (`value` as given) of `ino` and the mode it
+    /// implies.
+    fn set_access_acl(
+        &self,
+        ino: Ino,
+        acl: &Acl,
+        value: &[u8],
+        flags: XattrFlags,
+        time: Timestamp,
+    ) -> Result<(), FsError> {
+        let before = self.getattr(ino)?;
+        let (perm, store) = acl.mode(before.perm);
+        if store {
+            self.plugin.setxattr(ino, acl::ACCESS, value, flags, time)?;
+        } else {
+            match self.plugin.removexattr(ino, acl::ACCESS, time) {
+                Err(e) if e.errno() == libc::ENODATA && !flags.replace => {}
+                other => other?,
+            }
+        }
+        if perm != before.perm {
+            let changes = AttrChanges { perm: Some(perm), ctime: Some(time), ..AttrChanges::default() };
+            self.plugin.setattr(ino, &changes)?;
+        }
+        Ok(())
+    }
+
     /// Remove xattr `name` of `ino`.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<(), FsError> {
+        super::check_xattr_name(ino, name)?;
         let _change = self.change();
         let result = self.plugin.removexattr(ino, name, now());
         self.forget_xattrs(ino);

@@ -16,6 +16,7 @@ pub mod device;
 pub mod docs;
 pub mod error;
 pub mod fuse;
+pub mod fuse_conf;
 pub mod mapping;
 pub mod mount;
 pub mod mount_helper;

@@ -26,6 +26,9 @@ const DETACHED: &str = "FSHOST_DETACHED";
 
 pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &sandbox::Options) -> anyhow::Result<()> {
     let mountpoint = mountpoint.canonicalize().with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    if crate::cli::split_options(&source.options)?.allow_other {
+        crate::fuse_conf::check_allow_other(Path::new(crate::fuse_conf::FUSE_CONF))?;
+    }
     if !foreground {
         return daemonize(&mountpoint);
     }

@@ -66,6 +66,11 @@ pub fn run(
         }
         Some(path) => (connect_to(path)?, None),
     };
+    // From here a stop signal waits for `supervise`, which unmounts: none
+    // may kill the front end between its mount(2) and the hand-over.
+    if child.is_some() {
+        stop_signals().thread_block().context("blocking signals")?;
+    }
     let served = mount_and_hand_over(source, &mountpoint, &host, sock);
     let Some(child) = child else { return served };
     if let Err(e) = served {
@@ -186,12 +191,16 @@ fn unmount(mountpoint: &Path, flags: MntFlags) -> nix::Result<()> {
     result
 }
 
+/// What [`supervise`] waits for: a stop signal, or the server's end.
+fn stop_signals() -> SigSet {
+    SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD])
+}
+
 /// The front end's life once the server serves: keep CAP_SYS_ADMIN alone,
 /// unmount on SIGINT/SIGTERM/SIGHUP (the server then ends), and end with
 /// the server, unmounting its dead mount if it died.
 fn supervise(child: Pid, mountpoint: &Path) -> anyhow::Result<()> {
-    let signals = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD]);
-    signals.thread_block().context("blocking signals")?;
+    let signals = stop_signals();
     sandbox::server::confine_front().context("confining the front end")?;
     tracing::info!("front end: serving through server {child}; CAP_SYS_ADMIN kept to unmount");
     loop {

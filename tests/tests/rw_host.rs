@@ -169,3 +169,60 @@ fn offline_commands_refuse_rw_and_never_write() {
         assert_eq!(std::fs::metadata(image).unwrap().modified().unwrap(), mtime, "{name}: the image was written");
     }
 }
+
+/// The value of `name:` in a /proc status file, whitespace collapsed.
+fn field(status: &str, name: &str) -> String {
+    let line = status.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name}:"));
+    line[name.len() + 1..].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_read_write_mount_is_sandboxed_while_it_writes() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "runs as root (the sandbox drops to nobody)");
+    let dir = ScratchDir::new("rw-sandbox").unwrap();
+    let image = hello_image(&dir);
+    let mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+    // An honest overwrite inside the file's blocks (evil maps writes onto them).
+    let f = std::fs::OpenOptions::new().write(true).open(mount.path().join("docs/a.bin")).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"written", 100).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut expected = pattern(10_000, 3);
+    expected[100..107].copy_from_slice(b"written");
+    assert_eq!(std::fs::read(mount.path().join("docs/a.bin")).unwrap(), expected);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", mount.pid())).unwrap();
+    let mut seen = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert_eq!(field(&status, "Seccomp"), "2", "{status}");
+        assert_eq!(field(&status, "NoNewPrivs"), "1", "{status}");
+        assert_eq!(field(&status, "CapEff"), "0000000000000000", "{status}");
+        assert_eq!(field(&status, "Uid"), "65534 65534 65534 65534", "{status}");
+        seen += 1;
+    }
+    assert!(seen > 1, "threads of the serving process");
+    assert!(mount.log().contains("seccomp allow-list of "), "{}", mount.log());
+}
+
+#[test]
+fn sigterm_and_umount_end_a_read_write_mount_with_the_guests_clean_unmount() {
+    let dir = ScratchDir::new("rw-end").unwrap();
+    let image = hello_image(&dir);
+    for how in ["umount", "SIGTERM"] {
+        let mut mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+        assert_eq!(std::fs::read(mount.path().join("note")).unwrap(), b"hello\n");
+        let status = match how {
+            "umount" => mount.unmount().unwrap(),
+            _ => {
+                // SAFETY: kill has no memory effects; the pid is our child's.
+                assert_eq!(unsafe { libc::kill(mount.pid() as libc::pid_t, libc::SIGTERM) }, 0);
+                mount.wait_exit(std::time::Duration::from_secs(10)).unwrap()
+            }
+        };
+        assert!(status.success(), "{how}: {status}\n{}", mount.log());
+        // `destroy` ran: evil's `unmount` answered, the device was flushed.
+        assert!(mount.log().contains("unmounted cleanly"), "{how}:\n{}", mount.log());
+        assert!(!is_mount_point(mount.path()).unwrap(), "{how}");
+    }
+}

@@ -448,6 +448,14 @@ impl Filesystem for Evil {
         }
     }
 
+    fn fsync(&mut self, _ino: Ino, _datasync: bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn syncfs(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     fn evict(&mut self, _ino: Ino) -> Result<()> {
         Ok(())
     }

@@ -92,14 +92,21 @@ pub fn counts() -> (usize, usize) {
     (seccomp::count(serving().chain(SETUP)), seccomp::count(serving()))
 }
 
+/// The ids the server will switch to (`--user`/`--group`, default nobody,
+/// when started as root; `None` otherwise). Resolved by whoever starts the
+/// server, so that the server's first act is [`confine_server`], not a
+/// user database lookup (which may load NSS modules).
+pub fn server_ids(options: &Options) -> anyhow::Result<Option<Ids>> {
+    super::target_ids(options)
+}
+
 /// Confine the server process before it reads anything: see the module
 /// docs. Must run with one thread. Fails closed.
-pub fn confine_server(options: &Options) -> anyhow::Result<Report> {
+pub fn confine_server(ids: Option<Ids>) -> anyhow::Result<Report> {
     let threads = super::thread_count()?;
     if threads != 1 {
         anyhow::bail!("the server must confine itself with one thread, but {threads} run");
     }
-    let ids: Option<Ids> = super::target_ids(options)?;
     let bounding_dropped = match super::drop_bounding_set() {
         Ok(()) => true,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,

@@ -62,7 +62,8 @@ pub fn run(
             let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
                 .context("making the socket to the server")?;
             let keep = theirs.as_raw_fd();
-            (ours, Some(fork_server(keep, theirs, options)?))
+            let ids = sandbox::server::server_ids(options)?;
+            (ours, Some(fork_server(keep, theirs, ids)?))
         }
         Some(path) => (connect_to(path)?, None),
     };
@@ -82,7 +83,7 @@ pub fn run(
 
 /// Fork the server: the child closes every fd but standard input, output
 /// and error and `theirs`, and runs [`super::server::run`].
-fn fork_server(keep: i32, theirs: OwnedFd, options: &sandbox::Options) -> anyhow::Result<Pid> {
+fn fork_server(keep: i32, theirs: OwnedFd, ids: Option<sandbox::Ids>) -> anyhow::Result<Pid> {
     let threads = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse::<u32>().ok()));
@@ -104,7 +105,7 @@ fn fork_server(keep: i32, theirs: OwnedFd, options: &sandbox::Options) -> anyhow
                 }
                 libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
             }
-            let code = match super::server::run(theirs, options) {
+            let code = match super::server::run(theirs, ids) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("fshost serve: server: {}", crate::report::message(&e));

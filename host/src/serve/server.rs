@@ -19,12 +19,13 @@ use crate::volume::Volume;
 /// The largest guest a server reads (hello-py, with CPython inside, is 18 MB).
 const MAX_GUEST: u64 = 256 << 20;
 
-/// Serve one mount on the request that arrives on `sock`. The first thing
-/// it does is [`sandbox::server::confine_server`]; it returns when the
+/// Serve one mount on the request that arrives on `sock`, as `ids` (from
+/// [`sandbox::server::server_ids`]). The first thing it does is
+/// [`sandbox::server::confine_server`]; it returns when the
 /// mount ends (an unmount), or at once if the front end closes `sock`
 /// without a request.
-pub fn run(sock: OwnedFd, options: &sandbox::Options) -> anyhow::Result<()> {
-    let report = sandbox::server::confine_server(options).context("confining the server")?;
+pub fn run(sock: OwnedFd, ids: Option<sandbox::Ids>) -> anyhow::Result<()> {
+    let report = sandbox::server::confine_server(ids).context("confining the server")?;
     tracing::info!("server confined before it read anything: {report}");
     let Some((request, fds)) = wire::recv(sock.as_fd())? else {
         tracing::debug!("the front end closed the socket without a request");
@@ -104,5 +105,6 @@ pub fn from_socket_activation() -> anyhow::Result<()> {
     if kind != nix::sys::socket::SockType::SeqPacket {
         bail!("fd {fd} is a {kind:?} socket; fshost.socket listens with ListenSequentialPacket=");
     }
-    run(sock, &sandbox::Options::default())
+    let ids = sandbox::server::server_ids(&sandbox::Options::default())?;
+    run(sock, ids)
 }

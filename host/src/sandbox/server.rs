@@ -172,6 +172,121 @@ pub fn confine_front() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// `label: ok` or `label: ERRNO` for a libc-style result.
+    fn outcome(label: &str, failed: bool) -> String {
+        if !failed {
+            return format!("{label}: ok\n");
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let name = match errno {
+            libc::EPERM => "EPERM".to_string(),
+            libc::EACCES => "EACCES".to_string(),
+            libc::EBADF => "EBADF".to_string(),
+            n => format!("errno {n}"),
+        };
+        format!("{label}: {name}\n")
+    }
+
+    /// What the forked child of this test, confined as a server is, may do
+    /// before and after [`tighten`]: one line per attempt.
+    fn probe() -> String {
+        let mut out = String::new();
+        match confine_server(None) {
+            Ok(report) => out.push_str(&format!("{report}\n")),
+            Err(e) => return format!("confine failed: {e}\n"),
+        }
+        let exec_map = || {
+            // SAFETY: an anonymous mapping, unmapped at once when it succeeds.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p != libc::MAP_FAILED {
+                    libc::munmap(p, 4096);
+                }
+                p == libc::MAP_FAILED
+            }
+        };
+        // SAFETY: plain syscalls on constant, NUL-terminated strings and
+        // invalid fds; results are only compared with -1.
+        unsafe {
+            let status = c"/proc/self/status".as_ptr();
+            out.push_str(&outcome("open", libc::open(status, libc::O_RDONLY | libc::O_CLOEXEC) < 0));
+            out.push_str(&outcome("socket", libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) < 0));
+            out.push_str(&outcome("exec map while setting up", exec_map()));
+            out.push_str(&outcome("recvmsg while setting up", libc::recvmsg(-1, std::ptr::null_mut(), 0) < 0));
+            match tighten() {
+                Ok(n) => out.push_str(&format!("tightened to {n}\n")),
+                Err(e) => return format!("{out}tighten failed: {e}\n"),
+            }
+            out.push_str(&outcome("exec map while serving", exec_map()));
+            out.push_str(&outcome("recvmsg while serving", libc::recvmsg(-1, std::ptr::null_mut(), 0) < 0));
+            out.push_str(&outcome("memfd_create while serving", libc::memfd_create(c"x".as_ptr(), 0) < 0));
+            let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+            out.push_str(&outcome("execve", libc::execv(c"/bin/true".as_ptr(), argv.as_ptr()) < 0));
+        }
+        out
+    }
+
+    #[test]
+    fn a_confined_server_opens_nothing_and_maps_no_code_once_it_serves() {
+        let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: the child makes syscalls, allocates (glibc's fork leaves
+        // malloc usable) and leaves with _exit; it touches no lock another
+        // test thread could hold but the allocator's.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let out = probe();
+            // SAFETY: writes a live buffer to our pipe, then ends the child
+            // without running the test harness's exit path.
+            unsafe {
+                libc::write(fds[1], out.as_ptr().cast(), out.len());
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: we own the write end; closing it lets the read below end.
+        unsafe { libc::close(fds[1]) };
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads into a live buffer from our pipe.
+            let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n as usize]);
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe {
+            libc::close(fds[0]);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        let out = String::from_utf8_lossy(&text);
+        assert!(libc::WIFEXITED(status), "the probe was killed ({status}):\n{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let says = |l: &str| assert!(lines.contains(&l), "missing {l:?}:\n{out}");
+        assert!(out.starts_with("sandbox: no_new_privs"), "{out}");
+        // seccomp from the start: EPERM, before Landlock could say EACCES.
+        says("open: EPERM");
+        says("socket: EPERM");
+        says("exec map while setting up: ok");
+        // Allowed while setting up: the kernel itself refuses the bad fd.
+        says("recvmsg while setting up: EBADF");
+        says(&format!("tightened to {}", counts().1));
+        for denied in ["exec map while serving", "recvmsg while serving", "memfd_create while serving", "execve"] {
+            says(&format!("{denied}: EPERM"));
+        }
+    }
+
     #[test]
     fn the_setup_list_only_adds_and_the_serving_list_maps_no_code() {
         let (setup, serving_count) = counts();

@@ -152,8 +152,9 @@ pub enum Command {
     /// Mount SOURCE at MOUNTPOINT in service mode (root): this process opens
     /// and mounts, and a server confined before it reads anything (no
     /// capabilities, --user or nobody, Landlock, a seccomp allow-list)
-    /// serves; SIGTERM unmounts. Read-only. With --socket, the server is
-    /// the one fshost.socket starts (systemd), and this returns once it serves.
+    /// serves; SIGTERM unmounts. Read-only. Returns once it serves unless
+    /// --foreground. With --socket, the server is the one fshost.socket
+    /// starts (systemd).
     Serve {
         #[command(flatten)]
         source: SourceArgs,
@@ -163,6 +164,9 @@ pub enum Command {
         /// instead of forking one.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
+        /// Stay in the foreground until unmounted (or SIGINT/SIGTERM).
+        #[arg(short, long, conflicts_with = "socket")]
+        foreground: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -379,9 +383,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::mount::run(&source, &mountpoint, foreground, &sandbox.options())?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Serve { source, mountpoint, socket, sandbox } => {
+        Command::Serve { source, mountpoint, socket, foreground, sandbox } => {
             drop(out);
-            crate::serve::front::run(&source, &mountpoint, socket.as_deref(), &sandbox.options())?;
+            crate::serve::front::run(&source, &mountpoint, socket.as_deref(), foreground, &sandbox.options())?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::ServeFds => {

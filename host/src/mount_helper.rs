@@ -17,7 +17,9 @@
 //! fshost.ext4 -o writable img /mnt`, or `writable` in the fstab line.
 //! `rw` alone mounts read-only with a note saying so. Everything else goes
 //! to `fshost mount -o` (host options such as `allow_other`, `noexec`, and
-//! the guest's own, such as `norecovery`).
+//! the guest's own, such as `norecovery`). The option `service` runs
+//! `fshost serve` instead (service mode, read-only, root: the process that
+//! parses the image is confined before it reads any).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -76,6 +78,8 @@ pub struct Request {
     pub rw: bool,
     /// The user asked for a read-write mount (`-o writable`).
     pub writable: bool,
+    /// Service mode (`-o service`): `fshost serve` instead of `fshost mount`.
+    pub service: bool,
     pub fake: bool,
     pub verbose: bool,
 }
@@ -90,7 +94,7 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Request> {
     let mut plugin = own_name.to_str().and_then(|n| n.strip_prefix("mount.")).and_then(|n| subtype(OsStr::new(n)));
     let mut positional = Vec::new();
     let mut raw_opts = Vec::new();
-    let (mut rw, mut fake, mut verbose, mut writable) = (true, false, false, false);
+    let (mut rw, mut fake, mut verbose, mut writable, mut service) = (true, false, false, false, false);
     while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("-o") => {
@@ -128,12 +132,13 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Request> {
             "rw" => rw = true,
             "ro" => rw = false,
             "writable" => writable = true,
+            "service" => service = true,
             "comment" => {}
             _ if MOUNT8_ONLY.contains(&name) || name.starts_with("x-") => {}
             _ => options.push(opt.to_string()),
         }
     }
-    Ok(Request { source, dir, plugin, options, rw, writable, fake, verbose })
+    Ok(Request { source, dir, plugin, options, rw, writable, service, fake, verbose })
 }
 
 impl Request {
@@ -144,7 +149,11 @@ impl Request {
                 "no guest named: add plugin=NAME to the options (-o plugin=ext4), or use the type fshost.NAME (-t fshost.ext4)"
             );
         };
-        let mut args: Vec<OsString> = vec!["mount".into(), "--plugin".into(), plugin.into()];
+        if self.service && self.read_write() {
+            bail!("service mode (-o service) mounts read-only: leave out writable");
+        }
+        let command = if self.service { "serve" } else { "mount" };
+        let mut args: Vec<OsString> = vec![command.into(), "--plugin".into(), plugin.into()];
         args.push(self.source.clone());
         args.push(self.dir.clone());
         let mut options = vec![if self.read_write() { "rw" } else { "ro" }.to_string()];
@@ -238,6 +247,15 @@ mod tests {
         assert_eq!(r.options, ["noexec", "nosuid", "nodev", "norecovery"]);
         let named = parse(&argv(&["mount.fshost.ext4", "img", "/mnt"])).unwrap();
         assert_eq!(named.plugin.as_deref(), Some("ext4"));
+    }
+
+    #[test]
+    fn service_runs_fshost_serve_read_only() {
+        let r = parse(&argv(&["/sbin/mount.fshost", "img", "/mnt", "-o", "rw,service,plugin=ext4,noexec"])).unwrap();
+        assert!(r.service);
+        assert_eq!(r.command_line().unwrap(), argv(&["serve", "--plugin", "ext4", "img", "/mnt", "-o", "ro,noexec"]));
+        let w = parse(&argv(&["mount.fshost.ext4", "img", "/mnt", "-o", "rw,service,writable"])).unwrap();
+        assert!(w.command_line().unwrap_err().to_string().contains("read-only"));
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //!   spins there until the deadline — with the same state and the serving
 //!   filters stacked; the failed mount is then reported by the front end,
 //!   which leaves nothing mounted.
+//! - In the background (the default, as mount(8)'s helper runs it), the
+//!   command returns once the server serves, holding none of the caller's
+//!   pipes; `umount` ends the detached front end and the server.
+//! - Through mount(8): `-o service` makes mount.fshost run `fshost serve`;
+//!   `umount` ends it.
 //! - The systemd-free half of socket activation: `systemd-socket-activate`
 //!   (systemd's own tool) listens as fshost.socket does and runs
 //!   `fshost serve-fds` for the connection `fshost serve --socket` makes.
@@ -63,7 +68,7 @@ struct Front {
 impl Front {
     fn start(plugin: &Path, image: &Path, mountpoint: &Path, log: &Path, extra: &[&str]) -> Front {
         let child = Command::new(fshost_bin())
-            .args(["serve", "-v", "--plugin"])
+            .args(["serve", "-v", "--foreground", "--plugin"])
             .arg(plugin)
             .arg(image)
             .arg(mountpoint)
@@ -339,4 +344,134 @@ fn a_socket_activated_server_serves_what_the_front_end_hands_it() {
     let text = server_text();
     assert!(text.contains("server confined before it read anything"), "{text}");
     assert!(text.contains("unmounted"), "{text}");
+}
+
+/// Processes whose command line names `fshost serve` and `mountpoint`.
+fn serve_processes(mountpoint: &Path) -> Vec<u32> {
+    let want = mountpoint.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&b"serve".as_slice()) && args.contains(&want) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn in_the_background_serve_returns_once_it_serves_and_umount_ends_it() {
+    require_root();
+    let dir = ScratchDir::new("serve-bg").unwrap();
+    let mut b = Builder::new(4096, b"background");
+    let root = b.root();
+    b.file(root, b"greeting", b"served in the background\n");
+    let image = dir.path().join("hello.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if mounted(self.0) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    // output(): returns only when every holder of its pipes lets go.
+    let out = Command::new(fshost_bin())
+        .args(["serve", "-v", "--plugin"])
+        .arg(guest("hello"))
+        .arg(&image)
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("server confined before it read anything"), "the server's log is not shown:\n{said}");
+    assert!(mounted(&mnt), "fshost serve returned, but nothing is mounted:\n{said}");
+    assert_eq!(std::fs::read(mnt.join("greeting")).unwrap(), b"served in the background\n");
+    assert_eq!(serve_processes(&mnt).len(), 2, "a detached front end and its server");
+    let umount = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(umount.success());
+    wait_until("the front end and the server end after umount", Duration::from_secs(10), || {
+        serve_processes(&mnt).is_empty()
+    });
+
+    // A failure is reported by the command itself, with its status.
+    let out = Command::new(fshost_bin())
+        .args(["serve", "--plugin"])
+        .arg(guest("evil"))
+        .arg(&image)
+        .arg(&mnt)
+        .args(["-o", "evil=mount-fail"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("was not served"), "{said}");
+    assert!(!mounted(&mnt));
+}
+
+/// /sbin/mount.fshost -> the binary under test while it lives.
+struct HelperLink;
+
+impl HelperLink {
+    fn new() -> HelperLink {
+        let link = Path::new("/sbin/mount.fshost");
+        assert!(link.symlink_metadata().is_err(), "/sbin/mount.fshost exists (an installed fshost?); not replacing it");
+        std::os::unix::fs::symlink(fshost_bin(), link).unwrap();
+        HelperLink
+    }
+}
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file("/sbin/mount.fshost");
+    }
+}
+
+#[test]
+fn mount8_with_the_service_option_runs_a_confined_server() {
+    require_root();
+    let dir = ScratchDir::new("serve-mount8").unwrap();
+    let mut b = Builder::new(4096, b"mount8");
+    let root = b.root();
+    b.file(root, b"greeting", b"served for mount(8)\n");
+    let image = dir.path().join("hello.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _link = HelperLink::new();
+    let options = format!("service,plugin={}", guest("hello").display());
+    let out =
+        Command::new("mount").args(["-t", "fshost"]).arg(&image).arg(&mnt).args(["-o", &options]).output().unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if mounted(self.0) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(mnt.join("greeting")).unwrap(), b"served for mount(8)\n");
+    let pids = serve_processes(&mnt);
+    let servers: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| field(&s, "Uid") == NOBODY))
+        .collect();
+    assert_eq!((pids.len(), servers.len()), (2, 1), "a front end and one server running as nobody: {pids:?}");
+    assert_confined(servers[0], 4);
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_until("the front end and the server end after umount", Duration::from_secs(10), || {
+        serve_processes(&mnt).is_empty()
+    });
 }

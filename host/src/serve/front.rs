@@ -23,13 +23,16 @@ use crate::sandbox;
 const DEV_FUSE: &str = "/dev/fuse";
 
 /// `fshost serve SOURCE MOUNTPOINT`: see the module docs of `serve`.
-/// Without `socket` the server is a child of this process, which stays to
-/// unmount on SIGINT/SIGTERM/SIGHUP and ends with it; with `socket` the
-/// server is the socket unit's, and this returns once it serves.
+/// Without `socket` the server is a child of the front end, which stays to
+/// unmount on SIGINT/SIGTERM/SIGHUP and ends with it: in this process with
+/// `foreground`, else in a detached child, and this returns once the server
+/// serves. With `socket` the server is the socket unit's, and this returns
+/// once it serves.
 pub fn run(
     source: &SourceArgs,
     mountpoint: &Path,
     socket_path: Option<&Path>,
+    foreground: bool,
     options: &sandbox::Options,
 ) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -55,6 +58,10 @@ pub fn run(
         bail!("fshost serve mounts read-only; -o rw is for `fshost mount`");
     }
     let mountpoint = mountpoint.canonicalize().with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    let detach = !foreground && socket_path.is_none();
+    if detach {
+        detach_front_end(&mountpoint)?;
+    }
     // The server first, while nothing is open: it inherits no fd but its
     // end of the socket and confines itself before it reads a byte.
     let (sock, child) = match socket_path {
@@ -72,11 +79,15 @@ pub fn run(
     if child.is_some() {
         stop_signals().thread_block().context("blocking signals")?;
     }
-    let served = mount_and_hand_over(source, &mountpoint, &host, sock);
+    let served = mount_and_hand_over(source, &mountpoint, &host, sock, detach);
     let Some(child) = child else { return served };
     if let Err(e) = served {
         let _ = waitpid(child, None);
         return Err(e);
+    }
+    if detach {
+        // Serving: the caller's pipe is released (the server did the same).
+        quiet_stdio()?;
     }
     supervise(child, &mountpoint)
 }
@@ -117,6 +128,59 @@ fn fork_server(keep: i32, theirs: OwnedFd, ids: Option<sandbox::Ids>) -> anyhow:
     }
 }
 
+/// Become the detached front end of a background `fshost serve`: fork;
+/// the parent waits until the mount is served (or failed), shows what was
+/// logged and exits; the child, in a session of its own, goes on with
+/// standard input /dev/null and standard output and error a pipe to the
+/// parent, which it and its server release once they serve
+/// ([`quiet_stdio`]). Returns in the child only. One thread.
+fn detach_front_end(mountpoint: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    let (from_child, to_parent) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe")?;
+    // SAFETY: one thread (fork_server checks it again before its own
+    // fork); the child goes on with ordinary code.
+    match unsafe { nix::unistd::fork() }.context("forking the front end")? {
+        ForkResult::Child => {
+            drop(from_child);
+            nix::unistd::setsid().context("starting a session")?;
+            nix::unistd::dup2_stdin(&null).context("redirecting standard input")?;
+            nix::unistd::dup2_stdout(&to_parent).context("redirecting standard output")?;
+            nix::unistd::dup2_stderr(&to_parent).context("redirecting standard error")?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            drop(to_parent);
+            let mut logged = String::new();
+            let _ = std::fs::File::from(from_child).read_to_string(&mut logged);
+            // Both ends are closed: the front end and its server serve (and
+            // let go of the pipe), or they ended.
+            eprint!("{logged}");
+            if crate::mount::is_mounted(mountpoint) {
+                std::process::exit(0);
+            }
+            let status = waitpid(child, None).context("waiting for the front end")?;
+            let code = match status {
+                WaitStatus::Exited(_, code) => code,
+                _ => 1,
+            };
+            std::process::exit(if code == 0 { 1 } else { code })
+        }
+    }
+}
+
+/// Point standard output and error at standard input (/dev/null in a
+/// detached front end): the caller stops waiting for the pipe.
+fn quiet_stdio() -> anyhow::Result<()> {
+    for fd in [1, 2] {
+        // SAFETY: dup2 on fds this process owns.
+        if unsafe { libc::dup2(0, fd) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("redirecting standard output and error");
+        }
+    }
+    Ok(())
+}
+
 fn connect_to(path: &Path) -> anyhow::Result<OwnedFd> {
     let sock =
         socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).context("making a socket")?;
@@ -134,6 +198,7 @@ fn mount_and_hand_over(
     mountpoint: &Path,
     host: &crate::cli::HostOptions,
     sock: OwnedFd,
+    detach: bool,
 ) -> anyhow::Result<()> {
     let plugin = SearchPath::from_env().resolve(&source.plugin)?;
     let guest = std::fs::File::open(&plugin).with_context(|| format!("opening guest {}", plugin.display()))?;
@@ -153,6 +218,7 @@ fn mount_and_hand_over(
         guest_options: host.guest.clone(),
         timeout_ms: source.guest_timeout_ms,
         memory_mib: source.guest_memory_mib,
+        detach,
     };
     let sent = wire::send(sock.as_fd(), &request, [device.fd(), fuse.as_fd(), guest.as_fd()]);
     // The server holds them now: were we to keep /dev/fuse open, the

@@ -40,6 +40,14 @@ pub fn run(sock: OwnedFd, ids: Option<sandbox::Ids>) -> anyhow::Result<()> {
     };
     wire::answer(sock.as_fd(), &Ok(()));
     drop(sock);
+    if request.detach {
+        // Standard input is /dev/null (the detached front end's); dup2 is
+        // in the serving list, opening is not.
+        for fd in [1, 2] {
+            // SAFETY: dup2 on fds this process owns.
+            unsafe { libc::dup2(0, fd) };
+        }
+    }
     tracing::info!("serving {}", request.source);
     session.run().context("serving FUSE")?;
     tracing::info!("unmounted {}", request.source);

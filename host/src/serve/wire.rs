@@ -34,6 +34,10 @@ pub struct Request {
     pub guest_options: Vec<(String, String)>,
     pub timeout_ms: u64,
     pub memory_mib: usize,
+    /// A background `fshost serve`: once it serves, the server points its
+    /// standard output and error at its standard input (/dev/null), so the
+    /// command that started it is not kept waiting on a pipe.
+    pub detach: bool,
 }
 
 /// The fds that go with a request, in this order on the wire.
@@ -55,6 +59,7 @@ impl Request {
             "guest_options": options,
             "timeout_ms": self.timeout_ms,
             "memory_mib": self.memory_mib,
+            "detach": self.detach,
         })
         .to_string()
         .into_bytes()
@@ -88,6 +93,7 @@ impl Request {
             guest_options,
             timeout_ms: num("timeout_ms")?,
             memory_mib: usize::try_from(num("memory_mib")?).context("memory_mib out of range")?,
+            detach: v.get("detach").and_then(Value::as_bool).context("the request has no detach")?,
         })
     }
 }
@@ -178,6 +184,7 @@ mod tests {
             guest_options: vec![("norecovery".into(), String::new()), ("sb".into(), "8193".into())],
             timeout_ms: 1000,
             memory_mib: 256,
+            detach: true,
         }
     }
 

@@ -28,6 +28,8 @@
 //!    under a small seccomp list and waits: SIGINT/SIGTERM/SIGHUP unmount
 //!    (the server then ends), a server that dies has its dead mount removed.
 //!
+//! Without `--foreground` the front end detaches first and the command
+//! returns once the server serves (what `mount -t fshost -o service` runs).
 //! With `--socket PATH` the server is not forked but is the one a socket
 //! unit (dist/systemd/fshost.socket, `fshost serve-fds`) starts for the
 //! connection, as a systemd DynamicUser with no capabilities; the front end

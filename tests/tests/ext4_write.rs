@@ -284,7 +284,9 @@ fn comparer_reports_each_planted_difference() {
                 sys::fallocate(&f, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, start, 4096).unwrap();
             },
         );
-        plant("size", &|_, n| regular(n) && n.size > 10, &|p, n| sys::truncate(p, n.size + 1).unwrap());
+        plant("size", &|_, n| regular(n) && n.size > 10, &|p, n| {
+            sys::open(p, libc::O_WRONLY, 0).unwrap().set_len(n.size + 1).unwrap()
+        });
         plant("xattr user.planted", &|_, n| regular(n), &|p, _| sys::setxattr(p, b"user.planted", b"v", 0).unwrap());
         plant(
             "symlink target",

@@ -222,6 +222,7 @@ pub enum Op {
         len: u64,
         seed: u64,
     },
+    /// ftruncate through an O_WRONLY open (see `apply` for why not truncate).
     Truncate {
         path: Name,
         size: u64,

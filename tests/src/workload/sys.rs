@@ -59,12 +59,6 @@ pub fn position(file: &File) -> io::Result<u64> {
     if pos < 0 { Err(io::Error::last_os_error()) } else { Ok(pos as u64) }
 }
 
-pub fn truncate(path: &Path, size: u64) -> io::Result<()> {
-    let c = c_path(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::truncate(c.as_ptr(), size as libc::off_t) })
-}
-
 pub fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: a valid fd.
     check(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) })

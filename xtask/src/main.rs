@@ -37,6 +37,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fshost-guest-evil", "evil"),
     ("fshost-guest-partitions", "partitions"),
     ("fshost-guest-qcow2", "qcow2"),
+    ("fshost-guest-vhd", "vhd"),
 ];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];

@@ -55,6 +55,21 @@ fn config(seed: u64) -> Config {
     Config::from_env(seed).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The script for `config`, cut to its first FSHOST_WRITE_PREFIX ops when
+/// that is set (to find the first op after which something breaks).
+fn script(config: &Config) -> Script {
+    let mut script = generate(config);
+    if let Ok(n) = std::env::var("FSHOST_WRITE_PREFIX") {
+        let n: usize = n.trim().parse().unwrap_or_else(|_| panic!("FSHOST_WRITE_PREFIX={n:?} is not a number"));
+        script.ops.truncate(n);
+        script.stamped.clear();
+        for (i, op) in script.ops.iter().enumerate().skip(n.saturating_sub(5)) {
+            eprintln!("FSHOST_WRITE_PREFIX: op {i} [{}] {op}", op.kind().name());
+        }
+    }
+    script
+}
+
 /// An image of `layout` whose content is the script's setup, applied to a
 /// plain directory and copied in by `mkfs.ext4 -d`; checked with e2fsck.
 fn seeded_image(layout: Layout, script: &Script) -> Image {
@@ -118,7 +133,7 @@ fn answers_table(ops: &[workload::Op], outcomes: &[Outcome]) -> String {
 /// real work: most calls succeed, the expected failures happen, and the
 /// stamped times are on paths that exist.
 fn kernel_is_deterministic(layout: Layout) {
-    let script = generate(&config(SEED));
+    let script = script(&config(SEED));
     let image = seeded_image(layout, &script);
     let (a, b) = (image.copy().expect("copy A"), image.copy().expect("copy B"));
     let out_a = apply_with_kernel(&a, &script);
@@ -485,7 +500,7 @@ fn watched<T: Send>(
 
 /// [`fshost_matches_kernel`] without the panic: Ok, or every problem found.
 fn fshost_vs_kernel(layout: Layout, kinds: &[Kind]) -> Result<(), String> {
-    let script = generate(&config(SEED).only(kinds));
+    let script = script(&config(SEED).only(kinds));
     let image = seeded_image(layout, &script);
     let (a, b) = (image.copy().expect("copy A"), image.copy().expect("copy B"));
     let out_a = apply_with_kernel(&a, &script);

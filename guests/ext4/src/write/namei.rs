@@ -302,6 +302,10 @@ impl Ext4 {
         let mut raw = self.raw_inode(dir_ino)?;
         raw.set_mtime(time);
         raw.set_ctime(time);
+        if !self.vol.sb.features.compat(compat::DIR_INDEX) && raw.has_flag(flags::INDEX) {
+            // `ext4_update_dx_flag`: without dir_index the index is not kept.
+            raw.set_flags(raw.flags() & !flags::INDEX);
+        }
         let n = raw.links();
         if links > 0 {
             let up = n.saturating_add(1);
@@ -743,7 +747,9 @@ impl Ext4 {
             return Err(Error::not_found(format!("inode {ino} is reserved or out of range")));
         }
         let mut raw = self.raw_inode(ino32)?;
-        if raw.links() != 0 || raw.mode() == 0 {
+        // Only an orphan is freed: an inode with links, or one already
+        // freed (off the list), is left alone.
+        if raw.links() != 0 || raw.mode() == 0 || !self.is_orphan(ino32)? {
             return Ok(());
         }
         self.free_orphan(ino32, &mut raw)

@@ -1,5 +1,5 @@
-//! Disk images through the qcow2 volume guest, against the kernel and
-//! qemu-img.
+//! Disk images through the qcow2 and VHD volume guests, against the
+//! kernel and qemu-img.
 //!
 //! Every image is made by qemu-img (and qemu-io) from raw images made by
 //! mkfs.ext4 -d and sfdisk; the oracle for its byte space is `qemu-img
@@ -161,6 +161,26 @@ fn qcow2_images_of_an_ext4_read_as_the_kernel_reads_their_raw_image() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains(r#"1 internal snapshots ("before \xc3\xa9t\xc3\xa9")"#), "{}", stderr(&out));
+}
+
+#[test]
+fn vhd_images_of_an_ext4_read_as_the_kernel_reads_their_raw_image() {
+    require_root();
+    let dir = ScratchDir::new("vhd").unwrap();
+    let fs = mkfs(dir.path(), "plain", "40M");
+    for (name, opts) in [
+        ("dynamic.vhd", "subformat=dynamic"),
+        ("fixed.vhd", "subformat=fixed"),
+        ("sized.vhd", "subformat=dynamic,force_size=on"),
+    ] {
+        let image = dir.path().join(name);
+        let mut args: Vec<&OsStr> = ["convert", "-f", "raw", "-O", "vpc", "-o", opts].map(os).to_vec();
+        args.extend([fs.as_os_str(), image.as_os_str()]);
+        qemu_img(&args);
+        let raw = image.with_extension("oracle.raw");
+        qemu_img(&[os("convert"), os("-f"), os("vpc"), os("-O"), os("raw"), image.as_os_str(), raw.as_os_str()]);
+        assert_no_differences(&compare(&image, &raw, &[]), name);
+    }
 }
 
 #[test]

@@ -20,6 +20,10 @@
 //!   pipes; `umount` ends the detached front end and the server.
 //! - Through mount(8): `-o service` makes mount.fshost run `fshost serve`;
 //!   `umount` ends it.
+//! - As an ordinary user (nobody; /dev/fuse 0666 for the test, as
+//!   distributions ship it): the front end mounts through fusermount3,
+//!   the server is confined the same way (without an id change), and
+//!   `fusermount3 -u` ends both.
 //! - The systemd-free half of socket activation: `systemd-socket-activate`
 //!   (systemd's own tool) listens as fshost.socket does and runs
 //!   `fshost serve-fds` for the connection `fshost serve --socket` makes.
@@ -130,6 +134,13 @@ fn field(status: &str, name: &str) -> String {
 /// Every thread of the server is confined: nobody, no capability in any
 /// set, seccomp filter mode with at least `filters` filters, no_new_privs.
 fn assert_confined(pid: u32, filters: u32) {
+    assert_confined_with(pid, filters, true)
+}
+
+/// As [`assert_confined`]; `bounding`: the bounding set is empty too (not
+/// for a server started by an ordinary user, who cannot drop it: without
+/// exec, and with no_new_privs, it grants nothing).
+fn assert_confined_with(pid: u32, filters: u32, bounding: bool) {
     let mut seen = 0;
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let path = entry.unwrap().path();
@@ -139,7 +150,9 @@ fn assert_confined(pid: u32, filters: u32) {
         assert_eq!(field(&status, "Gid"), NOBODY, "{tid}");
         assert_eq!(field(&status, "Groups"), "", "{tid}");
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-            assert_eq!(field(&status, set), ZERO_CAPS, "{tid} {set}");
+            if set != "CapBnd" || bounding {
+                assert_eq!(field(&status, set), ZERO_CAPS, "{tid} {set}");
+            }
         }
         assert_eq!(field(&status, "Seccomp"), "2", "{tid}");
         assert_eq!(field(&status, "NoNewPrivs"), "1", "{tid}");
@@ -472,6 +485,86 @@ fn mount8_with_the_service_option_runs_a_confined_server() {
     assert_confined(servers[0], 4);
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_until("the front end and the server end after umount", Duration::from_secs(10), || {
+        serve_processes(&mnt).is_empty()
+    });
+}
+
+/// /dev/fuse at 0666 while it lives (0600 on this machine kind).
+struct DevFuseOpen(u32);
+
+impl DevFuseOpen {
+    fn new() -> DevFuseOpen {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        DevFuseOpen(mode)
+    }
+}
+
+impl Drop for DevFuseOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+#[test]
+fn an_ordinary_user_serves_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    require_root();
+    const USER: u32 = 65534;
+    let dir = ScratchDir::new("serve-user").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut b = Builder::new(4096, b"user");
+    let root = b.root();
+    b.file(root, b"greeting", b"served for a user\n");
+    let image = dir.path().join("hello.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let bin = dir.path().join("fshost");
+    std::fs::copy(fshost_bin(), &bin).unwrap();
+    let plugin = dir.path().join("hello.wasm");
+    std::fs::copy(guest("hello"), &plugin).unwrap();
+    for (f, mode) in [(&image, 0o644), (&bin, 0o755), (&plugin, 0o644)] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(USER), Some(USER)).unwrap();
+    let _dev = DevFuseOpen::new();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if mounted(self.0) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let as_user = |program: &Path| {
+        let mut c = Command::new(program);
+        c.uid(USER).gid(USER).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").current_dir("/");
+        c.stdin(Stdio::null());
+        c
+    };
+    let out = as_user(&bin).args(["serve", "-v", "--plugin"]).arg(&plugin).arg(&image).arg(&mnt).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(mounted(&mnt), "{said}");
+    let read = as_user(Path::new("cat")).arg(mnt.join("greeting")).output().unwrap();
+    assert_eq!(read.stdout, b"served for a user\n", "{}", String::from_utf8_lossy(&read.stderr));
+    let pids = serve_processes(&mnt);
+    let servers: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| field(&s, "Seccomp") == "2"))
+        .collect();
+    assert_eq!((pids.len(), servers.len()), (2, 1), "a front end and one filtered server: {pids:?}");
+    // nobody already: the same confinement but the id change.
+    assert_confined_with(servers[0], 4, false);
+    let unmounted = as_user(Path::new("fusermount3")).arg("-u").arg(&mnt).output().unwrap();
+    assert!(unmounted.status.success(), "{}", String::from_utf8_lossy(&unmounted.stderr));
+    wait_until("the front end and the server end after fusermount3 -u", Duration::from_secs(10), || {
         serve_processes(&mnt).is_empty()
     });
 }

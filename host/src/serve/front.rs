@@ -35,12 +35,6 @@ pub fn run(
     foreground: bool,
     options: &sandbox::Options,
 ) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "fshost serve mounts with mount(2) and needs root; as another user, `fshost mount` mounts through \
-             fusermount3"
-        );
-    }
     if options.disabled {
         bail!("fshost serve is always sandboxed; use `fshost mount --no-sandbox` to debug");
     }
@@ -56,6 +50,9 @@ pub fn run(
     let host = crate::cli::split_options(&source.options)?;
     if host.rw {
         bail!("fshost serve mounts read-only; -o rw is for `fshost mount`");
+    }
+    if host.allow_other {
+        crate::fuse_conf::check_allow_other(Path::new(crate::fuse_conf::FUSE_CONF))?;
     }
     let mountpoint = mountpoint.canonicalize().with_context(|| format!("mountpoint {}", mountpoint.display()))?;
     let detach = !foreground && socket_path.is_none();
@@ -203,13 +200,18 @@ fn mount_and_hand_over(
     let plugin = SearchPath::from_env().resolve(&source.plugin)?;
     let guest = std::fs::File::open(&plugin).with_context(|| format!("opening guest {}", plugin.display()))?;
     let device = Device::open(&source.source, true)?;
-    let fuse = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(DEV_FUSE)
-        .with_context(|| format!("opening {DEV_FUSE}"))?;
     let fsname = source.source.canonicalize().unwrap_or_else(|_| source.source.clone());
-    mount(&fsname, mountpoint, fuse.as_raw_fd(), host.allow_other, host.noexec)?;
+    let fuse: OwnedFd = if nix::unistd::geteuid().is_root() {
+        let fuse = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(DEV_FUSE)
+            .with_context(|| format!("opening {DEV_FUSE}"))?;
+        mount(&fsname, mountpoint, fuse.as_raw_fd(), host.allow_other, host.noexec)?;
+        fuse.into()
+    } else {
+        fusermount(&fsname, mountpoint, host.allow_other, host.noexec)?
+    };
     let request = Request {
         source: source.source.display().to_string(),
         plugin: plugin.display().to_string(),
@@ -226,7 +228,7 @@ fn mount_and_hand_over(
     drop((device, fuse, guest));
     let answer = sent.map_err(|e| crate::report::message(&e)).and_then(|()| wire::read_answer(sock.as_fd()));
     if let Err(e) = answer {
-        let _ = unmount(mountpoint, MntFlags::MNT_DETACH);
+        let _ = unmount(mountpoint, MntFlags::MNT_DETACH, nix::unistd::geteuid().is_root());
         bail!("{} was not served: {e}", source.source.display());
     }
     tracing::info!("mounted {} at {}", source.source.display(), mountpoint.display());
@@ -249,13 +251,82 @@ fn mount(fsname: &Path, mountpoint: &Path, fd: i32, allow_other: bool, noexec: b
         .with_context(|| format!("mounting FUSE at {}", mountpoint.display()))
 }
 
-fn unmount(mountpoint: &Path, flags: MntFlags) -> nix::Result<()> {
+/// A mount by a user other than root, through the set-uid fusermount3
+/// (libfuse's protocol: it opens /dev/fuse, mounts, and sends the fd back
+/// over the socket named by `_FUSE_COMMFD`); the mounted /dev/fuse fd.
+fn fusermount(fsname: &Path, mountpoint: &Path, allow_other: bool, noexec: bool) -> anyhow::Result<OwnedFd> {
+    use std::io::IoSliceMut;
+    use std::os::fd::{FromRawFd, RawFd};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty())
+        .context("making the socket to fusermount3")?;
+    nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    // fusermount3 splits on commas; a backslash escapes one.
+    let name = fsname.display().to_string().replace('\\', "\\\\").replace(',', "\\,");
+    let mut options =
+        format!("ro,nosuid,nodev,noatime,default_permissions,subtype={},fsname={name}", crate::mount::SUBTYPE);
+    if allow_other {
+        options.push_str(",allow_other");
+    }
+    if noexec {
+        options.push_str(",noexec");
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-o")
+        .arg(&options)
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .status()
+        .context("running fusermount3 (package fuse3)")?;
+    drop(theirs);
+    if !status.success() {
+        bail!("fusermount3 could not mount {} ({status})", mountpoint.display());
+    }
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context("receiving /dev/fuse from fusermount3")?;
+    for c in msg.cmsgs().context("reading fusermount3's answer")? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: SCM_RIGHTS just installed this fd here; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    bail!("fusermount3 mounted {} but sent no /dev/fuse fd", mountpoint.display())
+}
+
+/// Unmount: umount2 as `root`, `fusermount3 -u` (lazily with
+/// MNT_DETACH) otherwise. (`root` is asked once, before the front end's
+/// filter, which has no geteuid.)
+fn unmount(mountpoint: &Path, flags: MntFlags, root: bool) -> anyhow::Result<()> {
+    if !root {
+        let mut cmd = std::process::Command::new("fusermount3");
+        cmd.arg("-u").arg("-q");
+        if flags.contains(MntFlags::MNT_DETACH) {
+            cmd.arg("-z");
+        }
+        let status = cmd.arg("--").arg(mountpoint).stdin(std::process::Stdio::null()).status()?;
+        if !status.success() {
+            tracing::warn!("fusermount3 -u {}: {status}", mountpoint.display());
+            bail!("fusermount3 -u {}: {status}", mountpoint.display());
+        }
+        return Ok(());
+    }
     let path = CString::new(mountpoint.as_os_str().as_bytes()).unwrap_or_default();
     let result = nix::mount::umount2(path.as_c_str(), flags | MntFlags::UMOUNT_NOFOLLOW);
     if let Err(e) = result {
         tracing::warn!("unmounting {}: {e}", mountpoint.display());
     }
-    result
+    Ok(result?)
 }
 
 /// What [`supervise`] waits for: a stop signal, or the server's end.
@@ -268,15 +339,22 @@ fn stop_signals() -> SigSet {
 /// the server, unmounting its dead mount if it died.
 fn supervise(child: Pid, mountpoint: &Path) -> anyhow::Result<()> {
     let signals = stop_signals();
-    sandbox::server::confine_front().context("confining the front end")?;
-    tracing::info!("front end: serving through server {child}; CAP_SYS_ADMIN kept to unmount");
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        sandbox::server::confine_front().context("confining the front end")?;
+        tracing::info!("front end: serving through server {child}; CAP_SYS_ADMIN kept to unmount");
+    } else {
+        // Not root: nothing to drop, and unmounting runs fusermount3,
+        // which no filter of ours could allow.
+        tracing::info!("front end: serving through server {child}; unmounts with fusermount3 -u");
+    }
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
             Ok(status) => {
                 // A server that died leaves a dead mount (ENOTCONN): clear it.
-                let _ = unmount(mountpoint, MntFlags::MNT_DETACH);
+                let _ = unmount(mountpoint, MntFlags::MNT_DETACH, root);
                 bail!("the server ended: {status:?}");
             }
             Err(e) => return Err(e).context("waiting for the server"),
@@ -286,7 +364,7 @@ fn supervise(child: Pid, mountpoint: &Path) -> anyhow::Result<()> {
             Ok(sig) => {
                 tracing::info!("{sig:?}: unmounting {}", mountpoint.display());
                 // A busy mount stays; the next signal tries again.
-                let _ = unmount(mountpoint, MntFlags::empty());
+                let _ = unmount(mountpoint, MntFlags::empty(), root);
             }
             Err(e) => return Err(e).context("waiting for signals"),
         }

@@ -149,9 +149,10 @@ pub enum Command {
     /// mount.fshost.8) and shell completions (bash, zsh, fish) into DIR.
     #[command(hide = true)]
     Generate { dir: PathBuf },
-    /// Mount SOURCE at MOUNTPOINT in service mode (root): this process opens
-    /// and mounts, and a server confined before it reads anything (no
-    /// capabilities, --user or nobody, Landlock, a seccomp allow-list)
+    /// Mount SOURCE at MOUNTPOINT in service mode: this process opens and
+    /// mounts (root; other users through fusermount3), and a server
+    /// confined before it reads anything (no capabilities, as root --user
+    /// or nobody, Landlock, a seccomp allow-list)
     /// serves; SIGTERM unmounts. Read-only. Returns once it serves unless
     /// --foreground. With --socket, the server is the one fshost.socket
     /// starts (systemd).
@@ -419,6 +420,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info { source, json, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
             let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
+            if !json {
+                // The image layers under the filesystem (qcow2, its backing files).
+                crate::stack::write_info(&mut out)?;
+            }
             crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }
         Command::Partitions { source, volume, image_format, backing, json, no_cache, sandbox } => {

@@ -602,3 +602,280 @@ fn directories_the_kernel_and_mkfs_made() {
     assert_eq!(kernel.keys().filter(|p| p.starts_with(b"/hashed/")).count(), 2500 + 3000 + 1000);
     assert_eq!(kernel.keys().filter(|p| p.starts_with(b"/linear/")).count(), 2000 + 3000);
 }
+
+/// A seeded random walk of namespace calls over a small tree, checked
+/// against a model of the names as it goes (each call's success or error
+/// is the one the model predicts), then by e2fsck and the kernel.
+#[test]
+fn random_namespace_calls_match_a_model() {
+    let layouts: [&[&str]; 4] =
+        [&["-b", "1024"], &["-b", "4096"], &["-t", "ext2"], &["-b", "4096", "-O", "^metadata_csum,^dir_nlink"]];
+    for (seed, args) in (1u64..).zip(layouts) {
+        random_walk(seed, args, 6000);
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The model: each directory's entries (name -> inode, is a directory),
+/// each directory's parent, each non-directory's link count.
+#[derive(Default)]
+struct Model {
+    dirs: BTreeMap<Ino, BTreeMap<Vec<u8>, (Ino, bool)>>,
+    parent: BTreeMap<Ino, Ino>,
+    links: BTreeMap<Ino, u32>,
+}
+
+impl Model {
+    /// Whether `dir` is `ancestor` or beneath it.
+    fn beneath(&self, mut dir: Ino, ancestor: Ino) -> bool {
+        loop {
+            if dir == ancestor {
+                return true;
+            }
+            match self.parent.get(&dir) {
+                Some(&p) if p != dir => dir = p,
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn random_walk(seed: u64, args: &[&str], steps: usize) {
+    let scratch = Scratch::new("walk");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, args, "128M");
+    let mut fs = open_rw(&img);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut m = Model::default();
+    m.dirs.insert(ROOT, BTreeMap::new());
+    m.parent.insert(ROOT, ROOT);
+    let lf = lookup(&mut fs, ROOT, "lost+found");
+    m.dirs.get_mut(&ROOT).unwrap().insert(b"lost+found".to_vec(), (lf, true));
+    m.dirs.insert(lf, BTreeMap::new());
+    m.parent.insert(lf, ROOT);
+    let now = t(1_700_001_000);
+    for step in 0..steps {
+        let dirs: Vec<Ino> = m.dirs.keys().copied().collect();
+        let dir = dirs[rng.below(dirs.len())];
+        // Names from a small pool, so calls collide with existing names.
+        let name = format!("n{}", rng.below(60)).into_bytes();
+        let existing = m.dirs[&dir].get(&name).copied();
+        let ctx = format!("step {step} in {dir} on {}", String::from_utf8_lossy(&name));
+        match rng.below(10) {
+            0..=2 => {
+                let is_dir = rng.below(3) == 0;
+                let kind = if is_dir { FileType::Directory } else { FileType::Regular };
+                let r = fs.create(dir, &name, &new(kind, 0o755));
+                match existing {
+                    Some(_) => assert_eq!(code(r), ErrorCode::Exists, "{ctx}"),
+                    None => {
+                        let ino = r.unwrap_or_else(|e| panic!("{ctx}: {e}")).ino;
+                        m.dirs.get_mut(&dir).unwrap().insert(name, (ino, is_dir));
+                        if !is_dir {
+                            m.links.insert(ino, 1);
+                        }
+                        if is_dir {
+                            m.dirs.insert(ino, BTreeMap::new());
+                            m.parent.insert(ino, dir);
+                        }
+                    }
+                }
+            }
+            3 => {
+                let target = vec![b't'; 1 + rng.below(120)];
+                let r = fs.symlink(dir, &name, &target, &new(FileType::Symlink, 0o777));
+                match existing {
+                    Some(_) => assert_eq!(code(r), ErrorCode::Exists, "{ctx}"),
+                    None => {
+                        let ino = r.unwrap_or_else(|e| panic!("{ctx}: {e}")).ino;
+                        m.dirs.get_mut(&dir).unwrap().insert(name, (ino, false));
+                        m.links.insert(ino, 1);
+                    }
+                }
+            }
+            4 => {
+                // Link some file of some directory here.
+                let from = dirs[rng.below(dirs.len())];
+                let files: Vec<Ino> = m.dirs[&from].values().filter(|e| !e.1).map(|e| e.0).collect();
+                let Some(&ino) = files.get(rng.below(files.len())) else { continue };
+                let r = fs.link(ino, dir, &name, now);
+                match existing {
+                    Some(_) => assert_eq!(code(r), ErrorCode::Exists, "{ctx}"),
+                    None => {
+                        r.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        m.dirs.get_mut(&dir).unwrap().insert(name, (ino, false));
+                        *m.links.get_mut(&ino).unwrap() += 1;
+                    }
+                }
+            }
+            5 | 6 => {
+                let Some((ino, is_dir)) = existing else {
+                    assert_eq!(code(fs.unlink(dir, &name, now)), ErrorCode::NotFound, "{ctx}");
+                    continue;
+                };
+                if ino == lf {
+                    continue;
+                }
+                if is_dir {
+                    let empty = m.dirs[&ino].is_empty();
+                    let r = fs.rmdir(dir, &name, now);
+                    if !empty {
+                        assert_eq!(code(r), ErrorCode::NotEmpty, "{ctx}");
+                        continue;
+                    }
+                    let gone = r.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    assert_eq!(gone, ino);
+                    m.dirs.get_mut(&dir).unwrap().remove(&name);
+                    m.dirs.remove(&ino);
+                    m.parent.remove(&ino);
+                    m.links.remove(&ino);
+                    fs.evict(ino).unwrap();
+                } else {
+                    let u = fs.unlink(dir, &name, now).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    let left = m.links.get_mut(&ino).unwrap();
+                    *left -= 1;
+                    assert_eq!(u.nlink, *left, "{ctx}");
+                    m.dirs.get_mut(&dir).unwrap().remove(&name);
+                    if *left == 0 {
+                        m.links.remove(&ino);
+                        // Some orphans wait for the unmount.
+                        if rng.below(4) != 0 {
+                            fs.evict(ino).unwrap();
+                        }
+                    }
+                }
+            }
+            7 | 8 => {
+                let Some((ino, is_dir)) = existing else { continue };
+                if ino == lf {
+                    continue;
+                }
+                let to = dirs[rng.below(dirs.len())];
+                let to_name = format!("n{}", rng.below(60)).into_bytes();
+                if to == dir && to_name == name {
+                    continue;
+                }
+                let ctx = format!("{ctx} -> {to} {}", String::from_utf8_lossy(&to_name));
+                if is_dir && m.beneath(to, ino) {
+                    continue; // the host refuses this one
+                }
+                let dst = m.dirs[&to].get(&to_name).copied();
+                if let Some((d, d_is_dir)) = dst
+                    && rng.below(3) == 0
+                {
+                    // RENAME_EXCHANGE, unless it would move a directory beneath itself.
+                    if d == lf || d == ino || (d_is_dir && m.beneath(dir, d)) {
+                        continue;
+                    }
+                    let exchange = RenameFlags { exchange: true, ..Default::default() };
+                    fs.rename(dir, &name, to, &to_name, exchange, now)
+                        .unwrap_or_else(|e| panic!("{ctx} (exchange): {e}"));
+                    m.dirs.get_mut(&dir).unwrap().insert(name, (d, d_is_dir));
+                    m.dirs.get_mut(&to).unwrap().insert(to_name, (ino, is_dir));
+                    if is_dir {
+                        m.parent.insert(ino, to);
+                    }
+                    if d_is_dir {
+                        m.parent.insert(d, dir);
+                    }
+                    continue;
+                }
+                if dst.is_some() && rng.below(4) == 0 {
+                    let no_replace = RenameFlags { no_replace: true, ..Default::default() };
+                    assert_eq!(code(fs.rename(dir, &name, to, &to_name, no_replace, now)), ErrorCode::Exists, "{ctx}");
+                    continue;
+                }
+                let r = fs.rename(dir, &name, to, &to_name, RenameFlags::default(), now);
+                let replaced = match dst {
+                    Some((d, _)) if d == ino => {
+                        assert_eq!(r.unwrap_or_else(|e| panic!("{ctx}: {e}")), None, "{ctx}");
+                        continue;
+                    }
+                    Some((d, _)) if d == lf => {
+                        if r.is_ok() {
+                            panic!("{ctx}: replaced lost+found");
+                        }
+                        continue;
+                    }
+                    Some((_, true)) if !is_dir => {
+                        assert_eq!(code(r), ErrorCode::IsDir, "{ctx}");
+                        continue;
+                    }
+                    Some((_, false)) if is_dir => {
+                        assert_eq!(code(r), ErrorCode::NotDir, "{ctx}");
+                        continue;
+                    }
+                    Some((d, true)) if !m.dirs[&d].is_empty() => {
+                        assert_eq!(code(r), ErrorCode::NotEmpty, "{ctx}");
+                        continue;
+                    }
+                    other => {
+                        let got = r.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        assert_eq!(got.map(|u| u.ino), other.map(|o| o.0), "{ctx}");
+                        other
+                    }
+                };
+                m.dirs.get_mut(&dir).unwrap().remove(&name);
+                m.dirs.get_mut(&to).unwrap().insert(to_name, (ino, is_dir));
+                if is_dir {
+                    m.parent.insert(ino, to);
+                }
+                if let Some((d, d_is_dir)) = replaced {
+                    if d_is_dir {
+                        m.dirs.remove(&d);
+                        m.parent.remove(&d);
+                        m.links.remove(&d);
+                        fs.evict(d).unwrap();
+                    } else {
+                        let left = m.links.get_mut(&d).unwrap();
+                        *left -= 1;
+                        if *left == 0 {
+                            m.links.remove(&d);
+                            fs.evict(d).unwrap();
+                        }
+                    }
+                }
+            }
+            _ => {
+                let Some((ino, _)) = existing else { continue };
+                // user.* only on files and directories (the VFS's rule).
+                if !matches!(fs.getattr(ino).unwrap().kind, FileType::Regular | FileType::Directory) {
+                    continue;
+                }
+                let value = vec![b'v'; rng.below(300)];
+                let key = format!("user.k{}", rng.below(4));
+                fs.setxattr(ino, key.as_bytes(), &value, XattrFlags::default(), now)
+                    .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            }
+        }
+    }
+    // The guest's names are the model's.
+    for (dir, entries) in &m.dirs {
+        let listed: BTreeMap<Vec<u8>, Ino> =
+            list_dir(&mut fs, *dir, 512).unwrap().into_iter().map(|e| (e.name, e.ino)).collect();
+        let want: BTreeMap<Vec<u8>, Ino> = entries.iter().map(|(n, e)| (n.clone(), e.0)).collect();
+        assert_eq!(listed, want, "directory {dir}");
+    }
+    for (ino, links) in &m.links {
+        assert_eq!(fs.getattr(*ino).unwrap().nlink, *links, "inode {ino}");
+    }
+    for (dir, entries) in &m.dirs {
+        let subdirs = entries.values().filter(|e| e.1).count() as u32;
+        assert_eq!(fs.getattr(*dir).unwrap().nlink, 2 + subdirs, "directory {dir}");
+    }
+    finish_and_check(fs, &img);
+}

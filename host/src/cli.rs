@@ -420,6 +420,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info { source, json, sandbox } => {
             let vol = open_sandboxed(&source, &sandbox)?;
             let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
+            if !json {
+                // The image layers under the filesystem (qcow2, its backing files).
+                crate::stack::write_info(&mut out)?;
+            }
             crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }
         Command::Partitions { source, volume, image_format, backing, json, no_cache, sandbox } => {

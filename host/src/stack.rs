@@ -43,6 +43,45 @@ const MAP_AHEAD: u64 = 1 << 20;
 const CACHE_EXTENTS: usize = 65536;
 const CACHE_DATA: usize = 32 << 20;
 
+/// An image layer this process opened, as `fshost info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The image file (or the layer's input).
+    pub path: PathBuf,
+    /// The format guest's name for it ("qcow2", "vhd").
+    pub format: String,
+    /// The virtual disk's length in bytes.
+    pub length: u64,
+    /// The backing file's name as the image gives it, and the file the
+    /// user gave for it.
+    pub backing: Option<(Vec<u8>, PathBuf)>,
+    /// Internal snapshots' names, as stored.
+    pub snapshots: Vec<Vec<u8>>,
+}
+
+/// The layers opened so far, the top first (one process opens one stack).
+static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+
+/// The image layers this process opened, the top first.
+pub fn opened() -> Vec<Opened> {
+    OPENED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// `fshost info`'s lines for the image layers, one block per layer.
+pub fn write_info(out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for o in opened() {
+        writeln!(out, "image: {} ({}, {} bytes)", o.path.display(), o.format, o.length)?;
+        if let Some((name, path)) = &o.backing {
+            writeln!(out, "backing: \"{}\" read from {}", name.escape_ascii(), path.display())?;
+        }
+        if !o.snapshots.is_empty() {
+            let names: Vec<String> = o.snapshots.iter().map(|n| format!("\"{}\"", n.escape_ascii())).collect();
+            writeln!(out, "snapshots: {}", names.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
 /// What the user said about the source's image format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options<'a> {
@@ -89,6 +128,18 @@ fn open_layer(
         [] => bail!("{image}: the {} image holds no disk (its virtual size is 0)", table.format),
         many => bail!("{image}: the {} image holds {} disks; fshost reads images of one", table.format, many.len()),
     };
+    let entry = Opened {
+        path: device.path().to_owned(),
+        format: table.format.clone(),
+        length: volume.length,
+        backing: None,
+        snapshots: table.snapshots.iter().map(|s| s.name.clone()).collect(),
+    };
+    let index = {
+        let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+        opened.push(entry);
+        opened.len() - 1
+    };
     let inherit = match &table.backing {
         None => None,
         Some(name) => {
@@ -100,6 +151,9 @@ fn open_layer(
                 );
             };
             tracing::info!("{image}: backing file \"{}\" is {}", name.escape_ascii(), path.display());
+            if let Some(o) = OPENED.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+                o.backing = Some((name.clone(), path.clone()));
+            }
             let parent = Arc::new(Device::open(path, true)?);
             Some(open_layer(parent, None, backing, limits, cache)?)
         }

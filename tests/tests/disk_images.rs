@@ -274,6 +274,18 @@ fn backing_files_are_opened_only_when_given() {
     let base_arg = base.to_str().unwrap();
     assert_no_differences(&compare(&overlay, &raw, &["--backing", base_arg]), "overlay with --backing");
 
+    // `fshost info` shows the image layer under the filesystem.
+    let out =
+        fshost(&[os("info"), os("--plugin"), ext4.as_os_str(), overlay.as_os_str(), os("--backing"), base.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = String::from_utf8_lossy(&out.stdout);
+    let layer = format!("image: {} (qcow2, {} bytes)", overlay.display(), 40 * MIB);
+    assert!(
+        info.contains(&layer) && info.contains(&format!("backing: \"{0}\" read from {0}", base.display())),
+        "{info}"
+    );
+    assert!(info.contains("type: ext4"), "{info}");
+
     // A chain: a qcow2 on the overlay needs both, nearest first.
     let top = dir.path().join("top.qcow2");
     qemu_img(&[

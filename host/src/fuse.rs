@@ -31,16 +31,19 @@ use crate::types::{Attr, AttrChanges, FallocateMode, FileKind, Ino, Timestamp, X
 use crate::volume::{Caller, Seek, Volume};
 
 /// Read-only, the image cannot change under us, so the kernel may cache
-/// for long. Read-write, entries still live this long (every change goes
-/// through the kernel, which updates its dentries), but attributes are
-/// asked for every time (`RW_ATTR_TTL`).
+/// for long. Read-write, entries still live this long (every change of a
+/// name goes through the kernel, which updates its dentries); attributes
+/// live `RW_ATTR_TTL`.
 const TTL: Duration = Duration::from_secs(24 * 3600);
-/// Attributes on a read-write mount: not cached by the kernel, which
-/// does not learn everything a change does (st_blocks after a write, the
-/// link count of another name's inode); `Volume` answers from its exact
-/// cache without a guest call. Where fuser takes one time for entry and
+/// Attributes on a read-write mount. The kernel invalidates what its own
+/// requests change (the fields a write, truncate, link, unlink, rename or
+/// xattr change touches), and `Volume` answers GETATTR from its exact
+/// cache without a guest call; a second bounds anything the kernel cannot
+/// know. Measured (`ls -lR` of 792 entries): 0.92 s with 0, 0.05 s with
+/// 24 h; the kernel differential (tests/ext4_write.rs) found no stale
+/// attribute with either. Where fuser takes one time for entry and
 /// attributes (CREATE, READDIRPLUS), the entry gets it too.
-const RW_ATTR_TTL: Duration = Duration::ZERO;
+const RW_ATTR_TTL: Duration = Duration::from_secs(1);
 /// Most steps up the parent map when checking that a directory is not
 /// moved beneath itself (deeper than any real tree).
 const MAX_DEPTH: usize = 1 << 16;

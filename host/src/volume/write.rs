@@ -493,6 +493,8 @@ impl Volume {
             }
         };
         let result = self.plugin.ioend(ino, offset, done, before.size, now());
+        // Again: a reader may have cached the unwritten blocks since.
+        self.forget_layout(ino);
         self.forget_attr(ino);
         result?;
         // `done` <= len, a u32.

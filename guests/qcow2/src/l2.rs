@@ -18,8 +18,10 @@ const COMPRESSED: u64 = 1 << 62;
 const ZERO: u64 = 1;
 /// Subclusters per cluster with extended L2 entries.
 const SUBCLUSTERS: u32 = 32;
-/// Bytes of L2 tables kept (at least two tables).
+/// Bytes of L2 tables kept (at least two tables, at most 256: the cache
+/// is searched linearly).
 const CACHE_BYTES: u64 = 8 << 20;
+const CACHE_TABLES: u64 = 256;
 
 /// What one range of the disk reads as, in this image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub struct L2Cache {
 
 impl L2Cache {
     pub fn new(cluster_size: u64) -> Self {
-        L2Cache { tables: Vec::new(), max: (CACHE_BYTES / cluster_size).max(2) as usize }
+        L2Cache { tables: Vec::new(), max: (CACHE_BYTES / cluster_size).clamp(2, CACHE_TABLES) as usize }
     }
 
     fn get(&mut self, disk: &dyn Disk, at: u64, cluster_size: u64) -> Result<&[u8]> {

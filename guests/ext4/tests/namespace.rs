@@ -492,6 +492,60 @@ fn guest_tree_summary(fs: &mut Ext4, dirs: &[Ino]) -> (u64, u64, usize) {
     (nlink, subdirs, list_dir(fs, dirs[1], 4096).unwrap().len())
 }
 
+/// Running out of inodes, then of blocks: each failing call is a clean
+/// `NoSpace`, undone (no inode or block leaked, as e2fsck confirms), and
+/// what was made before stays.
+#[test]
+fn running_out_of_inodes_and_blocks() {
+    let scratch = Scratch::new("enospc");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, &["-b", "1024", "-N", "64", "-m", "0", "-O", "^has_journal"], "1M");
+    let mut fs = open_rw(&img);
+    let mut made = 0;
+    let err = loop {
+        match fs.create(ROOT, format!("f{made}").as_bytes(), &new(FileType::Regular, 0o644)) {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::NoSpace, "{err}");
+    assert!(made > 10, "{made} files before the inodes ran out");
+    // Free a few inodes, then use up the blocks with directories (each
+    // takes one) and with names (directory blocks).
+    for i in 0..20 {
+        let u = fs.unlink(ROOT, format!("f{i}").as_bytes(), t(1_700_000_700)).unwrap();
+        fs.evict(u.ino).unwrap();
+    }
+    let x = lookup(&mut fs, ROOT, "f30");
+    let mut attrs = 0;
+    let err = loop {
+        let value = vec![b'x'; 600];
+        match fs.setxattr(x, format!("user.{attrs}").as_bytes(), &value, XattrFlags::default(), t(1)) {
+            Ok(()) => attrs += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::NoSpace, "xattrs: {err}");
+    // Hard links take no inode: long names fill directory blocks until
+    // no block is left.
+    let mut links = 0;
+    let err = loop {
+        let name = format!("{links:04}-{}", "l".repeat(200));
+        match fs.link(x, ROOT, name.as_bytes(), t(2)) {
+            Ok(_) => links += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::NoSpace, "links: {err}");
+    // A directory needs an inode (there are some) and a block (there is none).
+    let err = fs.create(ROOT, b"no-room", &new(FileType::Directory, 0o755)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoSpace, "mkdir: {err}");
+    let dirs = links;
+    eprintln!("{made} files, {attrs} xattrs, {dirs} links before NoSpace");
+    finish_and_check(fs, &img);
+}
+
 /// A directory grown to `n` entries by create, thinned by unlink: the
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.

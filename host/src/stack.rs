@@ -353,3 +353,37 @@ impl Layer for Mapped {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(offset: u64, length: u64, kind: ExtentKind) -> Extent {
+        Extent { offset, length, kind }
+    }
+
+    #[test]
+    fn the_cache_finds_the_extent_holding_an_offset_and_bounds_its_data() {
+        let mut cache = Cache::default();
+        let data: Arc<[u8]> = Arc::from(vec![7u8; 4096]);
+        cache.insert(&[
+            extent(0, 65536, ExtentKind::Backing(1 << 20)),
+            extent(65536, 4096, ExtentKind::Data(data.clone())),
+            extent(69632, 512, ExtentKind::Zeros),
+        ]);
+        assert_eq!(cache.find(0).map(|e| e.offset), Some(0));
+        assert_eq!(cache.find(65535).map(|e| e.offset), Some(0));
+        assert_eq!(cache.find(65536).map(|e| e.kind), Some(ExtentKind::Data(data.clone())));
+        assert_eq!(cache.find(70143).map(|e| e.offset), Some(69632));
+        assert!(cache.find(70144).is_none(), "past the last extent");
+        assert_eq!(cache.data, 4096);
+        // The same extent again replaces, and counts, its bytes once.
+        cache.insert(&[extent(65536, 4096, ExtentKind::Data(data))]);
+        assert_eq!(cache.data, 4096);
+        // Past the byte budget the cache starts again.
+        let big: Arc<[u8]> = Arc::from(vec![0u8; CACHE_DATA]);
+        cache.insert(&[extent(1 << 30, CACHE_DATA as u64, ExtentKind::Data(big))]);
+        assert!(cache.find(0).is_none());
+        assert_eq!(cache.data, CACHE_DATA);
+    }
+}

@@ -662,11 +662,22 @@ fn directories_the_kernel_and_mkfs_made() {
 /// is the one the model predicts), then by e2fsck and the kernel.
 #[test]
 fn random_namespace_calls_match_a_model() {
-    let layouts: [&[&str]; 4] =
-        [&["-b", "1024"], &["-b", "4096"], &["-t", "ext2"], &["-b", "4096", "-O", "^metadata_csum,^dir_nlink"]];
+    let layouts: [&[&str]; 5] = [
+        &["-b", "1024"],
+        &["-b", "4096"],
+        &["-t", "ext2"],
+        &["-b", "4096", "-O", "^metadata_csum,^dir_nlink"],
+        &["-b", "1024", "-O", "^dir_index"],
+    ];
     for (seed, args) in (1u64..).zip(layouts) {
         random_walk(seed, args, 6000);
     }
+}
+
+/// Name `k` of the walk's pool: lengths up to 100 bytes, so directories
+/// of 1 KiB blocks outgrow a block (and become indexed, or grow linearly).
+fn pool_name(k: usize) -> Vec<u8> {
+    format!("n{k}-{}", "x".repeat(k * 37 % 100)).into_bytes()
 }
 
 struct Rng(u64);
@@ -726,7 +737,7 @@ fn random_walk(seed: u64, args: &[&str], steps: usize) {
         let dirs: Vec<Ino> = m.dirs.keys().copied().collect();
         let dir = dirs[rng.below(dirs.len())];
         // Names from a small pool, so calls collide with existing names.
-        let name = format!("n{}", rng.below(60)).into_bytes();
+        let name = pool_name(rng.below(80));
         let existing = m.dirs[&dir].get(&name).copied();
         let ctx = format!("step {step} in {dir} on {}", String::from_utf8_lossy(&name));
         match rng.below(10) {
@@ -819,7 +830,7 @@ fn random_walk(seed: u64, args: &[&str], steps: usize) {
                     continue;
                 }
                 let to = dirs[rng.below(dirs.len())];
-                let to_name = format!("n{}", rng.below(60)).into_bytes();
+                let to_name = pool_name(rng.below(80));
                 if to == dir && to_name == name {
                     continue;
                 }

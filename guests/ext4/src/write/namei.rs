@@ -56,6 +56,38 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `EXT4_FL_INHERITED` masked by `ext4_mask_flags`: the parent's flags a
+/// new inode of `kind` takes (casefold is never set here: such parents are
+/// refused).
+fn inherited_flags(parent: u32, kind: FileType) -> u32 {
+    const SECRM: u32 = 0x1;
+    const UNRM: u32 = 0x2;
+    const COMPR: u32 = 0x4;
+    const NOCOMPR: u32 = 0x400;
+    const JOURNAL_DATA: u32 = 0x4000;
+    const NOTAIL: u32 = 0x8000;
+    const DIRSYNC: u32 = 0x10000;
+    const TOPDIR: u32 = 0x20000;
+    const PROJINHERIT: u32 = 0x2000_0000;
+    let inherited = SECRM
+        | UNRM
+        | COMPR
+        | flags::SYNC
+        | flags::NODUMP
+        | flags::NOATIME
+        | NOCOMPR
+        | JOURNAL_DATA
+        | NOTAIL
+        | DIRSYNC
+        | PROJINHERIT;
+    let mask = match kind {
+        FileType::Directory => u32::MAX,
+        FileType::Regular => !(DIRSYNC | TOPDIR | flags::CASEFOLD | PROJINHERIT),
+        _ => flags::NODUMP | flags::NOATIME,
+    };
+    parent & inherited & mask
+}
+
 fn lossy(name: &[u8]) -> String {
     name.escape_ascii().to_string()
 }
@@ -375,6 +407,8 @@ impl Ext4 {
         let generation = self.new_generation();
         let mut raw = RawInode::new_for(&self.vol.sb, new.kind, new.perm, new.uid, new.gid, new.time, generation)?;
         raw.set_links(links);
+        let parent_flags = self.inode(u64::from(parent))?.flags;
+        raw.set_flags(raw.flags() | inherited_flags(parent_flags, new.kind));
         if matches!(new.kind, FileType::CharDevice | FileType::BlockDevice) {
             let rdev = new.rdev;
             let major = (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff)) as u32;

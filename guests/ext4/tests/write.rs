@@ -740,3 +740,31 @@ fn preallocation_across_uninitialised_groups() {
 fn random_ops_ext2_one_kib_blocks() {
     random_ops(&["-t", "ext2", "-b", "1024"], 0x5eed_0004);
 }
+
+/// Not a proof: how long the writer takes natively (run with --ignored).
+#[test]
+#[ignore]
+fn bench_sequential_and_fragmented() {
+    let src = Scratch::new("wbench");
+    std::fs::write(src.join("seq"), b"").unwrap();
+    std::fs::write(src.join("frag"), b"").unwrap();
+    let image = Image::mkfs(src.path(), &["-b", "4096"], "2G").expect("mkfs");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let (seq, frag) = (ino_of(&mut fs, "seq"), ino_of(&mut fs, "frag"));
+    let chunk = pattern(128 << 10, 1);
+    let t = std::time::Instant::now();
+    for i in 0..(1u64 << 30) / chunk.len() as u64 {
+        host_write(&mut fs, &img, seq, i * chunk.len() as u64, &chunk);
+    }
+    eprintln!("1 GiB in 128 KiB writes: {:?}", t.elapsed());
+    let block = pattern(4096, 2);
+    let t = std::time::Instant::now();
+    for i in 0..20_000u64 {
+        host_write(&mut fs, &img, frag, (i * 7919 % 40_000) * 2 * 4096, &block);
+    }
+    eprintln!("20,000 scattered 4 KiB writes: {:?}", t.elapsed());
+    fs.unmount().unwrap();
+    drop(fs);
+    e2fsck(image.path());
+}

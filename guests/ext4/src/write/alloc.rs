@@ -69,11 +69,6 @@ impl Desc {
             d.copy_from_slice(&v.to_le_bytes());
         }
     }
-    fn put32(&mut self, at: usize, v: u32) {
-        if let Some(d) = self.raw.get_mut(at..at + 4) {
-            d.copy_from_slice(&v.to_le_bytes());
-        }
-    }
     /// A 32-bit field split lo16 at `lo`, hi16 at `hi` (64-byte descriptors).
     fn split16(&self, lo: usize, hi: usize) -> u64 {
         self.u16_at(lo) | if self.big() { self.u16_at(hi) << 16 } else { 0 }

@@ -12,6 +12,8 @@
 //! writing every node of a many-extent file on each change, which the
 //! write-speed issue will revisit.
 
+use std::collections::HashMap;
+
 use fshost_sdk::bytes::{le_u16, le_u32};
 use fshost_sdk::{Error, ErrorCode, Result};
 
@@ -55,8 +57,13 @@ impl Ext {
 /// A file's tree, read whole.
 pub(super) struct Tree {
     pub exts: Vec<Ext>,
-    /// The blocks of the tree's nodes below the root.
-    nodes: Vec<u64>,
+    /// The leaf blocks (when the tree is deeper than the root), in order,
+    /// with the first logical block their index entry gives.
+    leaves: Vec<(u64, u32)>,
+    /// The index blocks below the root, in walk order.
+    index_nodes: Vec<u64>,
+    /// The bytes of every node block read (to skip rewriting unchanged ones).
+    old: HashMap<u64, Vec<u8>>,
 }
 
 /// Read the whole extent tree of inode `ino` (whose bytes are `raw`).
@@ -67,17 +74,20 @@ pub(super) fn read(fs: &Ext4, ino: u32, raw: &RawInode) -> Result<Tree> {
         )));
     }
     let seed = fs.vol.csum.inode_seed(ino, raw.generation());
-    let mut tree = Tree { exts: Vec::new(), nodes: Vec::new() };
+    let mut tree = Tree { exts: Vec::new(), leaves: Vec::new(), index_nodes: Vec::new(), old: HashMap::new() };
     let root = raw.i_block();
     let depth = le_u16(root, 6)?;
     if depth > MAX_DEPTH {
         return Err(Error::corrupted(format!("inode {ino}: extent depth {depth}")));
     }
-    walk(fs, seed, root, depth, true, &mut tree).map_err(|e| e.context(format!("inode {ino}: extent tree")))?;
+    walk(fs, seed, root, depth, None, &mut tree).map_err(|e| e.context(format!("inode {ino}: extent tree")))?;
     Ok(tree)
 }
 
-fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, root: bool, tree: &mut Tree) -> Result<()> {
+/// Walk `node` at `depth`: the root when `at` is None, else the block
+/// `at` holds with the first logical block its index entry names.
+fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, at: Option<(u64, u32)>, tree: &mut Tree) -> Result<()> {
+    let root = at.is_none();
     let magic = le_u16(node, 0)?;
     let entries = usize::from(le_u16(node, 2)?);
     let max = usize::from(le_u16(node, 4)?);
@@ -99,6 +109,13 @@ fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, root: bool, tree: &mut Tr
             return Err(Error::corrupted(format!("extent block checksum {stored:#x} != {computed:#x}")));
         }
     }
+    if let Some((block, start)) = at {
+        if depth == 0 {
+            tree.leaves.push((block, start));
+        } else {
+            tree.index_nodes.push(block);
+        }
+    }
     for i in 0..entries {
         let off = HEADER + i * ENTRY;
         let lblk = le_u32(node, off)?;
@@ -117,18 +134,18 @@ fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, root: bool, tree: &mut Tr
             tree.exts.push(e);
         } else {
             let child = u64::from(le_u16(node, off + 8)?) << 32 | u64::from(le_u32(node, off + 4)?);
-            if !fs.vol.sb.blocks_valid(child, 1) || tree.nodes.contains(&child) {
+            if !fs.vol.sb.blocks_valid(child, 1) || tree.old.contains_key(&child) {
                 return Err(Error::corrupted(format!("index points to block {child}")));
             }
-            tree.nodes.push(child);
-            if tree.nodes.len() > MAX_NODES {
+            if tree.old.len() >= MAX_NODES {
                 return Err(Error::new(
                     ErrorCode::Unsupported,
                     format!("more than {MAX_NODES} extent blocks: too fragmented for this writer"),
                 ));
             }
             let data = fs.vol.disk.read_block(child)?;
-            walk(fs, seed, &data, depth - 1, false, tree)?;
+            tree.old.insert(child, data.clone());
+            walk(fs, seed, &data, depth - 1, Some((child, lblk)), tree)?;
         }
     }
     Ok(())
@@ -288,33 +305,78 @@ pub(super) fn set_kind(exts: &mut Vec<Ext>, from: u64, to: u64, unwritten: bool)
     true
 }
 
-/// Write `exts` back as the tree of inode `ino` (root into `raw`), reusing
-/// the blocks of the old tree `old` and changing i_blocks by the node
-/// blocks allocated or freed.
+/// Write `exts` back as the tree of inode `ino` (root into `raw`),
+/// changing i_blocks by the node blocks allocated or freed.
+///
+/// A tree that had leaf blocks keeps them: the extents are dealt to the
+/// old leaves by the ranges their index entries cover, a leaf that
+/// overflows splits in two (or more), neighbours that fit in one block
+/// together merge, and only leaves whose bytes changed are written, so a
+/// change costs the leaves it touches and the index above them. Index
+/// levels are rebuilt, packed, in the old index blocks. A tree with no
+/// leaf blocks yet gets packed leaves.
 pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<Ext>, old: Tree) -> Result<()> {
     normalize(&mut exts);
     let bs = fs.vol.bs() as usize;
     let per_block = (bs - HEADER - 4) / ENTRY;
-    // Level sizes from the leaves up, until what is left fits the root.
+    // The leaves: (old block if kept, extents).
+    let mut leaves: Vec<(Option<u64>, Vec<Ext>)> = Vec::new();
+    let mut surplus: Vec<u64> = Vec::new();
+    if exts.len() <= ROOT_MAX {
+        surplus.extend(old.leaves.iter().map(|l| l.0));
+    } else if old.leaves.is_empty() {
+        leaves = exts.chunks(per_block).map(|c| (None, c.to_vec())).collect();
+    } else {
+        let starts: Vec<u64> = old.leaves.iter().skip(1).map(|l| u64::from(l.1)).collect();
+        let mut groups: Vec<Vec<Ext>> = vec![Vec::new(); old.leaves.len()];
+        for e in &exts {
+            let i = starts.partition_point(|&s| s <= u64::from(e.lblk));
+            groups[i].push(*e);
+        }
+        for (&(block, _), group) in old.leaves.iter().zip(groups) {
+            if group.is_empty() {
+                surplus.push(block);
+                continue;
+            }
+            if let Some((prev_block, prev)) = leaves.last_mut()
+                && prev.len() + group.len() <= per_block / 2
+            {
+                prev.extend(group);
+                let _ = prev_block;
+                surplus.push(block);
+                continue;
+            }
+            if group.len() <= per_block {
+                leaves.push((Some(block), group));
+                continue;
+            }
+            let parts = group.len().div_ceil(per_block).max(2);
+            let size = group.len().div_ceil(parts);
+            for (k, chunk) in group.chunks(size).enumerate() {
+                leaves.push((if k == 0 { Some(block) } else { None }, chunk.to_vec()));
+            }
+        }
+    }
+    // Index levels above the leaves, until what is left fits the root.
     let mut levels: Vec<usize> = Vec::new();
-    let mut count = exts.len();
+    let mut count = leaves.len();
     while count > ROOT_MAX {
         count = count.div_ceil(per_block);
         levels.push(count);
     }
-    if levels.len() > usize::from(MAX_DEPTH) {
+    let depth_needed = levels.len() + usize::from(!leaves.is_empty());
+    if depth_needed > usize::from(MAX_DEPTH) {
         return Err(Error::new(ErrorCode::FileTooBig, format!("inode {ino}: extent tree would be too deep")));
     }
-    let needed: usize = levels.iter().sum();
-    let mut blocks: Vec<u64> = old.nodes.iter().copied().take(needed).collect();
+    let index_needed: usize = levels.iter().sum();
+    let mut index_blocks: Vec<u64> = old.index_nodes.iter().copied().take(index_needed).collect();
+    surplus.extend(old.index_nodes.iter().copied().skip(index_needed));
+    let new_leaves = leaves.iter().filter(|l| l.0.is_none()).count();
     let goal = exts.first().map_or_else(|| alloc::inode_goal(&fs.vol.sb, ino), |e| e.pblk.saturating_sub(1));
     let mut fresh = Vec::new();
-    while blocks.len() < needed {
+    while fresh.len() < new_leaves + index_needed - index_blocks.len() {
         match alloc::alloc_blocks(fs, goal, 1) {
-            Ok((b, _)) => {
-                blocks.push(b);
-                fresh.push(b);
-            }
+            Ok((b, _)) => fresh.push(b),
             Err(e) => {
                 for b in fresh {
                     let _ = alloc::free_blocks(fs, b, 1);
@@ -323,44 +385,59 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
             }
         }
     }
+    let mut fresh_iter = fresh.iter().copied();
     let seed = fs.vol.csum.inode_seed(ino, raw.generation());
     let csum = fs.vol.sb.features.ro_compat(crate::features::ro_compat::METADATA_CSUM);
-    // Entries of the current level: (first logical block, leaf bytes or child block).
-    let mut entries: Vec<(u32, [u8; 12])> = exts
-        .iter()
-        .map(|e| {
-            let mut b = [0u8; 12];
-            b[0..4].copy_from_slice(&e.lblk.to_le_bytes());
-            let len = if e.unwritten { e.len + INIT_MAX } else { e.len } as u16;
-            b[4..6].copy_from_slice(&len.to_le_bytes());
-            b[6..8].copy_from_slice(&((e.pblk >> 32) as u16).to_le_bytes());
-            b[8..12].copy_from_slice(&(e.pblk as u32).to_le_bytes());
-            (e.lblk, b)
-        })
-        .collect();
-    let mut next_block = blocks.iter().copied();
-    let mut depth = 0u16;
+    let store = |fs: &mut Ext4, block: u64, entries: &[[u8; 12]], depth: u16| -> Result<()> {
+        let mut data = vec![0u8; bs];
+        header(&mut data, entries.len(), per_block, depth);
+        for (i, e) in entries.iter().enumerate() {
+            data[HEADER + i * ENTRY..HEADER + (i + 1) * ENTRY].copy_from_slice(e);
+        }
+        if csum {
+            let tail = HEADER + ENTRY * per_block;
+            let c = crc32c(seed, &data[..tail]);
+            data[tail..tail + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        if old.old.get(&block).is_some_and(|was| *was == data) {
+            return Ok(());
+        }
+        fs.vol.disk.device().write(block * bs as u64, &data)
+    };
+    let index_entry = |first: u32, block: u64| {
+        let mut idx = [0u8; 12];
+        idx[0..4].copy_from_slice(&first.to_le_bytes());
+        idx[4..8].copy_from_slice(&(block as u32).to_le_bytes());
+        idx[8..10].copy_from_slice(&((block >> 32) as u16).to_le_bytes());
+        (first, idx)
+    };
+    // Entries of the current level: (first logical block, entry bytes).
+    let mut entries: Vec<(u32, [u8; 12])> = Vec::new();
+    if leaves.is_empty() {
+        entries = exts.iter().map(|e| (e.lblk, leaf_entry(e))).collect();
+    } else {
+        for (block, group) in &leaves {
+            let block = match block {
+                Some(b) => *b,
+                None => fresh_iter.next().ok_or_else(|| Error::corrupted("extent tree layout miscounted"))?,
+            };
+            let bytes: Vec<[u8; 12]> = group.iter().map(leaf_entry).collect();
+            store(fs, block, &bytes, 0)?;
+            entries.push(index_entry(group[0].lblk, block));
+        }
+    }
+    let mut depth = u16::from(!leaves.is_empty());
+    let mut reuse = index_blocks.drain(..);
     for &nodes in &levels {
         let mut parents = Vec::with_capacity(nodes);
         for chunk in entries.chunks(per_block) {
-            let block = next_block.next().ok_or_else(|| Error::corrupted("extent tree layout miscounted"))?;
-            let mut data = vec![0u8; bs];
-            header(&mut data, chunk.len(), per_block, depth);
-            for (i, (_, e)) in chunk.iter().enumerate() {
-                data[HEADER + i * ENTRY..HEADER + (i + 1) * ENTRY].copy_from_slice(e);
-            }
-            if csum {
-                let tail = HEADER + ENTRY * per_block;
-                let c = crc32c(seed, &data[..tail]);
-                data[tail..tail + 4].copy_from_slice(&c.to_le_bytes());
-            }
-            fs.vol.disk.device().write(block * bs as u64, &data)?;
-            let mut idx = [0u8; 12];
-            let first = chunk.first().map_or(0, |c| c.0);
-            idx[0..4].copy_from_slice(&first.to_le_bytes());
-            idx[4..8].copy_from_slice(&(block as u32).to_le_bytes());
-            idx[8..10].copy_from_slice(&((block >> 32) as u16).to_le_bytes());
-            parents.push((first, idx));
+            let block = match reuse.next() {
+                Some(b) => b,
+                None => fresh_iter.next().ok_or_else(|| Error::corrupted("extent tree layout miscounted"))?,
+            };
+            let bytes: Vec<[u8; 12]> = chunk.iter().map(|c| c.1).collect();
+            store(fs, block, &bytes, depth)?;
+            parents.push(index_entry(chunk[0].0, block));
         }
         entries = parents;
         depth += 1;
@@ -371,12 +448,21 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
     for (i, (_, e)) in entries.iter().enumerate() {
         root[HEADER + i * ENTRY..HEADER + (i + 1) * ENTRY].copy_from_slice(e);
     }
-    let surplus: Vec<u64> = old.nodes.iter().copied().skip(needed).collect();
     raw.add_blocks(fresh.len() as i64 - surplus.len() as i64)?;
     for b in surplus {
         alloc::free_blocks(fs, b, 1)?;
     }
     Ok(())
+}
+
+fn leaf_entry(e: &Ext) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[0..4].copy_from_slice(&e.lblk.to_le_bytes());
+    let len = if e.unwritten { e.len + INIT_MAX } else { e.len } as u16;
+    b[4..6].copy_from_slice(&len.to_le_bytes());
+    b[6..8].copy_from_slice(&((e.pblk >> 32) as u16).to_le_bytes());
+    b[8..12].copy_from_slice(&(e.pblk as u32).to_le_bytes());
+    b
 }
 
 fn header(node: &mut [u8], entries: usize, max: usize, depth: u16) {

@@ -137,6 +137,7 @@ impl RawInode {
         FileType::from_mode(u32::from(self.mode()))
     }
 
+    #[allow(dead_code)] // RawInode API; the writer itself does not read it back
     pub(crate) fn uid(&self) -> u32 {
         u32::from(self.get16(0x2)) | u32::from(self.get16(0x78)) << 16
     }
@@ -144,6 +145,7 @@ impl RawInode {
         self.put16(0x2, uid as u16);
         self.put16(0x78, (uid >> 16) as u16);
     }
+    #[allow(dead_code)] // RawInode API; the writer itself does not read it back
     pub(crate) fn gid(&self) -> u32 {
         u32::from(self.get16(0x18)) | u32::from(self.get16(0x7A)) << 16
     }
@@ -287,6 +289,7 @@ impl RawInode {
         }
     }
 
+    #[allow(dead_code)] // RawInode API; the writer itself does not read it back
     pub(crate) fn atime(&self) -> Timestamp {
         self.time(0x8, 0x8C)
     }
@@ -299,6 +302,7 @@ impl RawInode {
     pub(crate) fn set_ctime(&mut self, t: Timestamp) {
         self.set_time(0xC, 0x84, t)
     }
+    #[allow(dead_code)] // RawInode API; the writer itself does not read it back
     pub(crate) fn mtime(&self) -> Timestamp {
         self.time(0x10, 0x88)
     }
@@ -306,6 +310,7 @@ impl RawInode {
         self.set_time(0x10, 0x88, t)
     }
     /// Creation time, where the inode has room for it.
+    #[allow(dead_code)] // RawInode API; the writer itself does not read it back
     pub(crate) fn crtime(&self) -> Option<Timestamp> {
         if self.fits(0x90, 4) { Some(self.time(0x90, 0x94)) } else { None }
     }

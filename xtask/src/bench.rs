@@ -153,7 +153,11 @@ fn quiet(cmd: &mut Command) -> anyhow::Result<String> {
 
 fn drop_caches() -> anyhow::Result<()> {
     check_stop()?;
-    quiet(&mut Command::new("sync"))?;
+    // syncfs of the filesystem holding the images, not sync(2): a global
+    // sync waits on every filesystem of the machine, and one stuck
+    // elsewhere (a kernel bug's leaked journal handle was seen here) would
+    // hang the benchmark.
+    quiet(Command::new("sync").arg("-f").arg(crate::target_dir()))?;
     std::fs::write("/proc/sys/vm/drop_caches", "3").context("dropping caches (needs root)")
 }
 

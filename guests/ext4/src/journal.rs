@@ -1600,7 +1600,10 @@ mod tests {
             let mounted = Mounted::new(&img, &scratch.path("mnt"), options);
             for round in 0..64 {
                 work(&mounted.dir, round);
-                run("sync", &[]);
+                // syncfs of this filesystem alone (and its loop device):
+                // a global sync(2) waits on every filesystem of the
+                // machine, one stuck elsewhere included.
+                run("sync", &["-f", mounted.dir.to_str().expect("a UTF-8 scratch path")]);
                 fs::copy(&img, &copy).unwrap();
                 if enough(&copy) {
                     return copy;

@@ -18,6 +18,16 @@
 //!   device, "not clean"), unmount, fsync.
 //! - `file`: iomap_begin for writes, ioend, fallocate, setattr.
 //!
+//! Names and attributes (H-B's half), after fs/ext4/namei.c and xattr.c:
+//! - `dir`: one directory block edited in memory (insert, remove,
+//!   retarget, pack, the dirent checksum tail).
+//! - `htree`: adding a name to an indexed directory (leaf and index node
+//!   splits, a new level), making a one-block directory indexed.
+//! - `namei`: create, symlink, link, unlink, rmdir, rename, evict, and the
+//!   orphan list.
+//! - `xattr`: setxattr/removexattr in the inode and in (shared) blocks,
+//!   POSIX ACLs to the on-disk format.
+//!
 //! The API the namespace half builds on (all `impl Ext4`, crate-visible):
 //! [`Ext4::alloc_inode`], [`Ext4::free_inode`], [`Ext4::raw_inode`],
 //! [`Ext4::put_inode`], [`Ext4::map_block_alloc`], [`Ext4::truncate_blocks`],

@@ -153,13 +153,6 @@ impl Blocks for DirIo<'_> {
     }
 }
 
-/// Where a name's record is: the directory block holding it.
-struct Located {
-    lblk: u32,
-    ino: u32,
-    code: u8,
-}
-
 impl Ext4 {
     /// The record geometry of this filesystem's directory blocks.
     pub(crate) fn dir_layout(&self) -> Layout {
@@ -227,7 +220,7 @@ impl Ext4 {
     }
 
     /// The block of `dir` holding the live record `name`.
-    fn locate(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<Located>> {
+    fn locate(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
         let layout = self.dir_layout();
         let candidates: Vec<u32> = if self.is_dx(dir) {
             let mut out = Vec::new();
@@ -248,8 +241,8 @@ impl Ext4 {
         };
         for lblk in candidates {
             let Some(data) = mapping::read_dir_block(&self.vol, dir, u64::from(lblk))? else { continue };
-            if let Some((ino, code)) = dir::find(&data, &layout, name)? {
-                return Ok(Some(Located { lblk, ino, code }));
+            if dir::find(&data, &layout, name)?.is_some() {
+                return Ok(Some(lblk));
             }
         }
         Ok(None)
@@ -288,25 +281,24 @@ impl Ext4 {
         self.write_leaf(&dir, lblk, data)
     }
 
-    /// Remove the live record `name` from `dir`; the inode it named.
-    fn remove_entry(&mut self, dir: &Inode, name: &[u8]) -> Result<Located> {
-        let found = self
+    /// Remove the live record `name` from `dir`.
+    fn remove_entry(&mut self, dir: &Inode, name: &[u8]) -> Result<()> {
+        let lblk = self
             .locate(dir, name)?
             .ok_or_else(|| Error::not_found(format!("no entry {:?} in directory {}", lossy(name), dir.ino)))?;
-        let mut data = self.read_leaf(dir, found.lblk)?;
+        let mut data = self.read_leaf(dir, lblk)?;
         dir::remove(&mut data, &self.dir_layout(), name)?;
-        self.write_leaf(dir, found.lblk, data)?;
-        Ok(found)
+        self.write_leaf(dir, lblk, data)
     }
 
     /// Point the record `name` of `dir` at `ino` (`ext4_setent`).
     fn retarget_entry(&mut self, dir: &Inode, name: &[u8], ino: u32, kind: FileType) -> Result<()> {
-        let found = self
+        let lblk = self
             .locate(dir, name)?
             .ok_or_else(|| Error::not_found(format!("no entry {:?} in directory {}", lossy(name), dir.ino)))?;
-        let mut data = self.read_leaf(dir, found.lblk)?;
+        let mut data = self.read_leaf(dir, lblk)?;
         dir::retarget(&mut data, &self.dir_layout(), name, ino, dir::type_code(kind))?;
-        self.write_leaf(dir, found.lblk, data)
+        self.write_leaf(dir, lblk, data)
     }
 
     /// Whether directory `dir` holds nothing but "." and ".." (`ext4_empty_dir`).

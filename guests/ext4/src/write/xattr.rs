@@ -46,11 +46,6 @@ fn entry_size(a: &Attr) -> usize {
     pad(ENTRY_HEADER + a.name.len())
 }
 
-/// Bytes `attrs` need in an area: entries, end word, padded values.
-pub fn space(attrs: &[Attr]) -> usize {
-    attrs.iter().map(|a| entry_size(a) + pad(a.value.len())).sum::<usize>() + 4
-}
-
 /// `ext4_xattr_hash_entry` (unsigned name bytes, the value as padded
 /// little-endian words).
 fn entry_hash(a: &Attr) -> u32 {

@@ -33,7 +33,7 @@ use crate::plugin::{CompileCache, Limits};
 
 /// The image-format guests probed when `--image-format` is not given, in
 /// this order. A name not on the plugin search path is skipped.
-pub const IMAGE_GUESTS: &[&str] = &["qcow2", "vhd"];
+pub const IMAGE_GUESTS: &[&str] = &["qcow2", "vhd", "vmdk"];
 
 /// How far past a read a layer asks its guest to map (whole clusters are
 /// cached for the reads that follow).

@@ -1,5 +1,5 @@
-//! Disk images through the qcow2 and VHD volume guests, against the
-//! kernel and qemu-img.
+//! Disk images through the qcow2, VHD and VMDK volume guests, against
+//! the kernel and qemu-img.
 //!
 //! Every image is made by qemu-img (and qemu-io) from raw images made by
 //! mkfs.ext4 -d and sfdisk; the oracle for its byte space is `qemu-img
@@ -164,21 +164,23 @@ fn qcow2_images_of_an_ext4_read_as_the_kernel_reads_their_raw_image() {
 }
 
 #[test]
-fn vhd_images_of_an_ext4_read_as_the_kernel_reads_their_raw_image() {
+fn vhd_and_vmdk_images_of_an_ext4_read_as_the_kernel_reads_their_raw_image() {
     require_root();
     let dir = ScratchDir::new("vhd").unwrap();
     let fs = mkfs(dir.path(), "plain", "40M");
-    for (name, opts) in [
-        ("dynamic.vhd", "subformat=dynamic"),
-        ("fixed.vhd", "subformat=fixed"),
-        ("sized.vhd", "subformat=dynamic,force_size=on"),
+    for (name, format, opts) in [
+        ("dynamic.vhd", "vpc", "subformat=dynamic"),
+        ("fixed.vhd", "vpc", "subformat=fixed"),
+        ("sized.vhd", "vpc", "subformat=dynamic,force_size=on"),
+        ("sparse.vmdk", "vmdk", "subformat=monolithicSparse"),
+        ("stream.vmdk", "vmdk", "subformat=streamOptimized"),
     ] {
         let image = dir.path().join(name);
-        let mut args: Vec<&OsStr> = ["convert", "-f", "raw", "-O", "vpc", "-o", opts].map(os).to_vec();
+        let mut args: Vec<&OsStr> = ["convert", "-f", "raw", "-O", format, "-o", opts].map(os).to_vec();
         args.extend([fs.as_os_str(), image.as_os_str()]);
         qemu_img(&args);
         let raw = image.with_extension("oracle.raw");
-        qemu_img(&[os("convert"), os("-f"), os("vpc"), os("-O"), os("raw"), image.as_os_str(), raw.as_os_str()]);
+        qemu_img(&[os("convert"), os("-f"), os(format), os("-O"), os("raw"), image.as_os_str(), raw.as_os_str()]);
         assert_no_differences(&compare(&image, &raw, &[]), name);
     }
 }
@@ -189,7 +191,12 @@ fn a_qcow2_of_a_gpt_disk_composes_with_partition() {
     let dir = ScratchDir::new("qcow2-gpt").unwrap();
     let disk = dir.path().join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(48 * MIB).unwrap();
-    let mut sfdisk = Command::new("sfdisk").args(["-q", "-X", "gpt"]).arg(&disk).stdin(Stdio::piped()).spawn().unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel", "-X", "gpt"])
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(
         sfdisk.stdin.as_mut().unwrap(),
         b"start=2048, size=8192, name=first\nstart=16384, size=65536, name=ext4\n",

@@ -38,6 +38,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("fshost-guest-partitions", "partitions"),
     ("fshost-guest-qcow2", "qcow2"),
     ("fshost-guest-vhd", "vhd"),
+    ("fshost-guest-vmdk", "vmdk"),
 ];
 /// Guests written in C (guests/NAME/*.c), built by `cguest`.
 const C_GUESTS: &[&str] = &["hello-c"];

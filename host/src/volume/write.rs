@@ -18,10 +18,12 @@
 //! of unwritten blocks the data does not cover written as zeros in the
 //! same pwrite → `ioend` (the guest converts and raises the size) → the
 //! inode's attributes and mappings dropped from the caches. Bytes past the
-//! end of a file in its last block are kept zero: before the size grows or
-//! shrinks, the host zeroes the rest of the block in which the smaller size
-//! ends, if that block is mapped, so a later size increase never shows
-//! what was on disk.
+//! end of a file in its last block are kept zero: the host zeroes the rest
+//! of the block in which the smaller size ends, if that block is mapped,
+//! before the size grows and once it has shrunk, so a later size increase
+//! never shows what was on disk. Zeroing that would destroy the file's own
+//! bytes (a shrink, the partial blocks of punch-hole and zero-range) waits
+//! for the guest's success: a guest that refuses leaves the file as it was.
 //!
 //! Every change holds one lock from its first guest call to its last cache
 //! update, so the caches are exact when it returns; readers do not take
@@ -352,7 +354,8 @@ impl Volume {
 
     /// Change attributes of `ino`. A change without a ctime gets now; a
     /// size change zeroes the rest of the block the smaller size ends in
-    /// (if mapped) first.
+    /// (if mapped): before the guest's call when the size grows, after it
+    /// when it shrinks.
     pub fn setattr(&self, ino: Ino, mut changes: AttrChanges) -> Result<Attr, FsError> {
         let _change = self.change();
         let before = self.getattr(ino)?;
@@ -368,8 +371,10 @@ impl Volume {
             if i64::try_from(size).is_err() {
                 return Err(request(ino, "a size past the largest file", libc::EFBIG));
             }
-            if size != before.size {
-                self.zero_tail_of_block(ino, before.size.min(size))?;
+            // Growing: the rest of the old last block, before (past the
+            // end of the file, so harmless if the guest refuses).
+            if size > before.size {
+                self.zero_tail_of_block(ino, before.size)?;
             }
         }
         // A chmod rewrites an access ACL (owner, mask or group, other).
@@ -394,6 +399,11 @@ impl Volume {
             }
         };
         self.set_attr(&attr);
+        // Shrunk: the rest of the new last block, once the guest agreed (had
+        // it refused, those bytes would still be the file's).
+        if let Some(size) = changes.size.filter(|&s| s < before.size) {
+            self.zero_tail_of_block(ino, size)?;
+        }
         if let (Some(access), Some(ctime)) = (access, changes.ctime) {
             let rewritten = access.chmod(attr.perm).to_bytes();
             self.plugin.setxattr(ino, acl::ACCESS, &rewritten, XattrFlags::default(), ctime)?;
@@ -577,8 +587,9 @@ impl Volume {
     }
 
     /// fallocate(2) on regular file `ino`. Punch-hole and zero-range zero
-    /// the partial blocks at both ends (where mapped) first; a mode that
-    /// raises the size zeroes the rest of the old last block first.
+    /// the partial blocks at both ends (where mapped) after the guest's
+    /// answer; a mode that raises the size zeroes the rest of the old last
+    /// block first.
     pub fn fallocate(&self, ino: Ino, offset: u64, length: u64, mode: FallocateMode) -> Result<Attr, FsError> {
         let end = offset.checked_add(length).filter(|&e| i64::try_from(e).is_ok() && length > 0);
         let Some(end) = end else { return Err(request(ino, "an empty or too large fallocate", libc::EINVAL)) };
@@ -587,8 +598,25 @@ impl Volume {
         if before.kind != FileKind::Regular {
             return Err(super::not_regular(&before));
         }
-        let bs = self.plugin.block_size();
+        let grows = !mode.keep_size && !mode.punch_hole && !mode.collapse_range && end > before.size;
+        if grows || mode.insert_range {
+            self.zero_tail_of_block(ino, before.size)?;
+        }
+        let result = self.plugin.fallocate(ino, (offset, length), mode, before.size, now());
+        self.forget_layout(ino);
+        let attr = match result {
+            Ok(attr) => attr,
+            Err(e) => {
+                self.forget_attr(ino);
+                return Err(e);
+            }
+        };
+        self.set_attr(&attr);
+        // The partial blocks at both ends, once the guest has freed or
+        // unwritten the whole ones: had it refused (a format it cannot
+        // punch, no space), those bytes would still be the file's.
         if mode.punch_hole || mode.zero_range {
+            let bs = self.plugin.block_size();
             let head_end = ceil(offset, bs).min(end);
             if !offset.is_multiple_of(bs) {
                 self.zero_mapped(ino, offset, head_end)?;
@@ -598,22 +626,7 @@ impl Volume {
                 self.zero_mapped(ino, tail_start, end)?;
             }
         }
-        let grows = !mode.keep_size && !mode.punch_hole && !mode.collapse_range && end > before.size;
-        if grows || mode.insert_range {
-            self.zero_tail_of_block(ino, before.size)?;
-        }
-        let result = self.plugin.fallocate(ino, (offset, length), mode, before.size, now());
-        self.forget_layout(ino);
-        match result {
-            Ok(attr) => {
-                self.set_attr(&attr);
-                Ok(attr)
-            }
-            Err(e) => {
-                self.forget_attr(ino);
-                Err(e)
-            }
-        }
+        Ok(attr)
     }
 
     // ---- Durability and the end.

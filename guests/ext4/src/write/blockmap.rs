@@ -247,24 +247,28 @@ pub(super) fn map_block_alloc(fs: &mut Ext4, ino: u32, raw: &mut RawInode, lblk:
 
 /// Free every block at or past `from`, and the indirect blocks left empty.
 pub(crate) fn truncate(fs: &mut Ext4, ino: u32, raw: &mut RawInode, from: u32) -> Result<()> {
+    remove(fs, ino, raw, u64::from(from), u64::MAX)
+}
+
+/// Free the blocks mapped in `[from, to)` and the indirect blocks left
+/// empty (`ext4_ind_remove_space`), taking them off i_blocks in `raw`.
+pub(super) fn remove(fs: &mut Ext4, ino: u32, raw: &mut RawInode, from: u64, to: u64) -> Result<()> {
     let ppb = fs.vol.bs() / 4;
-    let from = u64::from(from);
     let mut freed: Vec<u64> = Vec::new();
     let mut edit = Edit { fs, ino, dirty: HashMap::new(), fresh: Vec::new() };
-    for slot in 0..DIRECT {
-        if slot >= from {
-            let p = le_u32(raw.i_block(), slot as usize * 4)?;
-            if p != 0 {
-                freed.push(u64::from(p));
-                raw.i_block_mut()[slot as usize * 4..slot as usize * 4 + 4].fill(0);
-            }
+    for slot in from.min(DIRECT)..to.min(DIRECT) {
+        let p = le_u32(raw.i_block(), slot as usize * 4)?;
+        if p != 0 {
+            freed.push(u64::from(p));
+            raw.i_block_mut()[slot as usize * 4..slot as usize * 4 + 4].fill(0);
         }
     }
     let mut base = DIRECT;
     let mut span = ppb;
     for (level, slot) in [(1u32, 12usize), (2, 13), (3, 14)] {
         let p = le_u32(raw.i_block(), slot * 4)?;
-        if p != 0 && base + span > from && free_tree(&mut edit, u64::from(p), level, base, from, &mut freed)? {
+        let overlaps = base < to && from < base + span;
+        if p != 0 && overlaps && free_tree(&mut edit, u64::from(p), level, base, (from, to), &mut freed)? {
             freed.push(u64::from(p));
             raw.i_block_mut()[slot * 4..slot * 4 + 4].fill(0);
         }
@@ -288,12 +292,13 @@ pub(crate) fn truncate(fs: &mut Ext4, ino: u32, raw: &mut RawInode, from: u32) -
 }
 
 /// Free what indirect block `b` (at `level`, covering logical blocks from
-/// `base`) maps at or past `from`; true when nothing is left in it (the
+/// `base`) maps inside `range`; true when it maps nothing afterwards (the
 /// caller frees `b` itself).
-fn free_tree(edit: &mut Edit, b: u64, level: u32, base: u64, from: u64, freed: &mut Vec<u64>) -> Result<bool> {
+fn free_tree(edit: &mut Edit, b: u64, level: u32, base: u64, range: (u64, u64), freed: &mut Vec<u64>) -> Result<bool> {
     if freed.len() > 1 << 28 {
         return Err(Error::corrupted(format!("inode {}: block map too large", edit.ino)));
     }
+    let (from, to) = range;
     let ppb = edit.fs.vol.bs() / 4;
     let child_span = ppb.pow(level - 1);
     let mut left = false;
@@ -303,11 +308,12 @@ fn free_tree(edit: &mut Edit, b: u64, level: u32, base: u64, from: u64, freed: &
             continue;
         }
         let child_base = base + i * child_span;
-        if child_base + child_span <= from {
+        let child_end = child_base + child_span;
+        if child_end <= from || child_base >= to {
             left = true;
             continue;
         }
-        let gone = if level == 1 { true } else { free_tree(edit, u64::from(p), level - 1, child_base, from, freed)? };
+        let gone = if level == 1 { true } else { free_tree(edit, u64::from(p), level - 1, child_base, range, freed)? };
         if gone {
             freed.push(u64::from(p));
             edit.set_ptr(b, i, 0)?;

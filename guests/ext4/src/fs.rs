@@ -470,7 +470,8 @@ impl Filesystem for Ext4 {
     }
 
     fn removexattr(&mut self, ino: Ino, name: &[u8], time: Timestamp) -> Result<()> {
-        self.xattr_set(ino, name, None, XattrFlags::default(), time)
+        // As the VFS asks ext4: a removal is a replace with no value.
+        self.xattr_set(ino, name, None, XattrFlags { create: false, replace: true }, time)
     }
 
     fn evict(&mut self, ino: Ino) -> Result<()> {

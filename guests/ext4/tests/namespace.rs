@@ -333,6 +333,11 @@ fn namespace_workload(args: &[&str]) {
     fs.setxattr(d.ino, b"system.posix_acl_access", &access, XattrFlags::default(), now).unwrap();
     fs.setxattr(d.ino, b"system.posix_acl_default", &access, XattrFlags::default(), now).unwrap();
     assert_eq!(fs.getxattr(d.ino, b"system.posix_acl_access").unwrap(), access);
+    // An empty ACL removes the default ACL; set again where there is none, it is no error.
+    fs.setxattr(d.ino, b"system.posix_acl_default", &acl(&[]), XattrFlags::default(), now).unwrap();
+    fs.setxattr(d.ino, b"system.posix_acl_default", &acl(&[]), XattrFlags::default(), now).unwrap();
+    assert_eq!(code(fs.getxattr(d.ino, b"system.posix_acl_default")), ErrorCode::NoData);
+    fs.setxattr(d.ino, b"system.posix_acl_default", &access, XattrFlags::default(), now).unwrap();
     // A block shared by nothing else is rewritten; one emptied is freed.
     let y = fs.create(ROOT, b"y", &new(FileType::Regular, 0o644)).unwrap();
     fs.setxattr(y.ino, b"user.block", &[b'b'; 900], XattrFlags::default(), now).unwrap();

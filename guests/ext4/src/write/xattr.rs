@@ -172,7 +172,8 @@ fn owned(ino: Ino, found: Vec<reader::Xattr>) -> Result<Vec<Attr>> {
 }
 
 impl Ext4 {
-    /// Set (`value` Some) or remove (None) attribute `name` of `ino`.
+    /// Set (`value` Some) or remove (None) attribute `name` of `ino`
+    /// (removexattr passes `replace`, as the VFS does to ext4).
     pub(crate) fn xattr_set(
         &mut self,
         ino: Ino,
@@ -207,8 +208,13 @@ impl Ext4 {
         if flags.create && exists {
             return Err(Error::new(ErrorCode::Exists, format!("inode {ino}: xattr {:?} exists", shown())));
         }
-        if !exists && (flags.replace || value.is_none()) {
+        // `ext4_xattr_set_handle`: absent and replace is ENODATA; absent and
+        // no value (an empty ACL) is done.
+        if !exists && flags.replace {
             return Err(Error::new(ErrorCode::NoData, format!("inode {ino}: no xattr {:?}", shown())));
+        }
+        if !exists && value.is_none() {
+            return Ok(());
         }
         if let Some(i) = in_body {
             body.remove(i);

@@ -226,3 +226,26 @@ fn sigterm_and_umount_end_a_read_write_mount_with_the_guests_clean_unmount() {
         assert!(!is_mount_point(mount.path()).unwrap(), "{how}");
     }
 }
+
+#[test]
+fn a_refused_punch_or_shrink_leaves_the_file_as_it_was() {
+    let dir = ScratchDir::new("rw-refused-punch").unwrap();
+    let image = hello_image(&dir);
+    let before = std::fs::read(&image).unwrap();
+    let mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+    let path = mount.path().join("docs/a.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // evil answers fallocate and setattr with `read-only`: nothing may change,
+    // not even the partial blocks at the ends of the range or past the new size.
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    for (mode, what) in [(punch, "punch-hole"), (libc::FALLOC_FL_ZERO_RANGE, "zero-range")] {
+        // SAFETY: fallocate on a descriptor we own.
+        let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), mode, 100, 5000) };
+        assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EROFS)), "{what}");
+    }
+    assert_eq!(f.set_len(1000).unwrap_err().raw_os_error(), Some(libc::EROFS), "truncate");
+    drop(f);
+    assert_eq!(std::fs::read(&path).unwrap(), pattern(10_000, 3));
+    drop(mount);
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the image changed");
+}

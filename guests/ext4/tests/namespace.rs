@@ -551,6 +551,34 @@ fn running_out_of_inodes_and_blocks() {
     finish_and_check(fs, &img);
 }
 
+/// New inodes take the parent's inheritable flags (noatime and nodump
+/// here), as the kernel's `ext4_new_inode` gives them; lsattr through the
+/// kernel shows them.
+#[test]
+fn new_inodes_inherit_flags() {
+    let scratch = Scratch::new("flags");
+    let src = scratch.join("src");
+    std::fs::create_dir_all(src.join("attrs")).unwrap();
+    let img = image(&scratch, &src, &["-b", "4096"], "64M");
+    // EXTENTS | NOATIME | NODUMP.
+    debugfs_w(&img, "set_inode_field /attrs flags 0x800c0");
+    let mut fs = open_rw(&img);
+    let attrs = lookup(&mut fs, ROOT, "attrs");
+    for (name, kind) in [("file", FileType::Regular), ("dir", FileType::Directory), ("fifo", FileType::Fifo)] {
+        let a = fs.create(attrs, name.as_bytes(), &new(kind, 0o755)).unwrap();
+        assert!(a.flags.no_atime && a.flags.no_dump, "{name}: {:?}", a.flags);
+    }
+    finish_and_check(fs, &img);
+    let mount = KernelMount::read_only(&img).unwrap();
+    for name in ["file", "dir"] {
+        let out =
+            std::process::Command::new("lsattr").arg("-d").arg(mount.path().join("attrs").join(name)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let flags = text.split_whitespace().next().unwrap_or_default();
+        assert!(flags.contains('A') && flags.contains('d'), "lsattr {name}: {text}");
+    }
+}
+
 /// A directory grown to `n` entries by create, thinned by unlink: the
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.

@@ -774,3 +774,69 @@ fn bench_sequential_and_fragmented() {
     drop(fs);
     e2fsck(image.path());
 }
+
+/// Damaged metadata costs an operation an error, never a panic: random
+/// bytes of the metadata area of an image (superblock, descriptors,
+/// bitmaps, inode table, the extent blocks of a fragmented file) are
+/// flipped, then the writer mounts, begins and writes, truncates and
+/// punches, each step allowed to fail.
+#[test]
+fn damaged_metadata_gives_errors_not_panics() {
+    require_root();
+    let src = Scratch::new("wdamage");
+    std::fs::write(src.join("frag"), b"").unwrap();
+    std::fs::write(src.join("plain"), pattern(40_000, 81)).unwrap();
+    let image = Image::mkfs(src.path(), &["-b", "1024", "-N", "64"], "8M").expect("mkfs");
+    {
+        let img = File::options().read(true).write(true).open(image.path()).unwrap();
+        let mut fs = open_rw(image.path());
+        let frag = ino_of(&mut fs, "frag");
+        for i in 0..400u64 {
+            host_write(&mut fs, &img, frag, 2 * i * 1024, &pattern(1024, i as u32));
+        }
+        fs.unmount().unwrap();
+    }
+    let pristine = std::fs::read(image.path()).unwrap();
+    let scratch = Scratch::new("wdamage-copy");
+    let copy = scratch.join("img");
+    let mut x = 0x1234_5678u32;
+    let mut rand = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as usize % n
+    };
+    // The metadata lives in the first 1.5 MiB: group 0's tables and the
+    // frag file's extent blocks allocated next to its data.
+    let area = (1536 << 10).min(pristine.len());
+    for round in 0..300 {
+        let mut bytes = pristine.clone();
+        for _ in 0..1 + rand(8) {
+            let at = 1024 + rand(area - 1024);
+            bytes[at] ^= 1 << rand(8);
+        }
+        std::fs::write(&copy, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            let Ok(device) = testing::open_image_rw(&copy) else { return };
+            let Ok(mut fs) = Ext4::mount(device, &MountOptions { read_only: false, options: Vec::new() }) else {
+                return;
+            };
+            if fs.begin_write().is_err() {
+                return;
+            }
+            let flags = IomapFlags { write: true, ..Default::default() };
+            for name in ["frag", "plain"] {
+                let Ok(ino) = resolve(&mut fs, name.as_bytes()).map(|a| a.ino) else { continue };
+                let _ = fs.iomap_begin(ino, 5000, 300_000, flags);
+                let _ = fs.ioend(ino, 5000, 300_000, T);
+                let _ = fs.setattr(ino, &AttrChanges { size: Some(123_456), ..Default::default() });
+                let punch = FallocateFlags { punch_hole: true, keep_size: true, ..Default::default() };
+                let _ = fs.fallocate(ino, 10_000, 50_000, punch, T);
+                let _ = fs.fallocate(ino, 0, 400_000, FallocateFlags::default(), T);
+                let _ = fs.setattr(ino, &AttrChanges { size: Some(0), ..Default::default() });
+            }
+            let _ = fs.unmount();
+        });
+        assert!(outcome.is_ok(), "round {round}: the writer panicked on damaged metadata");
+    }
+}

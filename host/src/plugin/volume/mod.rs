@@ -312,8 +312,9 @@ impl Drop for VolumeGuest {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
-            // It wakes within one tick; a ticker that panicked has nothing
-            // left to say.
+            // Woken now rather than within a tick; a ticker that panicked
+            // has nothing left to say.
+            ticker.thread().unpark();
             let _ = ticker.join();
         }
     }

@@ -119,7 +119,9 @@ fn open_layer(
     };
     let image = device.path().display().to_string();
     if !device.read_only() {
-        bail!("{image} is a disk image (not a raw filesystem or disk): fshost reads images read-only");
+        bail!(
+            "{image} is a disk image (not a raw filesystem or disk), which fshost reads read-only: mount it without -o rw"
+        );
     }
     let table = guest.volumes().with_context(|| format!("reading the image format of {image}"))?;
     describe(&table, &image);

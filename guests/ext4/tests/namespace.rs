@@ -579,6 +579,31 @@ fn new_inodes_inherit_flags() {
     }
 }
 
+/// Append-only directories take names but give none up; immutable ones
+/// do neither (EPERM, the kernel's may_create and may_delete).
+#[test]
+fn append_only_and_immutable_directories() {
+    let scratch = Scratch::new("apimm");
+    let src = scratch.join("src");
+    std::fs::create_dir_all(src.join("ap")).unwrap();
+    std::fs::create_dir_all(src.join("imm")).unwrap();
+    std::fs::write(src.join("ap/old"), b"").unwrap();
+    let img = image(&scratch, &src, &["-b", "4096"], "64M");
+    debugfs_w(&img, "set_inode_field /ap flags 0x80020");
+    debugfs_w(&img, "set_inode_field /imm flags 0x80010");
+    let mut fs = open_rw(&img);
+    let now = t(1_700_000_800);
+    let (ap, imm) = (lookup(&mut fs, ROOT, "ap"), lookup(&mut fs, ROOT, "imm"));
+    fs.create(ap, b"new", &new(FileType::Regular, 0o644)).unwrap();
+    assert_eq!(code(fs.unlink(ap, b"old", now)), ErrorCode::NotPermitted);
+    assert_eq!(code(fs.rename(ap, b"old", ROOT, b"out", RenameFlags::default(), now)), ErrorCode::NotPermitted);
+    fs.create(ROOT, b"in", &new(FileType::Regular, 0o644)).unwrap();
+    fs.rename(ROOT, b"in", ap, b"in", RenameFlags::default(), now).unwrap();
+    assert_eq!(code(fs.rename(ap, b"in", ap, b"new", RenameFlags::default(), now)), ErrorCode::NotPermitted);
+    assert_eq!(code(fs.create(imm, b"x", &new(FileType::Regular, 0o644))), ErrorCode::NotPermitted);
+    finish_and_check(fs, &img);
+}
+
 /// A directory grown to `n` entries by create, thinned by unlink: the
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.

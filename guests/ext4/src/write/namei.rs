@@ -180,8 +180,10 @@ impl Ext4 {
         }
     }
 
-    /// Directory `ino`, if this writer can change it.
-    fn writable_dir(&mut self, ino: Ino) -> Result<Rc<Inode>> {
+    /// Directory `ino`, if this writer can change it: never an immutable
+    /// one, and when a name is `removing` from it, not an append-only one
+    /// (the kernel's `may_create` and `may_delete`).
+    fn writable_dir(&mut self, ino: Ino, removing: bool) -> Result<Rc<Inode>> {
         self.writable()?;
         let dir = self.dir(ino)?;
         for (bit, what) in
@@ -191,7 +193,7 @@ impl Ext4 {
                 return Err(Error::unsupported(format!("directory {ino} is {what}: ext4 guest cannot change it")));
             }
         }
-        if dir.has_flag(flags::IMMUTABLE) || dir.has_flag(flags::APPEND) {
+        if dir.has_flag(flags::IMMUTABLE) || (removing && dir.has_flag(flags::APPEND)) {
             return Err(Error::new(ErrorCode::NotPermitted, format!("directory {ino} is immutable or append-only")));
         }
         Ok(dir)
@@ -430,7 +432,7 @@ impl Ext4 {
     /// the name free).
     fn prepare_add(&mut self, parent: Ino, name: &[u8]) -> Result<Rc<Inode>> {
         check_name(name)?;
-        let dir = self.writable_dir(parent)?;
+        let dir = self.writable_dir(parent, false)?;
         if self.find_entry(&dir, name)?.is_some() {
             return Err(Error::new(ErrorCode::Exists, format!("{:?} exists in directory {parent}", lossy(name))));
         }
@@ -560,7 +562,7 @@ impl Ext4 {
     /// `unlink`: remove a non-directory's entry.
     pub(crate) fn namei_unlink(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Unlinked> {
         check_name(name)?;
-        let dir = self.writable_dir(parent)?;
+        let dir = self.writable_dir(parent, true)?;
         let found = self
             .find_entry(&dir, name)?
             .ok_or_else(|| Error::not_found(format!("no entry {:?} in directory {parent}", lossy(name))))?;
@@ -582,7 +584,7 @@ impl Ext4 {
     /// `rmdir`: remove an empty directory.
     pub(crate) fn namei_rmdir(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Ino> {
         check_name(name)?;
-        let dir = self.writable_dir(parent)?;
+        let dir = self.writable_dir(parent, true)?;
         let found = self
             .find_entry(&dir, name)?
             .ok_or_else(|| Error::not_found(format!("no entry {:?} in directory {parent}", lossy(name))))?;
@@ -643,12 +645,15 @@ impl Ext4 {
         if flags.exchange && flags.no_replace {
             return Err(Error::invalid("rename: exchange and no-replace together"));
         }
-        let old_dir = self.writable_dir(parent)?;
-        let new_dir = self.writable_dir(new_parent)?;
+        let old_dir = self.writable_dir(parent, true)?;
+        let new_dir = self.writable_dir(new_parent, false)?;
         let src = self
             .find_entry(&old_dir, name)?
             .ok_or_else(|| Error::not_found(format!("no entry {:?} in directory {parent}", lossy(name))))?;
         let dst = self.find_entry(&new_dir, new_name)?;
+        if dst.is_some() && !flags.no_replace && new_dir.has_flag(flags::APPEND) {
+            return Err(Error::new(ErrorCode::NotPermitted, format!("directory {new_parent} is append-only")));
+        }
         let src_inode = self.inode(u64::from(src.ino))?;
         let src_kind = src_inode.kind()?;
         let src_is_dir = src_kind == FileType::Directory;

@@ -138,8 +138,26 @@ fn host_write(fs: &mut Ext4, img: &File, ino: Ino, offset: u64, data: &[u8]) {
 
 /// After unmount: e2fsck clean, and the kernel shows every model.
 fn check_with_kernel(image: &Path, models: &[Model]) {
+    check_with_kernel_and_statfs(image, models, None);
+}
+
+/// As [`check_with_kernel`], and the kernel's statfs equals what the guest
+/// answered before its unmount (`info`): its counters stay exact.
+fn check_with_kernel_and_statfs(image: &Path, models: &[Model], info: Option<fshost_sdk::FsInfo>) {
     e2fsck(image);
     let mount = KernelMount::read_only(image).expect("kernel mount");
+    if let Some(info) = info {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%S %b %f %a %c %d"])
+            .arg(mount.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<u64> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        assert_eq!(v[0], u64::from(info.block_size), "statfs block size");
+        let got = (info.total_blocks, info.free_blocks, info.available_blocks, info.total_inodes, info.free_inodes);
+        assert_eq!((v[1], v[2], v[3], v[4], v[5]), got, "statfs (blocks, free, available, inodes, free inodes)");
+    }
     for m in models {
         let path = mount.path().join(&m.path);
         // SEEK_DATA first: once read, unwritten blocks sit in the page cache
@@ -263,9 +281,10 @@ fn workload(mkfs_args: &[&str], size: &str) {
     fs.setattr(f_ino, &AttrChanges { size: Some(200 * bs), ..Default::default() }).unwrap();
     frag.truncate(200 * bs);
 
+    let info = fs.info().unwrap();
     fs.unmount().unwrap();
     drop(fs);
-    check_with_kernel(image.path(), &[existing, empty, frag, prealloc]);
+    check_with_kernel_and_statfs(image.path(), &[existing, empty, frag, prealloc], Some(info));
 }
 
 #[test]
@@ -652,9 +671,10 @@ fn random_ops(mkfs_args: &[&str], seed: u32) {
             let got = fs.getattr(ino).unwrap().size;
             assert_eq!(got, models[f].bytes.len() as u64, "{ctx}: size");
         }
+        let info = fs.info().unwrap();
         fs.unmount().unwrap();
         drop(fs);
-        check_with_kernel(image.path(), &models);
+        check_with_kernel_and_statfs(image.path(), &models, Some(info));
         fs = open_rw(image.path());
     }
     fs.unmount().unwrap();

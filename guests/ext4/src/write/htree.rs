@@ -496,7 +496,11 @@ mod tests {
     }
 
     fn grow(bs: usize, tail: bool, n: u32, name_len: usize) -> (Mem, Ctx) {
-        let c = ctx(bs, tail, 2);
+        grow_to(bs, tail, n, name_len, 2)
+    }
+
+    fn grow_to(bs: usize, tail: bool, n: u32, name_len: usize, max_levels: usize) -> (Mem, Ctx) {
+        let c = ctx(bs, tail, max_levels);
         let mut m = Mem(vec![dir::first_block(&c.layout, 11, 2)]);
         let mut first = m.0[0].clone();
         dir::set_csum(&mut first, &c.layout, c.seed).unwrap();
@@ -537,6 +541,16 @@ mod tests {
         let (_, levels) = root_info(&m.0[0], &c).unwrap();
         assert_eq!(levels, 1);
         assert_eq!(check(&mut m, &c).len(), 2500);
+    }
+
+    #[test]
+    fn largedir_grows_a_third_level() {
+        // 250-byte names: three to a 1 KiB leaf; past 123 x 125 leaves the
+        // index needs a third level.
+        let (mut m, c) = grow_to(1024, true, 40_000, 250, 3);
+        let (_, levels) = root_info(&m.0[0], &c).unwrap();
+        assert_eq!(levels, 2);
+        assert_eq!(check(&mut m, &c).len(), 40_000);
     }
 
     #[test]

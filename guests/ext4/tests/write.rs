@@ -860,3 +860,40 @@ fn damaged_metadata_gives_errors_not_panics() {
         assert!(outcome.is_ok(), "round {round}: the writer panicked on damaged metadata");
     }
 }
+
+#[test]
+fn a_file_past_2_gib_turns_large_file_on() {
+    require_root();
+    let src = Scratch::new("wlarge");
+    std::fs::write(src.join("f"), b"").unwrap();
+    for args in [&["-O", "^large_file,^huge_file"][..], &["-t", "ext2", "-O", "^large_file"][..]] {
+        let image = Image::mkfs(src.path(), args, "32M").expect("mkfs");
+        let features = |image: &Path| {
+            let out = std::process::Command::new("dumpe2fs").arg("-h").arg(image).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("Filesystem features:"))
+                .unwrap()
+                .to_string()
+        };
+        assert!(!features(image.path()).contains("large_file"), "{args:?}");
+        let img = File::options().read(true).write(true).open(image.path()).unwrap();
+        let mut fs = open_rw(image.path());
+        let ino = ino_of(&mut fs, "f");
+        let bs = u64::from(fs.info().unwrap().block_size);
+        let at = 3u64 << 30;
+        let data = pattern(5000, 91);
+        host_write(&mut fs, &img, ino, at, &data);
+        fs.unmount().unwrap();
+        drop(fs);
+        assert!(features(image.path()).contains("large_file"), "{args:?}: {}", features(image.path()));
+        e2fsck(image.path());
+        let mount = KernelMount::read_only(image.path()).expect("kernel mount");
+        let f = File::open(mount.path().join("f")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), at + 5000, "{args:?}");
+        assert_eq!(data_ranges(&f, at + 5000).unwrap(), vec![(at / bs * bs, at + 5000)], "{args:?}");
+        let mut got = vec![0u8; 5000];
+        f.read_exact_at(&mut got, at).unwrap();
+        assert_eq!(got, data, "{args:?}");
+    }
+}

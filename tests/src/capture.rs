@@ -51,6 +51,9 @@ pub struct Node {
     pub mtime: (i64, i64),
     /// Regular files: SHA-256 of the content (or the errno of reading it).
     pub content: Option<Result<String, i32>>,
+    /// Regular files: (offset, FNV-1a) of each 4 KiB piece hashed, to say
+    /// where two contents part.
+    pub pieces: Vec<(u64, u64)>,
     /// Regular files: the SEEK_DATA/SEEK_HOLE map, or its errno.
     pub data: Option<Result<Vec<(u64, u64)>, i32>>,
     pub target: Option<Result<Vec<u8>, i32>>,
@@ -167,6 +170,7 @@ fn node(path: &Path) -> Result<Node, i32> {
         atime: (meta.atime(), meta.atime_nsec()),
         mtime: (meta.mtime(), meta.mtime_nsec()),
         content: None,
+        pieces: Vec::new(),
         data: None,
         target: None,
         xattrs: xattrs(path),
@@ -186,7 +190,8 @@ fn node(path: &Path) -> Result<Node, i32> {
                     // an unwritten extent caches zero pages that SEEK_DATA
                     // would then report as data.
                     let map = data_ranges(&file, node.size).map_err(|e| errno(&e));
-                    node.content = Some(content_hash(&file, node.size, map.as_ref().ok()));
+                    let hashed = content_hash(&file, node.size, map.as_ref().ok(), &mut node.pieces);
+                    node.content = Some(hashed);
                     node.data = Some(map);
                 }
                 Err(err) => node.content = Some(Err(errno(&err))),
@@ -206,7 +211,12 @@ fn xattrs(path: &Path) -> Result<Xattrs, i32> {
 /// file, the bytes of each data range (with its offset) and, from each
 /// hole, 4 KiB at its start, middle and end, which must read as zeros (a
 /// sample that is not zero is hashed with its offset, so it shows).
-fn content_hash(file: &File, size: u64, map: Option<&Vec<(u64, u64)>>) -> Result<String, i32> {
+fn content_hash(
+    file: &File,
+    size: u64,
+    map: Option<&Vec<(u64, u64)>>,
+    pieces: &mut Vec<(u64, u64)>,
+) -> Result<String, i32> {
     let mut hasher = Sha256::new();
     hasher.update(size.to_le_bytes());
     let mut buf = vec![0u8; 1 << 20];
@@ -217,6 +227,9 @@ fn content_hash(file: &File, size: u64, map: Option<&Vec<(u64, u64)>>) -> Result
             let n = sys::read_full_at(file, &mut buf[..want], pos).map_err(|e| errno(&e))?;
             hasher.update(pos.to_le_bytes());
             hasher.update(&buf[..n]);
+            for (i, piece) in buf[..n].chunks(4096).enumerate() {
+                pieces.push((pos + i as u64 * 4096, fnv1a(piece)));
+            }
             if n < want {
                 hasher.update(b"short read");
                 break;
@@ -261,6 +274,19 @@ fn content_hash(file: &File, size: u64, map: Option<&Vec<(u64, u64)>>) -> Result
         hasher.update(b"bytes past the size");
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Where two files' hashed pieces first part, for a message.
+fn first_difference(x: &[(u64, u64)], y: &[(u64, u64)]) -> String {
+    match x.iter().zip(y).find(|(a, b)| a != b) {
+        Some((a, _)) => format!(" (first in the 4 KiB at {})", a.0),
+        None if x.len() != y.len() => format!(" (past {} pieces)", x.len().min(y.len())),
+        None => String::new(),
+    }
 }
 
 fn show(path: &[u8]) -> String {
@@ -357,7 +383,8 @@ pub fn diff(a: &Tree, b: &Tree, options: &Options) -> Vec<Difference> {
                 Some(Ok(h)) => h[..16].to_string(),
                 Some(Err(e)) => show_errno(*e),
             };
-            field("content", s(&x.content), s(&y.content));
+            let at = first_difference(&x.pieces, &y.pieces);
+            field("content", s(&x.content), format!("{}{at}", s(&y.content)));
         }
         if x.data != y.data {
             let s = |d: &Option<Result<Vec<(u64, u64)>, i32>>| d.as_ref().map_or("none".into(), show_ranges);

@@ -483,17 +483,17 @@ const EXTENT_KINDS: &[Kind] = &[
     Kind::Stamp,
 ];
 
-/// What fshost gets right on block-mapped layouts (ext2, ext3) today: as
-/// [`EXTENT_KINDS`], with fallocate (refused by both) and without punching
-/// and zeroing (fshost refuses a punch the kernel does, and a refused
-/// zero-range or punch still zeroes bytes) or the big sparse file (it
-/// punches).
+/// What fshost gets right on block-mapped layouts (ext2, ext3) today:
+/// every kind but the big directory (directory sizes, as above).
+/// Fallocate and zero-range are refused there by both sides alike.
 const BLOCKMAP_KINDS: &[Kind] = &[
     Kind::Create,
     Kind::Write,
     Kind::Append,
     Kind::Truncate,
     Kind::Fallocate,
+    Kind::PunchHole,
+    Kind::ZeroRange,
     Kind::Mkdir,
     Kind::Rmdir,
     Kind::Unlink,
@@ -512,6 +512,7 @@ const BLOCKMAP_KINDS: &[Kind] = &[
     Kind::Stat,
     Kind::List,
     Kind::OpenUnlinked,
+    Kind::BigSparse,
     Kind::Names,
     Kind::Edges,
     Kind::Stamp,
@@ -742,13 +743,13 @@ fn fshost_matches_kernel_ext4_no_flex_bg_64bit_every_kind() {
 }
 
 #[test]
-#[ignore = "fails: punch refused on block-mapped files, a refused punch or zero-range zeroes bytes, directory sizes"]
+#[ignore = "fails: htree directory sizes differ from the kernel's"]
 fn fshost_matches_kernel_ext3_every_kind() {
     fshost_matches_kernel(EXT3, &Kind::ALL);
 }
 
 #[test]
-#[ignore = "fails: punch refused on block-mapped files, a refused punch or zero-range zeroes bytes, directory sizes"]
+#[ignore = "fails: htree directory sizes differ from the kernel's"]
 fn fshost_matches_kernel_ext2_every_kind() {
     fshost_matches_kernel(EXT2, &Kind::ALL);
 }
@@ -803,7 +804,6 @@ fn fsx_on_fshost_ext4_1k_blocks() {
 
 /// Block-mapped: fallocate refused as the kernel refuses it.
 #[test]
-#[ignore = "fails: on ext2 a punch fshost refuses (EOPNOTSUPP) still zeroes the bytes"]
 fn fsx_on_fshost_ext2() {
     fsx_on_fshost(EXT2);
 }

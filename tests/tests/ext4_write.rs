@@ -62,9 +62,16 @@ fn config(seed: u64) -> Config {
 }
 
 /// The script for `config`, cut to its first FSHOST_WRITE_PREFIX ops when
-/// that is set (to find the first op after which something breaks).
+/// that is set (to find the first op after which something breaks); with
+/// FSHOST_WRITE_SHOW=TEXT, the ops whose description holds TEXT are printed
+/// (the history of one path).
 fn script(config: &Config) -> Script {
     let mut script = generate(config);
+    if let Ok(text) = std::env::var("FSHOST_WRITE_SHOW") {
+        for (i, op) in script.ops.iter().enumerate().filter(|(_, op)| op.to_string().contains(&text)) {
+            eprintln!("FSHOST_WRITE_SHOW: op {i} [{}] {op}", op.kind().name());
+        }
+    }
     if let Ok(n) = std::env::var("FSHOST_WRITE_PREFIX") {
         let n: usize = n.trim().parse().unwrap_or_else(|_| panic!("FSHOST_WRITE_PREFIX={n:?} is not a number"));
         script.ops.truncate(n);

@@ -668,6 +668,28 @@ fn a_directory_of_20k_entries_without_metadata_csum() {
     grow_and_thin(&["-b", "1024", "-O", "^metadata_csum"], 20_000, 1);
 }
 
+/// largedir: 250-byte names in 1 KiB blocks need a third index level,
+/// which e2fsck checks and the kernel reads.
+#[test]
+fn a_largedir_directory_grows_a_third_level() {
+    let scratch = Scratch::new("largedir");
+    let src = scratch.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image(&scratch, &src, &["-b", "1024", "-O", "large_dir", "-N", "50000"], "512M");
+    let mut fs = open_rw(&img);
+    let big = fs.create(ROOT, b"big", &new(FileType::Directory, 0o755)).unwrap();
+    let n = 40_000;
+    for i in 0..n {
+        let name = format!("{i:06}-{}", "L".repeat(243));
+        fs.create(big.ino, name.as_bytes(), &new(FileType::Regular, 0o644)).unwrap_or_else(|e| panic!("#{i}: {e}"));
+    }
+    let kernel = finish_and_check(fs, &img);
+    assert_eq!(kernel.keys().filter(|p| p.starts_with(b"/big/")).count(), n);
+    let dump = debugfs(&img, "htree_dump /big");
+    let levels = dump.lines().find_map(|l| l.trim().strip_prefix("Indirect levels:")).map(str::trim);
+    assert_eq!(levels, Some("2"), "debugfs htree_dump");
+}
+
 #[test]
 fn a_directory_of_20k_entries_on_1k_blocks() {
     grow_and_thin(&["-b", "1024"], 20_000, 1);

@@ -1632,7 +1632,7 @@ mod tests {
                             fs::write(dir.join(format!("a-rather-long-file-name-{i:04}")), format!("{round} {i}"))
                                 .unwrap();
                         }
-                        run("sync", &[]);
+                        run("sync", &["-f", mnt.to_str().expect("a UTF-8 scratch path")]);
                         if round < 2 {
                             fs::remove_dir_all(&dir).unwrap();
                         }
@@ -1717,7 +1717,7 @@ mod tests {
                     for i in 0..200 {
                         fs::write(mnt.join(format!("f{i}")), [1u8; 100]).unwrap();
                         if i % 50 == 0 {
-                            run("sync", &[]);
+                            run("sync", &["-f", mnt.to_str().expect("a UTF-8 scratch path")]);
                         }
                     }
                 },

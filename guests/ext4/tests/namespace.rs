@@ -608,14 +608,30 @@ fn append_only_and_immutable_directories() {
 /// htree grows (leaf splits, on 1 KiB blocks a second index level) and
 /// e2fsck's htree checks pass; the kernel lists exactly the names left.
 fn grow_and_thin(args: &[&str], n: usize, min_levels: u32) {
+    grow_and_thin_tuned(args, None, n, min_levels);
+}
+
+/// As [`grow_and_thin`], with a `debugfs -w` request applied after mkfs.
+fn grow_and_thin_tuned(args: &[&str], tune: Option<&str>, n: usize, min_levels: u32) {
     let scratch = Scratch::new("big");
     let src = scratch.join("src");
     std::fs::create_dir(&src).unwrap();
     let img = image(&scratch, &src, args, "256M");
+    if let Some(request) = tune {
+        debugfs_w(&img, request);
+    }
     let mut fs = open_rw(&img);
     let now = t(1_700_000_200);
     let big = fs.create(ROOT, b"big", &new(FileType::Directory, 0o755)).unwrap();
-    let name = |i: usize| format!("entry-{i:06}-{}", "z".repeat(i % 40)).into_bytes();
+    // Every fifth name has bytes past 0x7f, where signed and unsigned
+    // hashing differ.
+    let name = |i: usize| {
+        let mut n = format!("entry-{i:06}-{}", "z".repeat(i % 40)).into_bytes();
+        if i % 5 == 0 {
+            n.extend_from_slice(&[0xc3, 0xa9, 0xff, 0x80]);
+        }
+        n
+    };
     for i in 0..n {
         let kind = if i % 100 == 7 { FileType::Directory } else { FileType::Regular };
         fs.create(big.ino, &name(i), &new(kind, 0o644)).unwrap_or_else(|e| panic!("create #{i}: {e}"));
@@ -688,6 +704,13 @@ fn a_largedir_directory_grows_a_third_level() {
     let dump = debugfs(&img, "htree_dump /big");
     let levels = dump.lines().find_map(|l| l.trim().strip_prefix("Indirect levels:")).map(str::trim);
     assert_eq!(levels, Some("2"), "debugfs htree_dump");
+}
+
+/// The unsigned-hash flag (names hashed as unsigned bytes, as mkfs does on
+/// platforms whose char is unsigned).
+#[test]
+fn a_directory_of_20k_entries_with_unsigned_hashes() {
+    grow_and_thin_tuned(&["-b", "1024"], Some("ssv flags 2"), 20_000, 1);
 }
 
 #[test]

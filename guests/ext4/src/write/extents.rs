@@ -57,9 +57,10 @@ impl Ext {
 /// A file's tree, read whole.
 pub(super) struct Tree {
     pub exts: Vec<Ext>,
-    /// The leaf blocks (when the tree is deeper than the root), in order,
-    /// with the first logical block their index entry gives.
-    leaves: Vec<(u64, u32)>,
+    /// The leaf blocks (when the tree is deeper than the root), in order:
+    /// block, the first logical block their index entry gives, and the
+    /// range of `exts` they hold (first, count).
+    leaves: Vec<(u64, u32, usize, usize)>,
     /// The index blocks below the root, in walk order.
     index_nodes: Vec<u64>,
     /// The bytes of every node block read (to skip rewriting unchanged ones).
@@ -109,13 +110,17 @@ fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, at: Option<(u64, u32)>, t
             return Err(Error::corrupted(format!("extent block checksum {stored:#x} != {computed:#x}")));
         }
     }
-    if let Some((block, start)) = at {
-        if depth == 0 {
-            tree.leaves.push((block, start));
-        } else {
-            tree.index_nodes.push(block);
+    let leaf = match at {
+        Some((block, start)) if depth == 0 => {
+            tree.leaves.push((block, start, tree.exts.len(), 0));
+            Some(tree.leaves.len() - 1)
         }
-    }
+        Some((block, _)) => {
+            tree.index_nodes.push(block);
+            None
+        }
+        None => None,
+    };
     for i in 0..entries {
         let off = HEADER + i * ENTRY;
         let lblk = le_u32(node, off)?;
@@ -144,9 +149,13 @@ fn walk(fs: &Ext4, seed: u32, node: &[u8], depth: u16, at: Option<(u64, u32)>, t
                 ));
             }
             let data = fs.vol.disk.read_block(child)?;
-            tree.old.insert(child, data.clone());
+            tree.old.insert(child, Vec::new());
             walk(fs, seed, &data, depth - 1, Some((child, lblk)), tree)?;
+            tree.old.insert(child, data);
         }
+    }
+    if let Some(i) = leaf {
+        tree.leaves[i].3 = tree.exts.len() - tree.leaves[i].2;
     }
     Ok(())
 }
@@ -320,12 +329,13 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
     let bs = fs.vol.bs() as usize;
     let per_block = (bs - HEADER - 4) / ENTRY;
     // The leaves: (old block if kept, extents).
-    let mut leaves: Vec<(Option<u64>, Vec<Ext>)> = Vec::new();
+    // The leaves: (old block if kept, extents, whether unchanged).
+    let mut leaves: Vec<(Option<u64>, Vec<Ext>, bool)> = Vec::new();
     let mut surplus: Vec<u64> = Vec::new();
     if exts.len() <= ROOT_MAX {
         surplus.extend(old.leaves.iter().map(|l| l.0));
     } else if old.leaves.is_empty() {
-        leaves = exts.chunks(per_block).map(|c| (None, c.to_vec())).collect();
+        leaves = exts.chunks(per_block).map(|c| (None, c.to_vec(), false)).collect();
     } else {
         let starts: Vec<u64> = old.leaves.iter().skip(1).map(|l| u64::from(l.1)).collect();
         let mut groups: Vec<Vec<Ext>> = vec![Vec::new(); old.leaves.len()];
@@ -333,27 +343,28 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
             let i = starts.partition_point(|&s| s <= u64::from(e.lblk));
             groups[i].push(*e);
         }
-        for (&(block, _), group) in old.leaves.iter().zip(groups) {
+        for (&(block, _, first, count), group) in old.leaves.iter().zip(groups) {
             if group.is_empty() {
                 surplus.push(block);
                 continue;
             }
-            if let Some((prev_block, prev)) = leaves.last_mut()
+            if let Some((_, prev, unchanged)) = leaves.last_mut()
                 && prev.len() + group.len() <= per_block / 2
             {
                 prev.extend(group);
-                let _ = prev_block;
+                *unchanged = false;
                 surplus.push(block);
                 continue;
             }
             if group.len() <= per_block {
-                leaves.push((Some(block), group));
+                let unchanged = old.exts.get(first..first + count) == Some(group.as_slice());
+                leaves.push((Some(block), group, unchanged));
                 continue;
             }
             let parts = group.len().div_ceil(per_block).max(2);
             let size = group.len().div_ceil(parts);
             for (k, chunk) in group.chunks(size).enumerate() {
-                leaves.push((if k == 0 { Some(block) } else { None }, chunk.to_vec()));
+                leaves.push((if k == 0 { Some(block) } else { None }, chunk.to_vec(), false));
             }
         }
     }
@@ -416,13 +427,15 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
     if leaves.is_empty() {
         entries = exts.iter().map(|e| (e.lblk, leaf_entry(e))).collect();
     } else {
-        for (block, group) in &leaves {
+        for (block, group, unchanged) in &leaves {
             let block = match block {
                 Some(b) => *b,
                 None => fresh_iter.next().ok_or_else(|| Error::corrupted("extent tree layout miscounted"))?,
             };
-            let bytes: Vec<[u8; 12]> = group.iter().map(leaf_entry).collect();
-            store(fs, block, &bytes, 0)?;
+            if !unchanged {
+                let bytes: Vec<[u8; 12]> = group.iter().map(leaf_entry).collect();
+                store(fs, block, &bytes, 0)?;
+            }
             entries.push(index_entry(group[0].lblk, block));
         }
     }

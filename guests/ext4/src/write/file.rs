@@ -134,16 +134,19 @@ pub(super) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> 
     let tree = extents::read(fs, n, &raw)?;
     let mut exts = tree.exts.clone();
     let fresh = extents::fill_holes(fs, n, &mut exts, first, end, false)?;
-    if !fresh.is_empty() {
+    let exts = if fresh.is_empty() {
+        exts
+    } else {
+        extents::normalize(&mut exts);
+        let answer = exts.clone();
         let added: u64 = fresh.iter().map(|e| u64::from(e.len)).sum();
         let result = raw.add_blocks(added as i64).and_then(|()| extents::write(fs, n, &mut raw, exts, tree));
         if let Err(e) = result.and_then(|()| fs.put_inode(n, &raw)) {
             extents::free_fresh(fs, &fresh);
             return Err(e);
         }
-    }
-    let raw = fs.raw_inode(n)?;
-    let exts = extents::read(fs, n, &raw)?.exts;
+        answer
+    };
     let mut out = Vec::new();
     let mut at = first;
     for e in exts.iter().filter(|e| e.end() > first && u64::from(e.lblk) < end) {

@@ -627,7 +627,7 @@ fn grow_and_thin_tuned(args: &[&str], tune: Option<&str>, n: usize, min_levels: 
     // hashing differ.
     let name = |i: usize| {
         let mut n = format!("entry-{i:06}-{}", "z".repeat(i % 40)).into_bytes();
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             n.extend_from_slice(&[0xc3, 0xa9, 0xff, 0x80]);
         }
         n

@@ -260,8 +260,8 @@ pub struct AttrChanges {
     pub uid: Option<u32>,
     /// New group.
     pub gid: Option<u32>,
-    /// New size: free the blocks wholly past it. The host has zeroed the
-    /// rest of the block the smaller of the old and new sizes ends in.
+    /// New size: free the blocks wholly past it. The rest of the block the
+    /// smaller of the old and new sizes ends in is the host's to zero.
     pub size: Option<u64>,
     /// New access time.
     pub atime: Option<Timestamp>,
@@ -305,10 +305,10 @@ pub struct FallocateFlags {
     /// FALLOC_FL_KEEP_SIZE.
     pub keep_size: bool,
     /// FALLOC_FL_PUNCH_HOLE: free the whole blocks inside the range (the
-    /// host zeroed the partial ones).
+    /// host zeroes the partial ones once the guest agreed).
     pub punch_hole: bool,
     /// FALLOC_FL_ZERO_RANGE: whole blocks inside become unwritten (the host
-    /// zeroed the partial ones).
+    /// zeroes the partial ones once the guest agreed).
     pub zero_range: bool,
     /// FALLOC_FL_COLLAPSE_RANGE (may be unsupported).
     pub collapse_range: bool,

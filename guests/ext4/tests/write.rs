@@ -897,3 +897,28 @@ fn a_file_past_2_gib_turns_large_file_on() {
         assert_eq!(got, data, "{args:?}");
     }
 }
+
+#[test]
+fn a_restarted_instance_keeps_the_orphans_the_host_holds() {
+    require_root();
+    let src = Scratch::new("wrestart");
+    std::fs::write(src.join("open"), pattern(50_000, 95)).unwrap();
+    let image = Image::mkfs(src.path(), &[], "32M").expect("mkfs");
+    let mut fs = open_rw(image.path());
+    let ino = ino_of(&mut fs, "open");
+    let root = fs.info().unwrap().root;
+    let gone = fs.unlink(root, b"open", T).unwrap();
+    assert_eq!(gone.nlink, 0);
+    // The guest traps: no unmount; the host mounts a fresh instance.
+    drop(fs);
+    let mut fs = open_rw(image.path());
+    let a = fs.getattr(ino).expect("the orphan the host holds open is still there");
+    assert_eq!(a.size, 50_000);
+    let (data, _) = common::read_file(&mut fs, image.path(), ino, a.size).unwrap();
+    assert_eq!(data, pattern(50_000, 95));
+    fs.evict(ino).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap_err().code(), ErrorCode::NotFound);
+    fs.unmount().unwrap();
+    drop(fs);
+    e2fsck(image.path());
+}

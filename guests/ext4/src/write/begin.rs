@@ -110,6 +110,11 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
         Ok(bad) => return Err(format!("group descriptor {} has a bad checksum ({}); run e2fsck", bad[0].0, bad[0].1)),
         Err(e) => return Err(format!("cannot read the group descriptors: {e}")),
     }
+    // Clean (or a journalled filesystem the kernel left, which keeps
+    // VALID_FS on disk while mounted): the orphan list is a crash's. Not
+    // clean: this guest's own session, restarted after a trap, whose host
+    // still holds its orphans open (or a crash of this writer: e2fsck's).
+    let was_clean = fs.vol.sb.state & VALID_FS != 0;
     if fs.vol.sb.features.incompat(incompat::RECOVER) {
         recover(fs).map_err(|e| format!("cannot recover the journal onto the device: {e}"))?;
     }
@@ -121,7 +126,8 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
     });
     mark.and_then(|()| fs.vol.disk.device().flush()).map_err(|e| format!("cannot mark the filesystem in use: {e}"))?;
     fs.write = Some(State::default());
-    if fs.vol.sb.last_orphan != 0
+    if was_clean
+        && fs.vol.sb.last_orphan != 0
         && let Err(e) = orphan_cleanup(fs)
     {
         fs.write = None;
@@ -132,7 +138,9 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
 
 /// `ext4_orphan_cleanup`: the orphan list a crash left (files deleted or
 /// being truncated while open). Inodes still linked lose the blocks past
-/// their size; the others are freed (write/namei.rs).
+/// their size; the others are freed (write/namei.rs). Only on a
+/// filesystem found clean: a not-clean one is this writer's own session
+/// restarted after a trap, whose orphans the host still holds open.
 fn orphan_cleanup(fs: &mut Ext4) -> Result<()> {
     let mut at = fs.vol.sb.last_orphan;
     let mut seen = 0u32;

@@ -6,16 +6,17 @@
 //! "not clean" while the filesystem is in use, so a crash between calls
 //! sends the image to e2fsck, as a crash of ext2 would.
 //!
-//! Files, by what they do (H-A's foundation; directories, names and xattrs
-//! are in their own files here):
+//! Files, allocation and the filesystem's state:
 //! - `raw`: [`RawInode`], the on-disk inode bytes with typed fields and the
 //!   kernel's encodings (split ids, sizes, i_blocks, timestamps).
 //! - `alloc`: block and inode bitmaps, group descriptors, the superblock's
 //!   counters, with their checksums (crc32c, or crc16 for gdt_csum).
 //! - `extents`: the extent tree as a sorted list, read whole and written
-//!   back whole into the tree's own blocks.
+//!   back leaf by leaf (unchanged leaves kept, full ones split, small
+//!   neighbours merged, index levels rebuilt).
+//! - `blockmap`: ext2/ext3 block-mapped files through indirect blocks.
 //! - `begin`: begin_write (feature gate, journal recovery onto the
-//!   device, "not clean"), unmount, fsync.
+//!   device, the orphan list a crash left, "not clean"), unmount.
 //! - `file`: iomap_begin for writes, ioend, fallocate, setattr.
 //!
 //! Names and attributes (H-B's half), after fs/ext4/namei.c and xattr.c:

@@ -266,8 +266,10 @@ pub struct SourceArgs {
     /// The guest that parses this filesystem: a name ("ext4", looked up as
     /// ext4.wasm in $FSHOST_PLUGIN_PATH, $XDG_DATA_HOME/fshost/plugins, ...;
     /// see `fshost plugins --dirs`) or a path (contains '/' or ends in .wasm).
-    #[arg(long, short = 'p', value_name = "NAME|PATH")]
-    pub plugin: OsString,
+    /// Left out, or `auto`: the one installed filesystem guest that mounts
+    /// the source read-only (several or none is an error naming them).
+    #[arg(long, short = 'p', value_name = "NAME|PATH|auto")]
+    pub plugin: Option<OsString>,
     /// An image file or block device.
     pub source: PathBuf,
     /// Mount options, comma-separated: ro, rw (mount only: read-write),
@@ -332,7 +334,10 @@ pub(crate) fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
 
 /// Open the source, load the guest and mount it, read-write when `rw`.
 fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> anyhow::Result<Volume> {
-    let path = SearchPath::from_env().resolve(&args.plugin)?;
+    let named = match args.plugin.as_deref() {
+        Some(p) if !crate::detect::wanted(Some(p)) => Some(SearchPath::from_env().resolve(p)?),
+        _ => None,
+    };
     let mut device = Arc::new(Device::open(&args.source, !rw)?);
     let limits = Limits {
         memory: args.guest_memory_mib.saturating_mul(1 << 20),
@@ -353,6 +358,20 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> any
     if rw && device.read_only() {
         bail!("{}: a disk-image format is read-only in fshost; mount read-only (without -o rw)", args.source.display());
     }
+    let path = match named {
+        Some(path) => path,
+        None => {
+            // Each installed guest tries a read-only mount; the one that
+            // claims the device is used as it stands unless rw is asked for.
+            let (found, plugin) = crate::detect::find(&device, &limits, &guest, cache.as_ref())?;
+            if !rw {
+                return Volume::mount(plugin, device).with_context(|| {
+                    format!("mounting {} with {}", args.source.display(), found.path.display())
+                });
+            }
+            found.path
+        }
+    };
     let options = GuestOptions { read_only: !rw, options: guest };
     let (plugin, stats) = Plugin::load(&path, device.clone(), limits, options, cache.as_ref())?;
     tracing::info!(
@@ -423,6 +442,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !json {
                 // The image layers under the filesystem (qcow2, its backing files).
                 crate::stack::write_info(&mut out)?;
+                if let Some(d) = crate::detect::detected() {
+                    out.write_all(b"detected: ")?;
+                    out.write_all(d.name.as_bytes())?;
+                    out.write_all(b" (")?;
+                    out.write_all(path_bytes(&d.path))?;
+                    out.write_all(b")\n")?;
+                }
             }
             crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
         }

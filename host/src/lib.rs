@@ -12,6 +12,7 @@
 //! - [`cli`] and [`mount`] are the edges.
 
 pub mod cli;
+pub mod detect;
 pub mod device;
 pub mod docs;
 pub mod error;

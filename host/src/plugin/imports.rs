@@ -111,6 +111,33 @@ impl LogBudget {
     }
 }
 
+thread_local! {
+    /// The guest's warnings and errors while [`capture_warnings`] runs.
+    static CAPTURE: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether a capture took `message` (it is then logged at debug level).
+fn captured(message: &str) -> bool {
+    CAPTURE.with_borrow_mut(|c| match c {
+        Some(list) => {
+            tracing::debug!(target: "fshost::guest", "{message}");
+            list.push(message.to_owned());
+            true
+        }
+        None => false,
+    })
+}
+
+/// Run `f` (guest calls on this thread), keeping the guest's warnings and
+/// errors for the caller instead of logging them: detection tries guests
+/// that are expected to refuse, and reports their reasons itself.
+pub fn capture_warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = CAPTURE.replace(Some(Vec::new()));
+    let result = f();
+    let got = CAPTURE.replace(outer).unwrap_or_default();
+    (result, got)
+}
+
 impl log::Host for State {
     fn log(&mut self, level: log::Level, mut message: String) {
         if !self.log_budget.take(message.len().min(MAX_MESSAGE)) {
@@ -122,6 +149,9 @@ impl log::Host for State {
                 cut -= 1;
             }
             message.truncate(cut);
+        }
+        if matches!(level, log::Level::Error | log::Level::Warn) && captured(&message) {
+            return;
         }
         match level {
             log::Level::Error => tracing::error!(target: "fshost::guest", "{message}"),

@@ -18,6 +18,7 @@ pub mod cache;
 mod convert;
 pub mod identity;
 mod imports;
+pub use imports::capture_warnings;
 mod limits;
 pub mod search;
 pub mod volume;

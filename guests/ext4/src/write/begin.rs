@@ -118,6 +118,7 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
     if fs.vol.sb.features.incompat(incompat::RECOVER) {
         recover(fs).map_err(|e| format!("cannot recover the journal onto the device: {e}"))?;
     }
+    alloc::sync_sb_counts(fs).map_err(|e| format!("cannot count the free blocks and inodes: {e}"))?;
     let mark = alloc::update_sb(fs, |b| {
         let state = u16::from_le_bytes([b[0x3A], b[0x3B]]) & !VALID_FS;
         b[0x3A..0x3C].copy_from_slice(&state.to_le_bytes());

@@ -50,6 +50,11 @@ pub(crate) struct State {
     table: ResourceTable,
     limits: wasmtime::StoreLimits,
     device: Arc<Device>,
+    /// This instance was mounted read-write (and asked to begin-write): the
+    /// only case in which its `block-device.write` reaches the device. A
+    /// device opened read-write is not enough: detection mounts every
+    /// candidate guest read-only on the same device.
+    writable: bool,
     max_read: u32,
     max_write: u32,
     stderr: MemoryOutputPipe,
@@ -105,6 +110,7 @@ pub struct Plugin {
     options: GuestOptions,
     slot: Mutex<Slot>,
     stop_ticker: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long loading took, for `-v` and the benchmarks.
@@ -190,17 +196,21 @@ impl Plugin {
         }
         let indices = Indices { fs, writer: if options.read_only { None } else { writer } };
 
-        // The ticker lives as long as the process: its handle is dropped.
-        let (stop_ticker, _) = start_ticker(&engine)?;
+        // The ticker lives as long as the guest, and is joined when it is
+        // dropped: detection drops the guests that refused before the
+        // sandbox point, which checks that every thread has dropped its
+        // capabilities.
+        let (stop_ticker, ticker) = start_ticker(&engine)?;
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
+        let slot = Mutex::new(Slot::default());
         let plugin =
-            Plugin { engine, pre, indices, device, limits, options, slot: Mutex::new(Slot::default()), stop_ticker };
+            Plugin { engine, pre, indices, device, limits, options, slot, stop_ticker, ticker: Some(ticker) };
         Ok((plugin, stats))
     }
 
     fn new_store(&self) -> Store<State> {
-        new_store(&self.engine, &self.limits, &self.device)
+        new_store(&self.engine, &self.limits, &self.device, !self.options.read_only)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -452,7 +462,7 @@ fn start_ticker(engine: &Engine) -> anyhow::Result<(Arc<AtomicBool>, std::thread
 
 /// A store for one instance: WASI that grants nothing but an in-memory
 /// stderr, the memory, table and instance limits, the device.
-fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>) -> Store<State> {
+fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>, writable: bool) -> Store<State> {
     let stderr = MemoryOutputPipe::new(1 << 20);
     let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
     let store_limits = StoreLimitsBuilder::new()
@@ -466,6 +476,7 @@ fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>) -> Store<St
         table: ResourceTable::new(),
         limits: store_limits,
         device: device.clone(),
+        writable,
         max_read: limits.max_read,
         max_write: limits.max_write,
         stderr,
@@ -479,6 +490,11 @@ fn new_store(engine: &Engine, limits: &Limits, device: &Arc<Device>) -> Store<St
 impl Drop for Plugin {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            // As VolumeGuest's: woken now rather than within a tick.
+            ticker.thread().unpark();
+            let _ = ticker.join();
+        }
     }
 }
 

@@ -63,8 +63,14 @@ pub fn find(
 ) -> anyhow::Result<(Detected, Plugin)> {
     let source = device.path().display().to_string();
     let search = SearchPath::from_env();
+    let listed = std::time::Instant::now();
     let candidates: Vec<_> =
         search.list().into_iter().filter(|f| f.shadowed_by.is_none() && matches!(f.kind, Kind::Guest(_))).collect();
+    tracing::debug!(
+        "detect: {} filesystem guests on the search path ({:.1} ms to list)",
+        candidates.len(),
+        listed.elapsed().as_secs_f64() * 1e3
+    );
     if candidates.is_empty() {
         bail!(
             "{source}: no filesystem guest is installed to detect the filesystem with \

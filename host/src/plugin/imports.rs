@@ -38,8 +38,10 @@ impl block_device::Host for State {
 
     fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), types::ErrorCode> {
         // On a read-only mount this is the enforcement point, not the
-        // guest's good will: the device is not even open for writing.
-        if self.device.read_only() {
+        // guest's good will: the device is not even open for writing. An
+        // instance mounted read-only on a device opened read-write (a guest
+        // probed by detection, a volume guest) is refused the same way.
+        if self.device.read_only() || !self.writable {
             tracing::warn!(target: "fshost::guest", "guest tried to write {} bytes at {offset}: refused", data.len());
             return Err(types::ErrorCode::ReadOnly);
         }
@@ -58,7 +60,7 @@ impl block_device::Host for State {
 
     fn flush(&mut self) -> Result<(), types::ErrorCode> {
         // Read-only: nothing was written, nothing to make durable.
-        if self.device.read_only() {
+        if self.device.read_only() || !self.writable {
             return Ok(());
         }
         self.device.flush().map_err(|e| {

@@ -568,6 +568,18 @@ impl Volume {
     /// Zero the mapped parts of [from, to) of `ino`, which lies inside one
     /// block: asks the guest (not the cache) for the block's mapping.
     fn zero_mapped(&self, ino: Ino, from: u64, to: u64) -> Result<(), FsError> {
+        // The host writes these bytes on its own authority, before (or
+        // without) the guest's say: never into a file whose flags forbid
+        // changes (the guest would refuse the operation), nor into
+        // encrypted or verity data, whose bytes on the device are not the
+        // file's bytes.
+        let flags = self.getattr(ino)?.flags;
+        if flags.immutable || flags.append {
+            return Err(request(ino, "immutable or append-only", libc::EPERM));
+        }
+        if flags.encrypted || flags.verity {
+            return Err(request(ino, "encrypted or verity data is not the host's to zero", libc::EOPNOTSUPP));
+        }
         let bs = self.plugin.block_size();
         let block = floor(from, bs);
         let maps = self.plugin.iomap_begin(ino, block, bs, false)?;
@@ -576,10 +588,17 @@ impl Volume {
             if pos >= to {
                 break;
             }
+            // The mappings are validated (sorted, contiguous, the first
+            // containing `block`), but `from` may lie past a short one: a
+            // mapping that ends at the device's end need not fill a block.
+            if m.end() <= pos {
+                continue;
+            }
+            let start = pos.max(m.offset.0);
             let upto = m.end().min(to);
             if let MappingKind::Mapped(dev) = m.kind {
-                let zeros = vec![0u8; (upto - pos) as usize];
-                self.device.write_all_at(dev.0 + (pos - m.offset.0), &zeros)?;
+                let zeros = vec![0u8; (upto - start) as usize];
+                self.device.write_all_at(dev.0 + (start - m.offset.0), &zeros)?;
             }
             pos = upto;
         }

@@ -229,7 +229,7 @@ impl VolumeGuest {
     ) -> Result<T, FsError> {
         let mut slot = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            let mut store = new_store(&self.engine, &self.limits, &self.device);
+            let mut store = new_store(&self.engine, &self.limits, &self.device, false);
             store.set_epoch_deadline(self.limits.deadline_ticks());
             let guest = self.pre.instantiate(&mut store).map_err(|e| failure(op, e, &store))?;
             *slot = Some(Live { store, guest, table: None });

@@ -291,3 +291,25 @@ fn two_guests_that_claim_an_image_are_refused_by_name() {
         assert_eq!(out.stdout, content);
     }
 }
+
+#[test]
+fn mount_finds_the_guest_too() {
+    let install = Install::new(GUESTS);
+    let content = b"mounted without naming a guest\n";
+    let image = ext4_image(install.dir.path(), content);
+    // `--plugin auto` (the helper always passes --plugin), in the
+    // development tree: of its guests only ext4 reads ext4.
+    let mut mount = fshost_tests::fshost::FshostMount::mount_with(Path::new("auto"), &image, &[], &[]).unwrap();
+    assert_eq!(std::fs::read(mount.path().join("greeting.txt")).unwrap(), content);
+    let mut names: Vec<String> = std::fs::read_dir(mount.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let named = install.fshost(&[os("ls"), image.as_os_str(), os("--plugin"), os("ext4")]);
+    let mut listed: Vec<String> = text(&named.stdout).lines().map(String::from).collect();
+    listed.sort();
+    assert_eq!(names, listed, "the mount lists what `ls --plugin ext4` lists");
+    assert!(mount.log().contains("detected ext4 on "), "{}", mount.log());
+    assert!(mount.unmount().unwrap().success(), "{}", mount.log());
+}

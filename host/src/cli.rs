@@ -155,7 +155,8 @@ pub enum Command {
     /// or nobody, Landlock, a seccomp allow-list)
     /// serves; SIGTERM unmounts. Read-only. Returns once it serves unless
     /// --foreground. With --socket, the server is the one fshost.socket
-    /// starts (systemd).
+    /// starts (systemd). Needs --plugin: detection would parse the image
+    /// before the server is confined.
     Serve {
         #[command(flatten)]
         source: SourceArgs,

@@ -313,3 +313,17 @@ fn mount_finds_the_guest_too() {
     assert!(mount.log().contains("detected ext4 on "), "{}", mount.log());
     assert!(mount.unmount().unwrap().success(), "{}", mount.log());
 }
+
+#[test]
+fn serve_does_not_detect() {
+    // Service mode promises that only the confined server parses the
+    // image; detection would parse it in the front end.
+    let install = Install::new(GUESTS);
+    let image = ext4_image(install.dir.path(), b"served\n");
+    let dir = install.path("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = install.fshost(&[os("serve"), image.as_os_str(), dir.as_os_str()]);
+    assert!(!out.status.success(), "served without --plugin");
+    assert!(text(&out.stderr).contains("--plugin NAME"), "{}", text(&out.stderr));
+    assert!(!fshost_tests::fshost::is_mount_point(&dir).unwrap());
+}

@@ -199,14 +199,13 @@ fn mount_and_hand_over(
 ) -> anyhow::Result<()> {
     let plugin = match source.plugin.as_deref() {
         Some(p) if !crate::detect::wanted(Some(p)) => SearchPath::from_env().resolve(p)?,
-        // The server runs the guest it is sent: find it here, each
-        // candidate mounting the source read-only in the wasm sandbox.
-        _ => {
-            let device = std::sync::Arc::new(Device::open(&source.source, true)?);
-            let cache = if source.no_cache { None } else { crate::plugin::CompileCache::default_location() };
-            let limits = crate::plugin::Limits::default();
-            crate::detect::find(&device, &limits, &host.guest, cache.as_ref())?.0.path
-        }
+        // Detecting means running guests on the image here, in the front
+        // end, which is not confined: service mode promises that only the
+        // confined server parses the image.
+        _ => bail!(
+            "fshost serve needs --plugin NAME: detecting the filesystem would parse {} outside the confined server",
+            source.source.display()
+        ),
     };
     let guest = std::fs::File::open(&plugin).with_context(|| format!("opening guest {}", plugin.display()))?;
     let device = Device::open(&source.source, true)?;

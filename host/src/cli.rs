@@ -451,7 +451,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out.write_all(b")\n")?;
                 }
             }
-            crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?;
+            match crate::detect::detected() {
+                Some(d) if json => {
+                    // The same object, with the guest detection chose.
+                    let mut buf = Vec::new();
+                    crate::offline::info(&vol, &format, &mut buf).context(in_image(&source))?;
+                    let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&buf)?;
+                    crate::offline::json::put_bytes(&mut obj, "detected", d.name.as_bytes());
+                    serde_json::to_writer(&mut out, &obj)?;
+                    out.write_all(b"\n")?;
+                }
+                _ => crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?,
+            }
         }
         Command::Partitions { source, volume, image_format, backing, json, no_cache, sandbox } => {
             let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;

@@ -97,7 +97,11 @@ fn same_as_named(install: &Install, name: &str, args: &[&OsStr]) -> String {
     let named = install.fshost(&named_args);
     assert!(named.status.success(), "{named_args:?}: {}", text(&named.stderr));
     let mut got = text(&detected.stdout);
-    if args[0] == "info" {
+    if args[0] == "info" && args.contains(&os("--json")) {
+        let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&got).unwrap();
+        assert_eq!(obj.remove("detected"), Some(name.into()), "{got}");
+        got = format!("{}\n", serde_json::Value::Object(obj));
+    } else if args[0] == "info" {
         let line = got.lines().find(|l| l.starts_with("detected: ")).map(String::from);
         let line = line.unwrap_or_else(|| panic!("info does not say what it detected:\n{got}"));
         assert!(line.starts_with(&format!("detected: {name} (")), "{line}");
@@ -120,6 +124,7 @@ fn check_image(install: &Install, name: &str, image: &Path, extra: &[&OsStr], fi
     let cat = same_as_named(install, name, &[with(&[os("cat")]), vec![os(file)]].concat());
     assert_eq!(cat.as_bytes(), content);
     same_as_named(install, name, &with(&[os("info")]));
+    same_as_named(install, name, &with(&[os("info"), os("--json")]));
     // -v says which guest it chose.
     let verbose = install.fshost(&[with(&[os("ls"), os("-v")])].concat());
     let log = text(&verbose.stderr);

@@ -204,6 +204,17 @@ pub fn live(block: &[u8], layout: &Layout) -> Result<Vec<(u32, Vec<u8>, u8)>> {
     Ok(layout.records(block)?.iter().filter(|e| e.ino != 0).map(|e| (e.ino, e.name.to_vec(), e.file_type)).collect())
 }
 
+/// As [`live`], each with its record length on disk, slack included (the
+/// size `dx_make_map` gives `do_split`).
+pub fn live_sized(block: &[u8], layout: &Layout) -> Result<Vec<((u32, Vec<u8>, u8), usize)>> {
+    Ok(layout
+        .records(block)?
+        .iter()
+        .filter(|e| e.ino != 0)
+        .map(|e| ((e.ino, e.name.to_vec(), e.file_type), e.rec_len))
+        .collect())
+}
+
 /// Lay `records` (inode, name, type code) into `block` from its start,
 /// packed, the last one spanning to the tail; an empty list leaves one
 /// unused record. `false` when they do not fit.

@@ -229,13 +229,16 @@ fn read_leaf(b: &mut dyn Blocks, ctx: &Ctx, lblk: u32) -> Result<Vec<u8>> {
 
 /// `do_split`: move the upper half (by size, in hash order) of `old`'s
 /// records into `new`; the hash the new block starts at and whether the
-/// halves share it (the "continued" bit).
+/// halves share it (the "continued" bit). A record's size is its length on
+/// disk, slack included, as `dx_make_map` measures it: the kernel's split
+/// point, so a directory grows by the kernel's number of blocks.
 fn split_leaf(old: &mut [u8], new: &mut [u8], ctx: &Ctx, version: u8) -> Result<(u32, bool)> {
-    let records = dir::live(old, &ctx.layout)?;
-    let mut map = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        map.push((ctx.hash(version, &r.1)?, i, dir::rec_len(r.1.len())));
+    let sized = dir::live_sized(old, &ctx.layout)?;
+    let mut map = Vec::with_capacity(sized.len());
+    for (i, (r, len)) in sized.iter().enumerate() {
+        map.push((ctx.hash(version, &r.1)?, i, *len));
     }
+    let records: Vec<_> = sized.into_iter().map(|(r, _)| r).collect();
     map.sort_by_key(|m| m.0);
     let count = map.len();
     if count < 2 {

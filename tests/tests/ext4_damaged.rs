@@ -111,10 +111,19 @@ fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-/// The source tree, built once per test process.
+/// The source tree, built once per test process and removed when it exits
+/// (a static is never dropped: an `atexit` handler removes it).
 fn tree() -> &'static Path {
     static TREE: OnceLock<ScratchDir> = OnceLock::new();
+    extern "C" fn remove_tree() {
+        if let Some(dir) = TREE.get() {
+            let _ = fs::remove_dir_all(dir.path());
+        }
+    }
     TREE.get_or_init(|| {
+        // SAFETY: registers a plain function with no arguments; it runs at
+        // process exit, after the tests, and only removes a directory.
+        unsafe { libc::atexit(remove_tree) };
         let dir = ScratchDir::new("damaged-tree").expect("scratch dir");
         let root = dir.path();
         let mk = |p: &str| fs::create_dir_all(root.join(p)).expect("mkdir");
@@ -327,11 +336,7 @@ fn inode_with_a_bad_extra_isize() {
 
 #[test]
 fn directory_inode_with_a_bad_checksum() {
-    case(
-        CSUM,
-        |img| debugfs(img, "set_inode_field /victims/dir checksum 0xdead").truncate(0),
-        &[],
-    );
+    case(CSUM, |img| debugfs(img, "set_inode_field /victims/dir checksum 0xdead").truncate(0), &[]);
 }
 
 #[test]

@@ -65,7 +65,8 @@ fn main() -> anyhow::Result<()> {
     let file = match args.get(2) {
         Some(name) => plugin.lookup(root, name.as_bytes())?,
         None => {
-            let e = entries.iter().find(|e| e.kind == Some(FileKind::Regular)).context("no regular file in the root")?;
+            let e =
+                entries.iter().find(|e| e.kind == Some(FileKind::Regular)).context("no regular file in the root")?;
             plugin.getattr(e.ino)?
         }
     };

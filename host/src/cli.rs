@@ -366,9 +366,8 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> any
             // claims the device is used as it stands unless rw is asked for.
             let (found, plugin) = crate::detect::find(&device, &limits, &guest, cache.as_ref())?;
             if !rw {
-                return Volume::mount(plugin, device).with_context(|| {
-                    format!("mounting {} with {}", args.source.display(), found.path.display())
-                });
+                return Volume::mount(plugin, device)
+                    .with_context(|| format!("mounting {} with {}", args.source.display(), found.path.display()));
             }
             found.path
         }

@@ -114,9 +114,7 @@ impl FsError {
             | FsError::Invalid { .. }
             | FsError::Device { .. }
             | FsError::DeviceWrite { .. }
-            | FsError::Failed(_) => {
-                libc::EIO
-            }
+            | FsError::Failed(_) => libc::EIO,
         }
     }
 

@@ -204,8 +204,7 @@ impl Plugin {
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
         let slot = Mutex::new(Slot::default());
-        let plugin =
-            Plugin { engine, pre, indices, device, limits, options, slot, stop_ticker, ticker: Some(ticker) };
+        let plugin = Plugin { engine, pre, indices, device, limits, options, slot, stop_ticker, ticker: Some(ticker) };
         Ok((plugin, stats))
     }
 

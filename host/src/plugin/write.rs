@@ -49,7 +49,13 @@ impl Plugin {
 
     /// Create `name` in `parent` (not a symlink). `live` says whether the
     /// kernel still holds an inode number.
-    pub fn create(&self, parent: Ino, name: &[u8], new: &NewInode, live: impl Fn(Ino) -> bool) -> Result<Attr, FsError> {
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new: &NewInode,
+        live: impl Fn(Ino) -> bool,
+    ) -> Result<Attr, FsError> {
         let n = convert::new_inode(new);
         let a = self.call_live("create", w, |g, s| g.call_create(s, parent.0, name, n))?;
         convert::created("create", a, parent, new, None, live)

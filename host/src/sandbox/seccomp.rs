@@ -333,7 +333,8 @@ mod tests {
     #[test]
     fn only_a_read_write_mount_writes_the_device() {
         let writes = |serving| {
-            host_rows(serving).any(|r| r.nr == libc::SYS_fdatasync || (r.nr == libc::SYS_pwrite64 && r.need != Need::CpOut))
+            host_rows(serving)
+                .any(|r| r.nr == libc::SYS_fdatasync || (r.nr == libc::SYS_pwrite64 && r.need != Need::CpOut))
         };
         assert!(writes(Serving::MountRw));
         for serving in [Serving::Mount, Serving::Offline, Serving::CpOut] {

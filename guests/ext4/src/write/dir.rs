@@ -204,9 +204,12 @@ pub fn live(block: &[u8], layout: &Layout) -> Result<Vec<(u32, Vec<u8>, u8)>> {
     Ok(layout.records(block)?.iter().filter(|e| e.ino != 0).map(|e| (e.ino, e.name.to_vec(), e.file_type)).collect())
 }
 
+/// A live record: inode, name, type code.
+pub type Record = (u32, Vec<u8>, u8);
+
 /// As [`live`], each with its record length on disk, slack included (the
 /// size `dx_make_map` gives `do_split`).
-pub fn live_sized(block: &[u8], layout: &Layout) -> Result<Vec<((u32, Vec<u8>, u8), usize)>> {
+pub fn live_sized(block: &[u8], layout: &Layout) -> Result<Vec<(Record, usize)>> {
     Ok(layout
         .records(block)?
         .iter()

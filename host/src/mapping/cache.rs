@@ -44,6 +44,14 @@ impl MappingCache {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).generation
     }
 
+    /// Drop every mapping (a read-write mount's guest restarted mid-change).
+    pub fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.by_ino.clear();
+        inner.count = 0;
+        inner.generation += 1;
+    }
+
     /// Drop every mapping of `ino` (the write half changed its layout).
     pub fn forget(&self, ino: Ino) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());

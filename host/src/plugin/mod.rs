@@ -25,7 +25,7 @@ pub mod volume;
 mod write;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -109,6 +109,8 @@ pub struct Plugin {
     limits: Limits,
     options: GuestOptions,
     slot: Mutex<Slot>,
+    /// Instances dropped after a failure (trap, deadline, memory).
+    restarts: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
@@ -204,7 +206,18 @@ impl Plugin {
 
         let stats = LoadStats { compiled, millis: started.elapsed().as_secs_f64() * 1000.0 };
         let slot = Mutex::new(Slot::default());
-        let plugin = Plugin { engine, pre, indices, device, limits, options, slot, stop_ticker, ticker: Some(ticker) };
+        let plugin = Plugin {
+            engine,
+            pre,
+            indices,
+            device,
+            limits,
+            options,
+            slot,
+            restarts: AtomicU64::new(0),
+            stop_ticker,
+            ticker: Some(ticker),
+        };
         Ok((plugin, stats))
     }
 
@@ -338,9 +351,17 @@ impl Plugin {
             Err(e) => {
                 let err = failure(op, e, store);
                 slot.live = None;
+                self.restarts.fetch_add(1, Ordering::AcqRel);
                 Err(err)
             }
         }
+    }
+
+    /// How many instances were dropped after a failure so far: a read-write
+    /// mount's caches may not survive one (the failed call may have changed
+    /// part of what it meant to).
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Acquire)
     }
 
     /// Filesystem-wide counters now.

@@ -65,6 +65,8 @@ pub struct Volume {
     reports: MappingCache,
     /// Read-write mounts only: the write half's state.
     writes: write::State,
+    /// The guest's restart count when the caches were last known good.
+    restarts_seen: AtomicU64,
 }
 
 /// One entry of [`Volume::readdirplus`]: the entry, and its attributes or
@@ -126,6 +128,7 @@ impl Volume {
             xattr_names: RwLock::new(HashMap::new()),
             no_xattrs: Arc::new([]),
             generation: AtomicU64::new(0),
+            restarts_seen: AtomicU64::new(0),
             mappings: MappingCache::new(1 << 20),
             reports: MappingCache::new(1 << 16),
             writes: write::State::default(),
@@ -166,8 +169,33 @@ impl Volume {
         attrs.insert(attr.ino, attr.clone());
     }
 
+    /// On a read-write mount, drop every cache once the guest has been
+    /// restarted after a failure: the failed call may have changed part of
+    /// what it meant to (a link count, a size) before it trapped, and the
+    /// fresh instance reads the device as it is. (A read-only mount's
+    /// image does not change, so its caches stay.)
+    fn check_restarts(&self) {
+        if !self.writable() {
+            return;
+        }
+        let now = self.plugin.restarts();
+        if self.restarts_seen.swap(now, Ordering::AcqRel) == now {
+            return;
+        }
+        tracing::debug!("the guest was restarted: the read-write mount's caches are dropped");
+        {
+            let mut attrs = self.attrs.write().unwrap_or_else(|p| p.into_inner());
+            attrs.clear();
+            self.xattr_names.write().unwrap_or_else(|p| p.into_inner()).clear();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.mappings.clear();
+        self.reports.clear();
+    }
+
     /// Attributes of `ino` (cached).
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        self.check_restarts();
         if let Some(a) = self.attrs.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(a.clone());
         }
@@ -267,6 +295,7 @@ impl Volume {
 
     /// Extended attribute names of `ino`.
     pub fn listxattr(&self, ino: Ino) -> Result<Arc<[Vec<u8>]>, FsError> {
+        self.check_restarts();
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
         }
@@ -303,6 +332,7 @@ impl Volume {
     /// The mapping of `ino` containing `pos`: from the cache, or from the
     /// guest (which then fills the cache). The flag says the guest was asked.
     fn mapping(&self, ino: Ino, pos: u64, report: bool) -> Result<(Mapping, bool), FsError> {
+        self.check_restarts();
         let cache = if report { &self.reports } else { &self.mappings };
         if let Some(m) = cache.get(ino, pos) {
             return Ok((m, false));

@@ -76,6 +76,9 @@ fn now() -> Timestamp {
     Timestamp { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanoseconds: d.subsec_nanos() }
 }
 
+/// Guest calls one FUSE write may make before it is answered short.
+const MAX_GUEST_CALLS_PER_WRITE: usize = 64;
+
 fn request(ino: Ino, what: &'static str, errno: i32) -> FsError {
     FsError::Request { ino, what, errno }
 }
@@ -99,7 +102,9 @@ impl Volume {
     }
 
     fn change(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writes.change.lock().unwrap_or_else(|p| p.into_inner())
+        let guard = self.writes.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_restarts();
+        guard
     }
 
     /// Drop the cached attributes of `ino`.
@@ -238,11 +243,33 @@ impl Volume {
         let made = self.plugin.create(parent, name, &new, |ino| self.is_live(ino));
         let attr = self.created(parent, made)?;
         let time = new.time;
-        if let Some(access) = access {
-            self.plugin.setxattr(attr.ino, acl::ACCESS, &access.to_bytes(), XattrFlags::default(), time)?;
-        }
-        if let (FileKind::Directory, Some((_, bytes))) = (kind, &default) {
-            self.plugin.setxattr(attr.ino, acl::DEFAULT, bytes, XattrFlags::default(), time)?;
+        let inherit = || -> Result<(), FsError> {
+            if let Some(access) = access {
+                self.plugin.setxattr(attr.ino, acl::ACCESS, &access.to_bytes(), XattrFlags::default(), time)?;
+            }
+            if let (FileKind::Directory, Some((_, bytes))) = (kind, &default) {
+                self.plugin.setxattr(attr.ino, acl::DEFAULT, bytes, XattrFlags::default(), time)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = inherit() {
+            // The mode already carries the ACL's mask as its group bits: a
+            // file left without its ACL would grant the owning group what
+            // only the ACL's named entries were to get. Take it back.
+            let undone = if kind == FileKind::Directory {
+                self.plugin.rmdir(parent, name, time).map(|_| ())
+            } else {
+                self.plugin.unlink(parent, name, time).map(|_| ())
+            };
+            if let Err(undo) = undone {
+                tracing::warn!(
+                    "inode {}: its inherited ACL could not be stored ({e}), nor the entry removed: {undo}",
+                    attr.ino
+                );
+            }
+            self.forget_attr(parent);
+            self.forget_all(attr.ino);
+            return Err(e);
         }
         Ok(attr)
     }
@@ -492,7 +519,9 @@ impl Volume {
         // Whatever happened, the guest may have allocated.
         self.forget_layout(ino);
         let done = match written {
-            Ok(()) => end - offset,
+            // All of it, or as far as the guest calls allowed (a short
+            // write the caller continues).
+            Ok(upto) => upto - offset,
             // A short write, when the guest refused the rest itself (no
             // space): what is on the device is ended; a misbehaving guest
             // or a failed device write costs the whole write.
@@ -512,11 +541,22 @@ impl Volume {
     }
 
     /// Put [offset, end) of `data` into the mappings the guest allocates
-    /// for it. On failure, where it stopped: all before was written.
-    fn write_data(&self, ino: Ino, offset: u64, end: u64, data: &[u8], direct: bool) -> Result<(), (u64, FsError)> {
+    /// for it; where it got to (`end`, or short of it after
+    /// `MAX_GUEST_CALLS_PER_WRITE` calls: a guest that maps one small block
+    /// per call, each just inside the deadline, must not hold the change
+    /// lock for minutes). On failure, where it stopped: all before was
+    /// written.
+    fn write_data(&self, ino: Ino, offset: u64, end: u64, data: &[u8], direct: bool) -> Result<u64, (u64, FsError)> {
         let bs = self.plugin.block_size();
         let mut pos = offset;
+        let mut calls = 0;
         while pos < end {
+            if calls == MAX_GUEST_CALLS_PER_WRITE {
+                // Each call moved `pos` by at least a block (the first
+                // mapping contains it), so this is a short write, not none.
+                return Ok(pos);
+            }
+            calls += 1;
             let maps = self.plugin.iomap_write(ino, pos, end - pos, direct).map_err(|e| (pos, e))?;
             for m in maps {
                 if pos >= end {
@@ -529,7 +569,7 @@ impl Volume {
                 pos = upto;
             }
         }
-        Ok(())
+        Ok(end)
     }
 
     /// Write `piece`, file bytes from `pos`, into mapping `m` (mapped or

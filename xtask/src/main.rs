@@ -12,8 +12,8 @@
 //!
 //! Set-up installs what a fresh machine of this kind lacks: the
 //! wasm32-wasip2 Rust target and, when running as root, the Debian packages
-//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl;
-//! dosfstools, mtools and user-mode-linux for FAT, whose reference vfat
+//! the tests use as oracles (e2fsprogs, fuse3, fuse2fs, attr, acl,
+//! stress-ng; dosfstools, mtools and user-mode-linux for FAT, whose reference vfat
 //! driver runs in user-mode Linux because this kernel has none), the C
 //! guests' toolchain (clang-14, lld-14, wasi-libc; see cguest.rs) and, in
 //! `target/py-venv`, componentize-py for the Python guests (pyguest.rs).
@@ -53,6 +53,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("attr", "setfattr"),
     ("acl", "setfacl"),
     ("util-linux", "losetup"),
+    // Concurrent namespace stress on read-write mounts (tests/ext4_stress.rs).
+    ("stress-ng", "stress-ng"),
     // Partition tables for tests/partitions.rs (sfdisk), compared with the
     // partitions user-mode Linux finds (this kernel has no partition parsers).
     ("fdisk", "sfdisk"),

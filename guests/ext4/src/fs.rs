@@ -11,6 +11,11 @@
 //!   recovery; mount the stale on-disk state and log a warning.
 //! - `nocsum`: do not verify metadata checksums (for salvaging images whose
 //!   checksums are wrong but whose structures are fine).
+//! - `inode_readahead_blks=N`: inode-table blocks read at once around an
+//!   inode (a power of two, 0 for none; default 32, as the kernel's).
+//! - `block_cache=N`: metadata blocks the guest keeps (default 4096), and
+//!   `inode_cache=N`: parsed inodes kept (default 8192); the guest's memory
+//!   grows with both.
 
 use std::rc::Rc;
 
@@ -22,7 +27,7 @@ use fshost_sdk::{
 use crate::disk::Disk;
 use crate::features::{compat, incompat};
 use crate::inode::{self, Inode, ROOT_INO, flags};
-use crate::names::NameIndex;
+use crate::names::DirMemo;
 use crate::superblock::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, Superblock};
 use crate::volume::Volume;
 use crate::{acl, directory, group, iomap, journal, mapping, nokey, statfs, symlink, xattr};
@@ -42,8 +47,10 @@ const NAME_MAX: usize = 255;
 pub struct Ext4 {
     pub(crate) vol: Volume,
     pub(crate) inodes: Lru<u32, Rc<Inode>>,
-    /// Name indexes of unindexed directories (`None`: this one scans).
-    pub(crate) names: Lru<u32, Option<Rc<NameIndex>>>,
+    /// What is kept per directory: name indexes of unindexed directories,
+    /// the index of an htree for listing (names.rs). The writer drops a
+    /// directory's when it writes its inode.
+    pub(crate) names: Lru<u32, Rc<DirMemo>>,
     /// statfs counters, computed on first use (they read every descriptor).
     pub(crate) counts: Option<statfs::Counts>,
     /// Set by a successful `begin_write` (write/mod.rs), `None` read-only.
@@ -115,15 +122,14 @@ impl Ext4 {
         Ok(dir)
     }
 
-    /// The name index of directory `dir`, built on first use; `None` when
-    /// lookups in it must scan (see names.rs).
-    fn names(&mut self, dir: &Inode) -> Option<Rc<NameIndex>> {
+    /// What is kept about directory `dir`, made empty on first use.
+    fn memo(&mut self, dir: &Inode) -> Rc<DirMemo> {
         if let Some(known) = self.names.get(&dir.ino) {
             return known;
         }
-        let index = NameIndex::build(&self.vol, dir).map(Rc::new);
-        self.names.insert(dir.ino, index.clone());
-        index
+        let memo = Rc::new(DirMemo::default());
+        self.names.insert(dir.ino, memo.clone());
+        memo
     }
 
     /// The inode of the entry of encrypted directory `dir` that `wanted`
@@ -132,7 +138,8 @@ impl Ext4 {
     fn find_encrypted(&mut self, dir: &Inode, wanted: &nokey::Wanted) -> Result<Option<u32>> {
         let mut cookie = 0;
         loop {
-            let batch = directory::list(&self.vol, dir, cookie, 1024)?;
+            let memo = self.memo(dir);
+            let batch = directory::list(&self.vol, dir, memo.order(&self.vol, dir), cookie, 1024)?;
             let Some(last) = batch.last() else { return Ok(None) };
             if last.cookie <= cookie {
                 return Err(Error::corrupted(format!("directory {}: listing does not advance", dir.ino)));
@@ -315,7 +322,8 @@ impl Filesystem for Ext4 {
         } else {
             name
         };
-        let indexed = self.names(&dir).map(|index| index.get(name));
+        let memo = self.memo(&dir);
+        let indexed = memo.names(&self.vol, &dir).map(|index| index.get(name));
         let found = match indexed {
             Some(found) => found,
             None => directory::find(&self.vol, &dir, name)?,
@@ -330,7 +338,8 @@ impl Filesystem for Ext4 {
 
     fn readdir(&mut self, ino: Ino, cookie: u64, max: u32) -> Result<Vec<DirEntry>> {
         let dir = self.dir(ino)?;
-        let mut listed = directory::list(&self.vol, &dir, cookie, max as usize)?;
+        let memo = self.memo(&dir);
+        let mut listed = directory::list(&self.vol, &dir, memo.order(&self.vol, &dir), cookie, max as usize)?;
         if dir.has_flag(flags::ENCRYPT) {
             // No key: the kernel shows each name as its no-key name, with
             // the hashes its readdir computed (zeros when it lists linearly).

@@ -110,13 +110,22 @@ pub fn root_hash_version(vol: &Volume, dir: &Inode) -> Option<u8> {
     u8_at(&root, ROOT_INFO + 4).ok().filter(|v| [hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(v))
 }
 
-/// Find the first leaf that may hold names hashing like `name`.
-pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
+/// The index root of a directory, checked as `dx_probe` checks it.
+struct Root {
+    /// As recorded (without the unsigned adjustment).
+    hash_version: u8,
+    levels: u8,
+    entries: Vec<(u32, u32)>,
+}
+
+/// Read and check the root of `dir`'s index: `Ok(Err)` when it is
+/// malformed (the caller falls back to linear reading), `Err` for read and
+/// checksum failures.
+fn root(vol: &Volume, dir: &Inode) -> Result<Result<Root>> {
     let bs = vol.sb.block_size as usize;
-    let blocks = dir.size.div_ceil(vol.bs());
     let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
     let Some(root) = mapping::read_dir_block(vol, dir, 0)? else {
-        return Ok(Probe::Bad(Error::corrupted("htree root block is a hole")));
+        return Ok(Err(Error::corrupted("htree root block is a hole")));
     };
     let hash_version = u8_at(&root, ROOT_INFO + 4)?;
     let info_length = usize::from(u8_at(&root, ROOT_INFO + 5)?);
@@ -126,24 +135,31 @@ pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
     let root_limit = bs.saturating_sub(24 + info_length + csum_space) / ENTRY_SIZE;
     let first = entries(vol, dir, &root, root_off, root_limit)?;
     if ![hash::LEGACY, hash::HALF_MD4, hash::TEA].contains(&hash_version) {
-        return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
+        return Ok(Err(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
     }
     if unused_flags & 1 != 0 {
-        return Ok(Probe::Bad(Error::corrupted(format!("unimplemented hash flags {unused_flags:#x}"))));
+        return Ok(Err(Error::corrupted(format!("unimplemented hash flags {unused_flags:#x}"))));
     }
     let max_levels = if vol.sb.features.incompat(incompat::LARGEDIR) { 3 } else { 2 };
     if levels >= max_levels {
-        return Ok(Probe::Bad(Error::corrupted(format!("htree depth {levels} exceeds {max_levels}"))));
+        return Ok(Err(Error::corrupted(format!("htree depth {levels} exceeds {max_levels}"))));
     }
+    Ok(first.map(|entries| Root { hash_version, levels, entries }))
+}
+
+/// Find the first leaf that may hold names hashing like `name`.
+pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
+    let blocks = dir.size.div_ceil(vol.bs());
+    let root = match root(vol, dir)? {
+        Ok(root) => root,
+        Err(e) => return Ok(Probe::Bad(e)),
+    };
+    let hash_version = root.hash_version;
     let Some(hash) = hash::dx_hash(hash_version + vol.sb.hash_unsigned, name, &vol.sb.hash_seed) else {
         return Ok(Probe::Bad(Error::corrupted(format!("unrecognised hash version {hash_version}"))));
     };
-    let first = match first {
-        Ok(e) => e,
-        Err(e) => return Ok(Probe::Bad(e)),
-    };
     let mut cursor = Cursor { frames: Vec::new(), hash, blocks };
-    let mut entries_here = first;
+    let mut entries_here = root.entries;
     let mut visited = vec![0u32];
     loop {
         let at = entries_here.partition_point(|&(h, _)| h <= hash).saturating_sub(1);
@@ -154,34 +170,110 @@ pub fn probe(vol: &Volume, dir: &Inode, name: &[u8]) -> Result<Probe> {
                 "dx entry points to block {block} (cycle or past the end)"
             ))));
         }
-        if cursor.frames.len() > usize::from(levels) {
+        if cursor.frames.len() > usize::from(root.levels) {
             return Ok(Probe::Found(cursor));
         }
         visited.push(block);
-        entries_here = match cursor.node(vol, dir, block)? {
+        entries_here = match node(vol, dir, block)? {
             Ok(e) => e,
             Err(e) => return Ok(Probe::Bad(e)),
         };
     }
 }
 
+/// Every leaf of a directory's index, in hash order: what listing in hash
+/// order needs, read once per directory (the guest keeps it between the
+/// batches of a listing, names.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaves {
+    /// The hash version entries are hashed with (the root's, with the
+    /// superblock's unsigned adjustment).
+    pub hash_version: u8,
+    /// (hash, block): the hash the leaf's index entry starts at (its low
+    /// bit set when the leaf continues a collision from the one before:
+    /// `ext4_htree_next_block`), and the leaf's block in the directory.
+    pub leaves: Vec<(u32, u32)>,
+}
+
+/// Read the whole index of `dir`: `Ok(Err)` when any part of it is
+/// malformed or out of order (every node is checked as `dx_probe` checks
+/// the nodes on one path, each block is visited once and lies inside the
+/// directory), `Err` for read and checksum failures.
+pub fn leaves(vol: &Volume, dir: &Inode) -> Result<Result<Leaves>> {
+    let blocks = dir.size.div_ceil(vol.bs());
+    let root = match root(vol, dir)? {
+        Ok(root) => root,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut walk = Walk { blocks, levels: root.levels, visited: std::collections::HashSet::from([0]), out: Vec::new() };
+    if let Err(e) = walk.node(vol, dir, 0, root.entries, 0)? {
+        return Ok(Err(e));
+    }
+    if walk.out.windows(2).any(|w| w[0].0 > w[1].0) {
+        return Ok(Err(Error::corrupted("index hashes out of order")));
+    }
+    let version = root.hash_version;
+    let hash_version = if version <= hash::TEA { version + vol.sb.hash_unsigned } else { version };
+    Ok(Ok(Leaves { hash_version, leaves: walk.out }))
+}
+
+/// The state of [`leaves`]' depth-first walk.
+struct Walk {
+    blocks: u64,
+    levels: u8,
+    visited: std::collections::HashSet<u32>,
+    out: Vec<(u32, u32)>,
+}
+
+impl Walk {
+    /// Walk the entries of one node at `level` (0: the root), whose first
+    /// entry starts at hash `start`.
+    fn node(
+        &mut self,
+        vol: &Volume,
+        dir: &Inode,
+        level: u8,
+        entries: Vec<(u32, u32)>,
+        start: u32,
+    ) -> Result<Result<()>> {
+        for (i, (hash, block)) in entries.into_iter().enumerate() {
+            let hash = if i == 0 { start } else { hash };
+            if u64::from(block) >= self.blocks || !self.visited.insert(block) {
+                return Ok(Err(Error::corrupted(format!("dx entry points to block {block} (cycle or past the end)"))));
+            }
+            if level >= self.levels {
+                self.out.push((hash, block));
+                continue;
+            }
+            let lower = match node(vol, dir, block)? {
+                Ok(e) => e,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Err(e) = self.node(vol, dir, level + 1, lower, hash)? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Read interior node `block` of `dir`'s index and parse its entries.
+fn node(vol: &Volume, dir: &Inode, block: u32) -> Result<Result<Vec<(u32, u32)>>> {
+    let Some(data) = mapping::read_dir_block(vol, dir, u64::from(block))? else {
+        return Ok(Err(Error::corrupted(format!("htree node block {block} is a hole"))));
+    };
+    if dir::first_rec_len(&data, vol.sb.block_size)? != data.len() {
+        return Ok(Err(Error::corrupted(format!("block {block}: leaf found where an index node belongs"))));
+    }
+    let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
+    let limit = (data.len() - NODE_ENTRIES - csum_space) / ENTRY_SIZE;
+    entries(vol, dir, &data, NODE_ENTRIES, limit)
+}
+
 impl Cursor {
     /// The directory block of the current candidate leaf.
     pub fn leaf(&self) -> u32 {
         self.frames.last().and_then(|f| f.entries.get(f.at)).map_or(0, |e| e.1)
-    }
-
-    /// Read interior node `block` and parse its entries.
-    fn node(&self, vol: &Volume, dir: &Inode, block: u32) -> Result<Result<Vec<(u32, u32)>>> {
-        let Some(data) = mapping::read_dir_block(vol, dir, u64::from(block))? else {
-            return Ok(Err(Error::corrupted(format!("htree node block {block} is a hole"))));
-        };
-        if dir::first_rec_len(&data, vol.sb.block_size)? != data.len() {
-            return Ok(Err(Error::corrupted(format!("block {block}: leaf found where an index node belongs"))));
-        }
-        let csum_space = if vol.csum.metadata { TAIL_SIZE } else { 0 };
-        let limit = (data.len() - NODE_ENTRIES - csum_space) / ENTRY_SIZE;
-        entries(vol, dir, &data, NODE_ENTRIES, limit)
     }
 
     /// Move to the next leaf if the name's entries may continue there
@@ -207,7 +299,7 @@ impl Cursor {
             if u64::from(block) >= self.blocks {
                 return Err(Error::corrupted(format!("directory {}: dx entry points past the end", dir.ino)));
             }
-            let entries = self.node(vol, dir, block)?.map_err(|e| e.context(format!("directory {}", dir.ino)))?;
+            let entries = node(vol, dir, block)?.map_err(|e| e.context(format!("directory {}", dir.ino)))?;
             if let Some(frame) = self.frames.get_mut(lower) {
                 *frame = Frame { entries, at: 0 };
             }

@@ -1,4 +1,5 @@
-//! Name indexes for directories without an htree.
+//! Name indexes for directories without an htree, and what else the guest
+//! keeps about a directory between calls ([`DirMemo`]).
 //!
 //! `mkfs.ext4 -d`, old ext2/ext3 tools and every directory of one block
 //! leave directories unindexed; a lookup in one is a linear scan. The
@@ -16,10 +17,11 @@
 //! more than [`NameIndex::MAX_ENTRIES`] records) no index is built and the
 //! lookup scans as before, reporting its errors as before.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
 
-use crate::directory::{self, Found};
+use crate::directory::{self, Found, Order};
 use crate::inode::Inode;
 use crate::volume::Volume;
 
@@ -52,5 +54,28 @@ impl NameIndex {
     /// The record named `name`, if any.
     pub fn get(&self, name: &[u8]) -> Option<Found> {
         self.names.get(name).copied()
+    }
+}
+
+/// What the guest keeps about one directory between calls: its name index
+/// (lookups) and how it lists ([`Order`]: for an htree, its whole index),
+/// each made on first use. `Ext4` keeps these per directory and the writer
+/// drops a directory's whenever it writes the directory's inode, which
+/// every change of its records or index does (times, size).
+#[derive(Debug, Default)]
+pub struct DirMemo {
+    names: OnceCell<Option<NameIndex>>,
+    order: OnceCell<Order>,
+}
+
+impl DirMemo {
+    /// The name index of `dir`, or `None` when lookups in it must scan.
+    pub fn names(&self, vol: &Volume, dir: &Inode) -> Option<&NameIndex> {
+        self.names.get_or_init(|| NameIndex::build(vol, dir)).as_ref()
+    }
+
+    /// How `dir` lists.
+    pub fn order(&self, vol: &Volume, dir: &Inode) -> &Order {
+        self.order.get_or_init(|| directory::order(vol, dir))
     }
 }

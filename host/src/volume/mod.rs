@@ -257,7 +257,7 @@ impl Volume {
     }
 
     /// Every entry of `dir`, in the guest's order. Fails (EIO) when the
-    /// listing loops (a cookie comes back) or grows past
+    /// listing loops (a batch resumes from a cookie it resumed from before) or grows past
     /// [`MAX_WHOLE_DIR_ENTRIES`] entries or [`MAX_WHOLE_DIR_NAME_BYTES`]
     /// bytes of names, so a guest cannot make it run or grow forever.
     pub fn read_whole_dir(&self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
@@ -270,11 +270,10 @@ impl Volume {
             let batch = self.readdir(dir, cookie, 1024)?;
             let Some(last) = batch.last() else { break };
             cookie = last.cookie;
-            for e in &batch {
-                if !cookies.insert(e.cookie) {
-                    return Err(refuse(format!("cookie {} came back: the listing loops", e.cookie)));
-                }
-                name_bytes += e.name.len();
+            // Only the cookies a listing resumes from must not repeat:
+            // entries of one hash position share theirs (ext4's htree).
+            if !cookies.insert(cookie) {
+                return Err(refuse(format!("cookie {cookie} came back: the listing loops")));
             }
             all.extend(batch);
             if all.len() > MAX_WHOLE_DIR_ENTRIES || name_bytes > MAX_WHOLE_DIR_NAME_BYTES {
@@ -295,6 +294,7 @@ impl Volume {
 
     /// Extended attribute names of `ino`.
     pub fn listxattr(&self, ino: Ino) -> Result<Arc<[Vec<u8>]>, FsError> {
+            name_bytes += batch.iter().map(|e| e.name.len()).sum::<usize>();
         self.check_restarts();
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());

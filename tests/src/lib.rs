@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod probe;
 pub mod scratch;
 pub mod snapshot;
+pub mod stress;
 pub mod tree;
 pub mod uml;
 pub mod workload;

@@ -5,7 +5,8 @@
 //! extent-mapped or block-mapped files, flex_bg, 64bit, meta_bg,
 //! huge_file, large_file, dir_nlink, extra_isize, metadata_csum (and
 //! csum_seed) or gdt_csum, uninit groups, sparse_super and sparse_super2,
-//! largedir, dir_index, ext_attr, and a journal (left empty: writes go
+//! largedir, dir_index, ext_attr, inline_data (converted to blocks when
+//! changed: write/inline.rs), and a journal (left empty: writes go
 //! straight to their blocks). Refused with their names: the features it
 //! does not write yet (see [`unsupported`]).
 //!
@@ -51,10 +52,9 @@ pub(super) fn unsupported(fs: &Ext4) -> Vec<&'static str> {
         | 0x20 // dir_nlink
         | 0x40 // extra_isize
         | ro_compat::METADATA_CSUM;
-    const INCOMPAT: [(u32, &str); 5] = [
+    const INCOMPAT: [(u32, &str); 4] = [
         (incompat::MMP, "mmp"),
         (incompat::EA_INODE, "ea_inode"),
-        (incompat::INLINE_DATA, "inline_data"),
         (incompat::ENCRYPT, "encrypt"),
         (incompat::CASEFOLD, "casefold"),
     ];

@@ -69,7 +69,8 @@ fn regular(fs: &mut Ext4, ino: Ino, data: bool) -> Result<(u32, RawInode)> {
             return Err(Error::unsupported(format!("inode {ino} is encrypted or verity-protected")));
         }
         if raw.has_flag(flags::INLINE_DATA) {
-            return Err(Error::unsupported(format!("inode {ino} has inline data")));
+            // Data or size changes go through blocks (write::inline).
+            return Ok((n, fs.convert_inline_file(n)?));
         }
     }
     Ok((n, raw))

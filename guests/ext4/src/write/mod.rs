@@ -18,6 +18,8 @@
 //! - `begin`: begin_write (feature gate, journal recovery onto the
 //!   device, the orphan list a crash left, "not clean"), unmount.
 //! - `file`: iomap_begin for writes, ioend, fallocate, setattr.
+//! - `inline`: inline_data files and directories, converted to blocks
+//!   before their data or entries change (`ext4_convert_inline_data`).
 //!
 //! Names and attributes (H-B's half), after fs/ext4/namei.c and xattr.c:
 //! - `dir`: one directory block edited in memory (insert, remove,
@@ -47,6 +49,7 @@ mod dir;
 mod extents;
 mod file;
 mod htree;
+mod inline;
 mod namei;
 mod raw;
 mod xattr;
@@ -143,6 +146,10 @@ impl Ext4 {
     /// calls [`Ext4::put_inode`]). `from = 0` frees them all (delete).
     pub(crate) fn truncate_blocks(&mut self, ino: u32, raw: &mut RawInode, from: u32) -> Result<()> {
         self.writable()?;
+        if raw.has_flag(crate::inode::flags::INLINE_DATA) {
+            // Inline data holds no blocks (its `i_block` is data, not a map).
+            return Ok(());
+        }
         extents::truncate_blocks(self, ino, raw, from)
     }
 

@@ -15,8 +15,9 @@
 //! new block when none has (the first block full with dir_index: the
 //! directory becomes indexed, `make_indexed_dir`); indexed ones go through
 //! `write::htree`. Entries are removed from the leaf an htree probe (or a
-//! scan) finds. Inline-data, encrypted and casefolded directories are
-//! refused with `Unsupported`.
+//! scan) finds. An inline directory is converted to a block first
+//! (`write::inline`); encrypted and casefolded directories are refused
+//! with `Unsupported`.
 
 use std::rc::Rc;
 
@@ -185,13 +186,16 @@ impl Ext4 {
     /// (the kernel's `may_create` and `may_delete`).
     fn writable_dir(&mut self, ino: Ino, removing: bool) -> Result<Rc<Inode>> {
         self.writable()?;
-        let dir = self.dir(ino)?;
-        for (bit, what) in
-            [(flags::INLINE_DATA, "inline"), (flags::ENCRYPT, "encrypted"), (flags::CASEFOLD, "casefolded")]
-        {
+        let mut dir = self.dir(ino)?;
+        for (bit, what) in [(flags::ENCRYPT, "encrypted"), (flags::CASEFOLD, "casefolded")] {
             if dir.has_flag(bit) {
                 return Err(Error::unsupported(format!("directory {ino} is {what}: ext4 guest cannot change it")));
             }
+        }
+        if dir.has_flag(flags::INLINE_DATA) && !dir.has_flag(flags::IMMUTABLE) {
+            // Entries are changed in blocks only (write::inline).
+            self.convert_inline_dir(dir.ino)?;
+            dir = self.dir(ino)?;
         }
         if dir.has_flag(flags::IMMUTABLE) || (removing && dir.has_flag(flags::APPEND)) {
             return Err(Error::new(ErrorCode::NotPermitted, format!("directory {ino} is immutable or append-only")));
@@ -305,6 +309,9 @@ impl Ext4 {
 
     /// Whether directory `dir` holds nothing but "." and ".." (`ext4_empty_dir`).
     fn dir_is_empty(&mut self, dir: &Inode) -> Result<bool> {
+        if let Some(empty) = self.inline_dir_is_empty(dir)? {
+            return Ok(empty);
+        }
         let layout = self.dir_layout();
         let dx = self.is_dx(dir);
         for lblk in 0..dir.size / self.vol.bs() {
@@ -603,6 +610,9 @@ impl Ext4 {
 
     /// Rewrite the ".." record of directory `ino` to `parent`.
     fn set_dotdot(&mut self, ino: u32, parent: u32) -> Result<()> {
+        if self.set_inline_dotdot(ino, parent)? {
+            return Ok(());
+        }
         let dir = self.inode(u64::from(ino))?;
         let dx = self.is_dx(&dir);
         let layout = self.dir_layout();

@@ -159,7 +159,7 @@ const GOOD_OLD_INODE: usize = 128;
 
 /// Convert what the reader found into values this writer can rewrite
 /// (values kept in EA inodes are not: `Unsupported`).
-fn owned(ino: Ino, found: Vec<reader::Xattr>) -> Result<Vec<Attr>> {
+pub(super) fn owned(ino: Ino, found: Vec<reader::Xattr>) -> Result<Vec<Attr>> {
     found
         .into_iter()
         .map(|x| match x.value {

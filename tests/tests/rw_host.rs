@@ -249,3 +249,131 @@ fn a_refused_punch_or_shrink_leaves_the_file_as_it_was() {
     drop(mount);
     assert_eq!(std::fs::read(&image).unwrap(), before, "the image changed");
 }
+
+/// The fshost binary hard-linked (or copied) into `dir/bin`, with evil as
+/// the only installed guest (`dir/guests`, the search path's
+/// `BINDIR/../guests`): detection then tries evil alone.
+fn install_with_evil_only(dir: &Path) -> PathBuf {
+    for sub in ["bin", "guests", "plugins", "xdg"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let bin = dir.join("bin/fshost");
+    if std::fs::hard_link(fshost_bin(), &bin).is_err() {
+        std::fs::copy(fshost_bin(), &bin).unwrap();
+    }
+    std::fs::copy(guest("evil"), dir.join("guests/evil.wasm")).unwrap();
+    bin
+}
+
+/// A read-write mount opens the image read-write, and detection (no
+/// `--plugin`) then mounts each installed guest read-only on it to see
+/// which claims it. Such a read-only instance must not reach the device
+/// even though the device could be written: evil's `write-when-ro` probe
+/// tries to overwrite the first block, and the image must come out of the
+/// whole mount byte for byte as it went in.
+#[test]
+fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
+    let dir = ScratchDir::new("rw-probe").unwrap();
+    let image = hello_image(&dir);
+    let original = std::fs::read(&image).unwrap();
+    let install = dir.path().join("install");
+    let bin = install_with_evil_only(&install);
+    let mnt = ScratchDir::new("rw-probe-mnt").unwrap();
+    let log_path = dir.path().join("fshost.log");
+    let mut child = Command::new(&bin)
+        .args(["mount", "--foreground"])
+        .arg(&image)
+        .arg(mnt.path())
+        .args(["-o", "rw,evil=write-when-ro"])
+        .env("FSHOST_PLUGIN_PATH", install.join("plugins"))
+        .env("XDG_DATA_HOME", install.join("xdg"))
+        .env("HOME", &install)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !is_mount_point(mnt.path()).unwrap() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("fshost exited {status} before mounting:\n{}", log());
+        }
+        assert!(std::time::Instant::now() < deadline, "no mount within 30 s:\n{}", log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Detection chose evil, whose read-write instance serves.
+    assert!(log().contains("detected evil"), "{}", log());
+    assert_eq!(std::fs::read(mnt.path().join("note")).unwrap(), b"hello\n");
+    assert!(Command::new("umount").arg(mnt.path()).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "fshost exited {status}:\n{}", log());
+    let after = std::fs::read(&image).unwrap();
+    let changed = after.iter().zip(&original).filter(|(a, b)| a != b).count();
+    assert_eq!(changed, 0, "a read-only probe changed {changed} bytes of the image:\n{}", log());
+}
+
+/// After a guest instance is dropped (a trap), a read-write mount's caches
+/// go with it: the failed call may have changed part of what it meant to,
+/// and the fresh instance knows the device as it is. evil's `forgetful`
+/// keeps a chmod in the instance's memory only; after `attr-panic` traps,
+/// the mount must show the mode a fresh instance reports, not the cached
+/// one.
+#[test]
+fn a_guest_restart_drops_the_caches_of_a_read_write_mount() {
+    let dir = ScratchDir::new("rw-restart").unwrap();
+    let mut b = Builder::new(4096, b"restart");
+    let root = b.root();
+    let file = b.file(root, b"forgetful", b"forgetful\n");
+    b.set_meta(file, 0o644, 0, 0, (1_700_000_000, 0));
+    b.file(root, b"attr-panic", b"trap\n");
+    let image = dir.path().join("restart.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+    let path = mount.path().join("forgetful");
+    let perm = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).unwrap().mode() & 0o7777
+    };
+    // Past the kernel's attribute timeout of a read-write mount (1 s), so
+    // a stat asks fshost.
+    let past_ttl = || std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(perm(), 0o644);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    past_ttl();
+    assert_eq!(perm(), 0o600, "the live instance's answer");
+    let trapped = std::fs::metadata(mount.path().join("attr-panic")).unwrap_err();
+    assert_eq!(trapped.raw_os_error(), Some(libc::EIO));
+    assert!(mount.log().contains("deliberate panic"), "{}", mount.log());
+    past_ttl();
+    assert_eq!(perm(), 0o644, "a cached answer of the dropped instance outlived it:\n{}", mount.log());
+    assert_eq!(std::fs::read(&path).unwrap(), b"forgetful\n");
+}
+
+/// One FUSE write makes a bounded number of guest calls: evil's
+/// `wmap-one-block` maps a write one block per iomap-begin, so a 1 MiB
+/// write (256 blocks, one FUSE request) is answered short after at most 64
+/// calls rather than holding the mount's change lock for 256; the caller
+/// continues, and the file ends up exactly as written.
+#[test]
+fn one_write_makes_a_bounded_number_of_guest_calls_then_answers_short() {
+    const BS: usize = 4096;
+    let dir = ScratchDir::new("rw-calls").unwrap();
+    let mut b = Builder::new(BS as u32, b"calls");
+    let root = b.root();
+    b.file(root, b"wmap-one-block", &pattern(256 * BS, 8));
+    let image = dir.path().join("calls.img");
+    std::fs::write(&image, b.build()).unwrap();
+    let mount = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
+    let path = mount.path().join("wmap-one-block");
+    let data = pattern(256 * BS, 9);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let first = std::os::unix::fs::FileExt::write_at(&f, &data, 0).unwrap();
+    assert!(first > 0 && first <= 64 * BS, "one write(2) of 1 MiB wrote {first} bytes:\n{}", mount.log());
+    assert_eq!(first % BS, 0, "a short write ends on a block");
+    std::os::unix::fs::FileExt::write_all_at(&f, &data[first..], first as u64).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}

@@ -18,8 +18,8 @@ mod trick;
 use std::collections::{HashMap, HashSet};
 
 use fshost_sdk::{
-    Attr, Device, DirEntry, Error, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping, MappingKind,
-    MountOptions, NewInode, Result, Timestamp, encode_rdev,
+    Attr, AttrChanges, Device, DirEntry, Error, ErrorCode, FileType, Filesystem, FsInfo, Ino, IomapFlags, Mapping,
+    MappingKind, MountOptions, NewInode, Result, Timestamp, encode_rdev,
 };
 use hello::Hello;
 
@@ -56,6 +56,8 @@ pub struct Evil {
     /// `begin-write` agreed in this instance: writes are refused before
     /// (the contract: the host calls it again after every restart).
     writing: bool,
+    /// `forgetful` inodes: permission bits set in this instance only.
+    kept: HashMap<Ino, u16>,
 }
 
 /// Stop executing in a way the host sees as a trap (not a panic).
@@ -171,6 +173,11 @@ impl Evil {
                 BadAttr::Ancient => a.mtime = Timestamp { seconds: i64::MIN, nanoseconds: 999_999_999 },
             },
             Some(Trick::Map(BadMap::TinyHoles)) => a.size = TINY_HOLES_SIZE,
+            Some(Trick::Write(BadWrite::Forgetful)) => {
+                if let Some(perm) = self.kept.get(&a.ino) {
+                    a.perm = *perm;
+                }
+            }
             _ => {}
         }
         Ok(a)
@@ -253,7 +260,18 @@ impl Evil {
             BadWrite::Inline => {
                 vec![Mapping { offset: at, length: bs, kind: MappingKind::Inline(vec![0x5a; bs as usize]) }]
             }
-            BadWrite::IoendSize | BadWrite::CreateOther => self.hello.iomap_begin(ino, offset, length, flags)?,
+            BadWrite::OneBlock => {
+                let own = self.hello.iomap_begin(ino, offset, length, flags)?;
+                let first = own.first().ok_or_else(|| Error::invalid("evil: hello mapped nothing"))?;
+                let kind = match first.kind {
+                    MappingKind::Mapped(dev) => MappingKind::Mapped(dev + (at - first.offset)),
+                    ref other => other.clone(),
+                };
+                vec![Mapping { offset: at, length: bs, kind }]
+            }
+            BadWrite::IoendSize | BadWrite::CreateOther | BadWrite::Forgetful => {
+                self.hello.iomap_begin(ino, offset, length, flags)?
+            }
         })
     }
 
@@ -307,13 +325,26 @@ impl Filesystem for Evil {
             Some(MountTrick::Loop) => fault(Fault::Spin, "mount"),
             Some(MountTrick::Panic) => fault(Fault::Panic, "mount"),
             Some(MountTrick::Fail) => return Err(Error::corrupted("evil: this mount always fails")),
-            Some(MountTrick::BadInfo | MountTrick::RefuseWrite) | None => {}
+            Some(MountTrick::WriteWhenReadOnly) if options.read_only => {
+                let answer = try_write();
+                fshost_sdk::warn!("evil: a read-only instance's device write answered {answer:?}");
+            }
+            Some(MountTrick::BadInfo | MountTrick::RefuseWrite | MountTrick::WriteWhenReadOnly) | None => {}
         }
         let device_size = device.size();
         let mut hello = Hello::mount(device, options)?;
         let block_size = u64::from(hello.info()?.block_size);
         let tricks = Self::walk(&mut hello)?;
-        Ok(Evil { hello, device_size, block_size, tricks, mount_trick, flaky_calls: 0, writing: false })
+        Ok(Evil {
+            hello,
+            device_size,
+            block_size,
+            tricks,
+            mount_trick,
+            flaky_calls: 0,
+            writing: false,
+            kept: HashMap::new(),
+        })
     }
 
     fn info(&mut self) -> Result<FsInfo> {
@@ -462,6 +493,17 @@ impl Filesystem for Evil {
 
     fn unmount(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    fn setattr(&mut self, ino: Ino, changes: &AttrChanges) -> Result<Attr> {
+        let only_perm = AttrChanges { perm: changes.perm, ctime: changes.ctime, ..AttrChanges::default() };
+        match (self.trick(ino), changes.perm) {
+            (Some(Trick::Write(BadWrite::Forgetful)), Some(perm)) if *changes == only_perm => {
+                self.kept.insert(ino, perm);
+                self.getattr(ino)
+            }
+            _ => Err(ErrorCode::ReadOnly.into()),
+        }
     }
 
     fn create(&mut self, parent: Ino, name: &[u8], new: &NewInode) -> Result<Attr> {

@@ -144,6 +144,13 @@ pub enum BadWrite {
     /// A create in this directory answers another inode's number (that of
     /// the directory's `victim`), with the fields the host asked for.
     CreateOther,
+    /// iomap-begin for a write: only the block holding the offset (of the
+    /// file's own blocks), so a long write needs one call per block.
+    OneBlock,
+    /// setattr of the permission bits is answered as done but kept only in
+    /// the instance's memory: an instance dropped after a trap takes the
+    /// change with it, and a fresh one reports the bits on the device.
+    Forgetful,
 }
 
 /// One misbehaviour, selected by an entry name.
@@ -216,6 +223,8 @@ pub const TRICKS: &[(&str, Trick)] = &[
     ("wmap-inline", Trick::Write(BadWrite::Inline)),
     ("ioend-size", Trick::Write(BadWrite::IoendSize)),
     ("create-other", Trick::Write(BadWrite::CreateOther)),
+    ("wmap-one-block", Trick::Write(BadWrite::OneBlock)),
+    ("forgetful", Trick::Write(BadWrite::Forgetful)),
 ];
 
 impl Trick {
@@ -238,6 +247,10 @@ pub enum MountTrick {
     BadInfo,
     /// Refuse `begin-write` with a long sentence holding control characters.
     RefuseWrite,
+    /// When mounted read-only, try to overwrite the device's first block
+    /// (0xee bytes) and mount anyway: a read-only instance on a device
+    /// opened read-write (detection's probes) must be refused.
+    WriteWhenReadOnly,
 }
 
 impl MountTrick {
@@ -249,6 +262,7 @@ impl MountTrick {
             "mount-panic" => MountTrick::Panic,
             "mount-badinfo" => MountTrick::BadInfo,
             "refuse-write" => MountTrick::RefuseWrite,
+            "write-when-ro" => MountTrick::WriteWhenReadOnly,
             _ => return None,
         })
     }

@@ -187,7 +187,8 @@ fn mount(device: Device, options: &MountOptions) -> Result<Ext4> {
     let sb = read_sb(&probe)?;
     let device = probe.into_device();
     device.set_cache(sb.block_size, BLOCK_CACHE);
-    let disk = Disk::new(device, sb.block_size);
+    let mut disk = Disk::new(device, sb.block_size);
+    disk.journal_requested = options.has("journal");
     let csum = sb.checksums(verify);
     let mut vol = Volume { disk, sb, csum };
 
@@ -443,22 +444,27 @@ impl Filesystem for Ext4 {
     // ---- The namespace and xattrs (write/namei.rs, write/xattr.rs).
 
     fn create(&mut self, parent: Ino, name: &[u8], new: &NewInode) -> Result<Attr> {
+        crate::write::boundary(self)?;
         self.namei_create(parent, name, new)
     }
 
     fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8], new: &NewInode) -> Result<Attr> {
+        crate::write::boundary(self)?;
         self.namei_symlink(parent, name, target, new)
     }
 
     fn link(&mut self, ino: Ino, parent: Ino, name: &[u8], time: Timestamp) -> Result<Attr> {
+        crate::write::boundary(self)?;
         self.namei_link(ino, parent, name, time)
     }
 
     fn unlink(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Unlinked> {
+        crate::write::boundary(self)?;
         self.namei_unlink(parent, name, time)
     }
 
     fn rmdir(&mut self, parent: Ino, name: &[u8], time: Timestamp) -> Result<Ino> {
+        crate::write::boundary(self)?;
         self.namei_rmdir(parent, name, time)
     }
 
@@ -471,19 +477,23 @@ impl Filesystem for Ext4 {
         flags: RenameFlags,
         time: Timestamp,
     ) -> Result<Option<Unlinked>> {
+        crate::write::boundary(self)?;
         self.namei_rename(parent, name, new_parent, new_name, flags, time)
     }
 
     fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags, time: Timestamp) -> Result<()> {
+        crate::write::boundary(self)?;
         self.xattr_set(ino, name, Some(value), flags, time)
     }
 
     fn removexattr(&mut self, ino: Ino, name: &[u8], time: Timestamp) -> Result<()> {
         // As the VFS asks ext4: a removal is a replace with no value.
+        crate::write::boundary(self)?;
         self.xattr_set(ino, name, None, XattrFlags { create: false, replace: true }, time)
     }
 
     fn evict(&mut self, ino: Ino) -> Result<()> {
+        crate::write::boundary(self)?;
         self.namei_evict(ino)
     }
 
@@ -508,12 +518,12 @@ impl Filesystem for Ext4 {
     fn fsync(&mut self, ino: Ino, _datasync: bool) -> Result<()> {
         self.writable()?;
         self.inode(ino)?;
-        self.vol.disk.device().flush()
+        crate::write::sync(self)
     }
 
     fn syncfs(&mut self) -> Result<()> {
         self.writable()?;
-        self.vol.disk.device().flush()
+        crate::write::sync(self)
     }
 
     fn unmount(&mut self) -> Result<()> {

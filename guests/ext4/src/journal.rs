@@ -623,13 +623,13 @@ fn tid_gt(a: u32, b: u32) -> bool {
 /// The crc32c register carried on from `state` over `data`, with no
 /// inversion in or out: the kernel's `jbd2_chksum(j, state, data)`. (The
 /// `crc32c` crate computes the standard CRC, inverting on the way in and out.)
-fn crc32c_raw(state: u32, data: &[u8]) -> u32 {
+pub(crate) fn crc32c_raw(state: u32, data: &[u8]) -> u32 {
     !crc32c::crc32c_append(!state, data)
 }
 
 /// [`crc32c_raw`] of `block` with the four bytes at `at` read as zero (how
 /// jbd2 checksums a block that holds its own checksum).
-fn crc32c_zeroed(state: u32, block: &[u8], at: usize) -> Result<u32> {
+pub(crate) fn crc32c_zeroed(state: u32, block: &[u8], at: usize) -> Result<u32> {
     let after = at.checked_add(4).ok_or_else(|| Error::corrupted("checksum offset overflows"))?;
     let before = slice(block, 0, at)?;
     let rest = block.get(after..).ok_or_else(|| {
@@ -640,7 +640,7 @@ fn crc32c_zeroed(state: u32, block: &[u8], at: usize) -> Result<u32> {
 
 /// The kernel's `crc32_be(crc, data)`: MSB-first CRC-32 (polynomial
 /// 0x04C11DB7) with no inversion in or out, used by v1 journal checksums.
-fn crc32_be(mut crc: u32, data: &[u8]) -> u32 {
+pub(crate) fn crc32_be(mut crc: u32, data: &[u8]) -> u32 {
     for &byte in data {
         let index = ((crc >> 24) ^ u32::from(byte)) & 0xFF;
         crc = (crc << 8) ^ CRC32_BE_TABLE[index as usize];

@@ -141,7 +141,7 @@ impl Desc {
             let c = group::checksum(vol, self.group, &self.raw)?;
             self.put16(0x1E, c);
         }
-        vol.disk.device().write(self.offset, &self.raw)
+        vol.disk.write(self.offset, &self.raw)
     }
 }
 
@@ -154,7 +154,7 @@ pub(super) fn update_sb(fs: &mut Ext4, f: impl FnOnce(&mut [u8])) -> Result<()> 
         let c = crc32c(!0, &buf[..0x3FC]);
         buf[0x3FC..0x400].copy_from_slice(&c.to_le_bytes());
     }
-    fs.vol.disk.device().write(PRIMARY_OFFSET, &buf)?;
+    fs.vol.disk.write(PRIMARY_OFFSET, &buf)?;
     let size = fs.vol.disk.device().size();
     fs.vol.sb = Superblock::parse(&buf, PRIMARY_OFFSET, size, false).context("superblock just written")?;
     Ok(())
@@ -352,7 +352,7 @@ fn store_block_bitmap(vol: &Volume, desc: &mut Desc, map: &[u8]) -> Result<()> {
     if !sb.blocks_valid(at, 1) {
         return Err(Error::corrupted(format!("group {}: block bitmap {at} outside the filesystem", desc.group)));
     }
-    vol.disk.device().write(at * vol.bs(), map)?;
+    vol.disk.write(at * vol.bs(), map)?;
     if metadata_csum(sb) {
         desc.set_block_bitmap_csum(bitmap_csum(vol, map, u64::from(sb.blocks_per_group) / 8));
     }
@@ -394,7 +394,7 @@ fn store_inode_bitmap(vol: &Volume, desc: &mut Desc, map: &[u8]) -> Result<()> {
     if !sb.blocks_valid(at, 1) {
         return Err(Error::corrupted(format!("group {}: inode bitmap {at} outside the filesystem", desc.group)));
     }
-    vol.disk.device().write(at * vol.bs(), map)?;
+    vol.disk.write(at * vol.bs(), map)?;
     if metadata_csum(sb) {
         desc.set_inode_bitmap_csum(bitmap_csum(vol, map, u64::from(sb.inodes_per_group) / 8));
     }
@@ -438,12 +438,26 @@ pub(super) fn alloc_blocks(fs: &mut Ext4, goal: u64, max: u64) -> Result<(u64, u
             _ => (0, nbits),
         };
         let (mut map, computed) = load_block_bitmap(&fs.vol, &desc).with_context(|| format!("group {g}"))?;
-        let Some(bit) = find_clear(&map, from, to) else { continue };
-        let mut len = 1;
-        while len < want && bit + len < nbits && !test_bit(&map, bit + len) {
-            len += 1;
-        }
         let first = group_first(&fs.vol.sb, g);
+        // Blocks the running transaction freed wait for its commit.
+        let mut from = from;
+        let found = loop {
+            let Some(bit) = find_clear(&map, from, to) else { break None };
+            if let Some(end) = freed_until(fs, first + bit) {
+                from = end - first;
+                continue;
+            }
+            let mut len = 1;
+            while len < want
+                && bit + len < nbits
+                && !test_bit(&map, bit + len)
+                && freed_until(fs, first + bit + len).is_none()
+            {
+                len += 1;
+            }
+            break Some((bit, len));
+        };
+        let Some((bit, len)) = found else { continue };
         check_not_metadata(&fs.vol, &desc, first + bit, len)?;
         if len > desc.free_blocks() {
             return Err(Error::corrupted(format!(
@@ -521,7 +535,19 @@ pub(super) fn free_blocks(fs: &mut Ext4, pblk: u64, len: u64) -> Result<()> {
         sb_free_blocks(fs, n as i64)?;
         at = stop;
     }
+    if fs.vol.disk.journaling()
+        && let Some(w) = fs.write.as_mut()
+    {
+        w.freed.insert(pblk, end);
+    }
     Ok(())
+}
+
+/// When block `b` was freed by the running transaction: the end of the
+/// freed range holding it (write/journal.rs: not reused before the commit).
+fn freed_until(fs: &Ext4, b: u64) -> Option<u64> {
+    let freed = &fs.write.as_ref()?.freed;
+    freed.range(..=b).next_back().map(|(_, &end)| end).filter(|&end| b < end)
 }
 
 /// Pick the group for a new inode (a simplified `find_group_orlov` /

@@ -114,19 +114,47 @@ pub(crate) fn begin_write(fs: &mut Ext4) -> std::result::Result<(), String> {
     // VALID_FS on disk while mounted): the orphan list is a crash's. Not
     // clean: this guest's own session, restarted after a trap, whose host
     // still holds its orphans open (or a crash of this writer: e2fsck's).
-    let was_clean = fs.vol.sb.state & VALID_FS != 0;
-    if fs.vol.sb.features.incompat(incompat::RECOVER) {
+    let mut was_clean = fs.vol.sb.state & VALID_FS != 0;
+    let needed_recovery = fs.vol.sb.features.incompat(incompat::RECOVER);
+    if needed_recovery {
         recover(fs).map_err(|e| format!("cannot recover the journal onto the device: {e}"))?;
     }
     alloc::sync_sb_counts(fs).map_err(|e| format!("cannot count the free blocks and inodes: {e}"))?;
+    // The `journal` option on a journaled filesystem: metadata goes through
+    // jbd2 transactions (write/journal.rs) and, as the kernel marks it,
+    // the superblock keeps VALID_FS and says needs_recovery while mounted.
+    let journal = if fs.vol.disk.journal_requested && fs.vol.sb.features.compat(compat::HAS_JOURNAL) {
+        if fs.vol.sb.journal_inum == 0 {
+            return Err(
+                "the journal is on an external device, which this guest cannot write; mount without -o journal".into(),
+            );
+        }
+        // needs_recovery is also this guest's own mark while it writes (a
+        // restart after a trap finds it): the orphan list is left to the
+        // unmount, as the host may hold those files open.
+        was_clean &= !needed_recovery;
+        Some(super::journal::Journal::open(fs).map_err(|e| format!("cannot open the journal for writing: {e}"))?)
+    } else {
+        None
+    };
+    let journaled = journal.is_some();
     let mark = alloc::update_sb(fs, |b| {
-        let state = u16::from_le_bytes([b[0x3A], b[0x3B]]) & !VALID_FS;
+        let mut state = u16::from_le_bytes([b[0x3A], b[0x3B]]);
+        if journaled {
+            let f = u32::from_le_bytes([b[0x60], b[0x61], b[0x62], b[0x63]]) | incompat::RECOVER;
+            b[0x60..0x64].copy_from_slice(&f.to_le_bytes());
+        } else {
+            state &= !VALID_FS;
+        }
         b[0x3A..0x3C].copy_from_slice(&state.to_le_bytes());
         let count = u16::from_le_bytes([b[0x34], b[0x35]]).saturating_add(1);
         b[0x34..0x36].copy_from_slice(&count.to_le_bytes());
     });
     mark.and_then(|()| fs.vol.disk.device().flush()).map_err(|e| format!("cannot mark the filesystem in use: {e}"))?;
-    fs.write = Some(State::default());
+    fs.write = Some(State { journal, ..State::default() });
+    if journaled {
+        fs.vol.disk.start_transactions();
+    }
     if was_clean
         && fs.vol.sb.last_orphan != 0
         && let Err(e) = orphan_cleanup(fs)
@@ -171,11 +199,14 @@ fn recover(fs: &mut Ext4) -> Result<()> {
     if !fs.vol.sb.features.compat(compat::HAS_JOURNAL) || fs.vol.sb.journal_inum == 0 {
         return Err(Error::unsupported("needs_recovery without an internal journal"));
     }
-    let Some(replay) = fs.vol.disk.take_overlay() else {
+    let Some(next_sequence) = fs.vol.disk.replayed_sequence() else {
         return Err(Error::unsupported(
             "the journal needs recovery but was not replayed (norecovery); mount without it to write",
         ));
     };
+    // Nothing committed in the log (a crash before a commit block): the
+    // journal is only marked empty.
+    let replay = fs.vol.disk.take_overlay().unwrap_or_default();
     let bs = fs.vol.bs();
     let device = fs.vol.disk.device();
     for (block, data) in replay.blocks() {
@@ -190,7 +221,10 @@ fn recover(fs: &mut Ext4) -> Result<()> {
     let run = mapping::run_at(&fs.vol, &journal, 0)?.ok_or_else(|| Error::corrupted("journal block 0 is a hole"))?;
     let at = run.pblk * bs;
     let mut jsb = fs.vol.disk.read(at, 1024)?;
-    jsb[0x18..0x1C].copy_from_slice(&replay.next_sequence.to_be_bytes());
+    // A journal already empty keeps its sequence (the replay found none).
+    if be_u32(&jsb, 0x1C)? != 0 {
+        jsb[0x18..0x1C].copy_from_slice(&next_sequence.to_be_bytes());
+    }
     jsb[0x1C..0x20].copy_from_slice(&0u32.to_be_bytes());
     // csum v2 / v3: crc32c of the superblock with s_checksum zeroed.
     if be_u32(&jsb, 4)? == 4 && be_u32(&jsb, 0x28)? & (0x8 | 0x10) != 0 {
@@ -215,12 +249,16 @@ pub(crate) fn unmount(fs: &mut Ext4) -> Result<()> {
     if fs.write.is_none() {
         return Ok(());
     }
-    fs.vol.disk.device().flush()?;
+    // The last transaction committed and checkpointed, the journal empty.
+    super::sync(fs)?;
+    fs.vol.disk.stop_transactions();
     alloc::update_sb(fs, |b| {
         let state = u16::from_le_bytes([b[0x3A], b[0x3B]]);
         if state & ERROR_FS == 0 {
             b[0x3A..0x3C].copy_from_slice(&(state | VALID_FS).to_le_bytes());
         }
+        let f = u32::from_le_bytes([b[0x60], b[0x61], b[0x62], b[0x63]]) & !incompat::RECOVER;
+        b[0x60..0x64].copy_from_slice(&f.to_le_bytes());
     })?;
     fs.vol.disk.device().flush()?;
     fs.write = None;

@@ -152,7 +152,7 @@ impl Edit<'_> {
     fn flush(&mut self) -> Result<()> {
         let bs = self.fs.vol.bs();
         for (b, data) in self.dirty.drain() {
-            self.fs.vol.disk.device().write(b * bs, &data)?;
+            self.fs.vol.disk.write(b * bs, &data)?;
         }
         Ok(())
     }

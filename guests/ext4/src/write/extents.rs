@@ -416,7 +416,7 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &mut RawInode, mut exts: Vec<E
         if old.old.get(&block).is_some_and(|was| *was == data) {
             return Ok(());
         }
-        fs.vol.disk.device().write(block * bs as u64, &data)
+        fs.vol.disk.write(block * bs as u64, &data)
     };
     let index_entry = |first: u32, block: u64| {
         let mut idx = [0u8; 12];

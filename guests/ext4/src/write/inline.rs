@@ -106,8 +106,9 @@ impl Ext4 {
         if len > 0 {
             data.resize(bs as usize, 0);
             let pblk = self.map_block_alloc(ino, &mut new, 0)?;
-            // The data first, then the inode that points at it.
-            self.write_block(pblk, &data)?;
+            // The data first (ordered: to the device, not the journal),
+            // then the inode that points at it.
+            self.write_data_block(pblk, &data)?;
         }
         self.put_inode(ino, &new)?;
         Ok(new)

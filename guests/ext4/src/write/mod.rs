@@ -50,23 +50,49 @@ mod extents;
 mod file;
 mod htree;
 mod inline;
+mod journal;
 mod namei;
 mod raw;
 mod xattr;
 
-use fshost_sdk::{Error, ErrorCode, Ino, Mapping, Result};
+use fshost_sdk::{Attr, AttrChanges, Error, ErrorCode, FallocateFlags, Ino, Mapping, Result, Timestamp};
 
 #[allow(unused_imports)]
 pub(crate) use raw::{RawInode, mode_bits};
 
 // The trait methods fs.rs delegates to.
 pub(crate) use begin::{begin_write, unmount};
-pub(crate) use file::{fallocate, ioend, setattr};
 
 /// `iomap_begin` with the write flag: allocate the holes of the range
 /// (unwritten) and map it.
 pub(crate) fn iomap_write(fs: &mut Ext4, ino: Ino, offset: u64, length: u64) -> Result<Vec<Mapping>> {
+    boundary(fs)?;
     file::iomap_write(fs, ino, offset, length)
+}
+
+/// The write completed: unwritten to written, the size (write/file.rs).
+pub(crate) fn ioend(fs: &mut Ext4, ino: Ino, offset: u64, written: u64, time: Timestamp) -> Result<u64> {
+    boundary(fs)?;
+    file::ioend(fs, ino, offset, written, time)
+}
+
+/// fallocate's modes (write/file.rs).
+pub(crate) fn fallocate(
+    fs: &mut Ext4,
+    ino: Ino,
+    offset: u64,
+    length: u64,
+    mode: FallocateFlags,
+    time: Timestamp,
+) -> Result<Attr> {
+    boundary(fs)?;
+    file::fallocate(fs, ino, offset, length, mode, time)
+}
+
+/// setattr: size, mode, owner, times (write/file.rs).
+pub(crate) fn setattr(fs: &mut Ext4, ino: Ino, changes: &AttrChanges) -> Result<Attr> {
+    boundary(fs)?;
+    file::setattr(fs, ino, changes)
 }
 
 use crate::fs::Ext4;
@@ -77,6 +103,36 @@ pub(crate) struct State {
     /// A counter for new inodes' generation numbers (mixed with the inode
     /// number; the kernel uses a random number).
     pub(crate) generation: u32,
+    /// The journal, when metadata is journaled (the `journal` option).
+    pub(crate) journal: Option<journal::Journal>,
+    /// Blocks the running transaction freed (start to end): not handed out
+    /// again until it commits (write/journal.rs).
+    pub(crate) freed: std::collections::BTreeMap<u64, u64>,
+}
+
+/// Commit the running transaction (fsync, syncfs): metadata and the data
+/// written before it are durable when this returns. Without a journal, a
+/// device flush.
+pub(crate) fn sync(fs: &mut Ext4) -> Result<()> {
+    match fs.write.as_mut().and_then(|w| w.journal.as_mut()) {
+        Some(journal) => {
+            journal.commit(&fs.vol.disk)?;
+            if let Some(w) = fs.write.as_mut() {
+                w.freed.clear();
+            }
+            Ok(())
+        }
+        None => fs.vol.disk.device().flush(),
+    }
+}
+
+/// Between two writer calls: commit the running transaction once it holds
+/// a quarter of the log (a call's changes are never split).
+pub(crate) fn boundary(fs: &mut Ext4) -> Result<()> {
+    let Some(limit) = fs.write.as_ref().and_then(|w| w.journal.as_ref()).map(journal::Journal::soft_limit) else {
+        return Ok(());
+    };
+    if fs.vol.disk.running_len() >= limit { sync(fs) } else { Ok(()) }
 }
 
 impl Ext4 {
@@ -153,12 +209,23 @@ impl Ext4 {
         extents::truncate_blocks(self, ino, raw, from)
     }
 
+    /// Write a whole block of a regular file's data (ordered data: straight
+    /// to the device, where the host reads and writes file data, never
+    /// through the journal), before the metadata that makes it reachable.
+    pub(crate) fn write_data_block(&mut self, pblk: u64, data: &[u8]) -> Result<()> {
+        self.writable()?;
+        if data.len() as u64 != self.vol.bs() || !self.vol.sb.blocks_valid(pblk, 1) {
+            return Err(Error::invalid(format!("write of {} bytes to block {pblk}", data.len())));
+        }
+        self.vol.disk.device().write(pblk * self.vol.bs(), data)
+    }
+
     /// Write a whole metadata block (bytes already carrying their checksum).
     pub(crate) fn write_block(&mut self, pblk: u64, data: &[u8]) -> Result<()> {
         self.writable()?;
         if data.len() as u64 != self.vol.bs() || !self.vol.sb.blocks_valid(pblk, 1) {
             return Err(Error::invalid(format!("write of {} bytes to block {pblk}", data.len())));
         }
-        self.vol.disk.device().write(pblk * self.vol.bs(), data)
+        self.vol.disk.write(pblk * self.vol.bs(), data)
     }
 }

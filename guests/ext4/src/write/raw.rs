@@ -371,7 +371,7 @@ pub(super) fn write(fs: &mut Ext4, ino: u32, raw: &RawInode) -> Result<()> {
     if fs.vol.sb.features.ro_compat(ro_compat::METADATA_CSUM) {
         out.set_checksum(fs.vol.csum.inode_seed(ino, out.generation()));
     }
-    fs.vol.disk.device().write(offset, &out.bytes)?;
+    fs.vol.disk.write(offset, &out.bytes)?;
     fs.inodes.remove(&ino);
     fs.names.remove(&ino);
     Ok(())

@@ -312,6 +312,8 @@ pub(crate) struct HostOptions {
     pub allow_other: bool,
     /// `noexec`: nothing on the mount may be executed.
     pub noexec: bool,
+    /// `attr_cache=N`, `map_cache=N`: the host's cache sizes.
+    pub cache_sizes: crate::volume::CacheSizes,
     pub guest: Vec<(String, String)>,
 }
 
@@ -326,11 +328,21 @@ pub(crate) fn split_options(raw: &[String]) -> anyhow::Result<HostOptions> {
             "allow_other" => out.allow_other = true,
             "noexec" => out.noexec = true,
             "exec" => out.noexec = false,
+            "attr_cache" => out.cache_sizes.attrs = cache_size(name, value)?,
+            "map_cache" => out.cache_sizes.mappings = cache_size(name, value)?,
             "suid" | "dev" => bail!("-o {name} is refused: images are untrusted, so fshost mounts nosuid,nodev"),
             _ => out.guest.push((name.to_string(), value.to_string())),
         }
     }
     Ok(out)
+}
+
+/// A cache size option's value: a count of at least 2.
+fn cache_size(name: &str, value: &str) -> anyhow::Result<usize> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => bail!("-o {name}={value}: give a number of entries, at least 2"),
+    }
 }
 
 /// Open the source, load the guest and mount it, read-write when `rw`.

@@ -41,7 +41,8 @@ pub fn run(source: &SourceArgs, mountpoint: &Path, foreground: bool, sandbox: &s
     let writable = crate::cli::wants_rw(source)?;
     let jail = sandbox::prepare(sandbox, sandbox::Profile::Mount { mountpoint: &mountpoint, writable })?;
 
-    let (volume, host_options) = crate::cli::mount_volume(source)?;
+    let (mut volume, host_options) = crate::cli::mount_volume(source)?;
+    volume.set_cache_sizes(host_options.cache_sizes);
     let allow_other = host_options.allow_other;
     let mut options = vec![
         MountOption::FSName(

@@ -33,6 +33,9 @@ pub trait BlockIo {
 /// Reads larger than this bypass the cache (they are data, not metadata).
 const CACHE_BYPASS: usize = 64 * 1024;
 
+/// The longest span [`Device::prefetch`] reads at once.
+pub const MAX_PREFETCH: usize = 1 << 20;
+
 /// A device handle with a block cache. Writes go through to the device at
 /// once and update the cached copy (write-through), so a read after a
 /// write sees it.
@@ -154,6 +157,45 @@ impl Device {
 }
 
 impl Device {
+    /// Whether the block holding byte `offset` is in the cache.
+    pub fn is_cached(&self, offset: u64) -> bool {
+        let cache = self.cache.borrow();
+        cache.blocks.contains_key(&(offset / cache.block_size as u64))
+    }
+
+    /// Bring the blocks that hold [`offset`, `offset + len`) into the cache
+    /// (clamped to the device), reading the missing ones with one device
+    /// read from the first missing block to the last: readahead, as the
+    /// kernel's ext4 reads a run of inode-table blocks around the inode it
+    /// needs. Spans longer than a quarter of the cache or than
+    /// [`MAX_PREFETCH`] bytes are cut there; a failed read is left to the
+    /// read that needs the bytes, which reports it.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        let mut cache = self.cache.borrow_mut();
+        let bs = cache.block_size as u64;
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return;
+        }
+        let max_blocks = (cache.capacity / 4).min(MAX_PREFETCH / cache.block_size).max(1) as u64;
+        let last = ((end - 1) / bs).min(offset / bs + max_blocks - 1);
+        let missing = |c: &BlockCache, b: u64| !c.blocks.contains_key(&b);
+        let Some(first) = (offset / bs..=last).find(|&b| missing(&cache, b)) else { return };
+        let Some(last) = (first..=last).rev().find(|&b| missing(&cache, b)) else { return };
+        let start = first * bs;
+        let span_end = ((last + 1) * bs).min(self.size);
+        let mut span = vec![0u8; (span_end - start) as usize];
+        if self.io.read_at(start, &mut span).is_err() {
+            return;
+        }
+        for (i, block) in span.chunks(cache.block_size).enumerate() {
+            let index = first + i as u64;
+            if missing(&cache, index) {
+                cache.insert(index, block.to_vec());
+            }
+        }
+    }
+
     /// Write `data` at byte `offset` (write-through: the device first, then
     /// the cached copies of the blocks it touches), or an `Io` error if the
     /// range is not inside the device; `ReadOnly` on a read-only mount.
@@ -237,6 +279,30 @@ mod tests {
         assert_eq!(io.reads.get(), after_first, "second read should be served from cache");
         assert_eq!(dev.read(9999, 2).unwrap_err().code(), crate::ErrorCode::Io);
         assert_eq!(dev.read(u64::MAX, 2).unwrap_err().code(), crate::ErrorCode::Io);
+    }
+
+    #[test]
+    fn prefetch_reads_the_missing_span_once() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let io = std::rc::Rc::new(Counting { data: data.clone(), reads: Cell::new(0) });
+        let dev = Device::new(Box::new(io.clone()));
+        dev.set_cache(1024, 64);
+        dev.read(5 * 1024, 10).unwrap();
+        let before = io.reads.get();
+        // Blocks 2..=9: one read for 2..=9 (5 is cached but inside the span).
+        dev.prefetch(2 * 1024 + 100, 8 * 1024 - 200);
+        assert_eq!(io.reads.get(), before + 1);
+        assert_eq!(dev.read(2048, 8192).unwrap(), data[2048..10_240]);
+        assert_eq!(io.reads.get(), before + 1, "served from the cache");
+        // All cached: no read. Past the end: clamped, the short last block kept.
+        dev.prefetch(3 * 1024, 2048);
+        dev.prefetch(39 * 1024, 1 << 20);
+        assert_eq!(io.reads.get(), before + 2);
+        assert_eq!(dev.read(39 * 1024, 64).unwrap(), data[39 * 1024..]);
+        assert_eq!(io.reads.get(), before + 2);
+        dev.prefetch(u64::MAX - 5, 100);
+        dev.prefetch(50_000, 100);
+        assert_eq!(io.reads.get(), before + 2);
     }
 
     #[test]

@@ -146,6 +146,7 @@
 #![deny(missing_docs)]
 
 pub mod bytes;
+pub mod checksum;
 pub mod device;
 mod error;
 pub mod log;

@@ -4,7 +4,9 @@
 //! seeded per filesystem (from the UUID, or `s_checksum_seed`) and usually
 //! per inode (inode number and generation folded into the seed). The kernel
 //! calls the raw CRC register update `ext4_chksum`: no pre- or post-inversion,
-//! which [`crc32c`] reproduces on top of the `crc32c` crate's standard CRC.
+//! which [`crc32c`] is. Long inputs (directory, extent and xattr blocks,
+//! whole inodes) go to the host's `checksum` import through the SDK, which
+//! computes them with the CPU's instruction; short ones stay in the guest.
 //!
 //! Older `uninit_bg` (`gdt_csum`) filesystems protect only group descriptors,
 //! with the kernel's `crc16` (polynomial 0x8005 reflected, seeded with
@@ -12,7 +14,7 @@
 
 /// The kernel's `ext4_chksum(seed, data)`: CRC32C register update, raw.
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
-    !crc32c::crc32c_append(!seed, data)
+    fshost_sdk::checksum::crc32c(seed, data)
 }
 
 /// The kernel's `crc16(crc, data)` (lib/crc16.c), raw register update.
@@ -40,8 +42,10 @@ pub struct Checksums {
 impl Checksums {
     /// The per-inode seed the kernel keeps as `ei->i_csum_seed`.
     pub fn inode_seed(&self, ino: u32, generation: u32) -> u32 {
-        let csum = crc32c(self.seed, &ino.to_le_bytes());
-        crc32c(csum, &generation.to_le_bytes())
+        let mut both = [0u8; 8];
+        both[..4].copy_from_slice(&ino.to_le_bytes());
+        both[4..].copy_from_slice(&generation.to_le_bytes());
+        crc32c(self.seed, &both)
     }
 }
 

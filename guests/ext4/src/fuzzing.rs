@@ -169,7 +169,7 @@ impl Fixture {
         device.set_cache(sb.block_size, 64);
         let csum = Checksums { group_desc: false, ..sb.checksums(self.verify) };
         let disk = Disk::new(device, sb.block_size);
-        Some(Ext4::from_volume(Volume { disk, sb, csum }))
+        Some(Ext4::from_volume(Volume { disk, sb, csum, inode_readahead: 32 }))
     }
 }
 

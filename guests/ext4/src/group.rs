@@ -33,6 +33,9 @@ pub struct GroupDesc {
     pub free_clusters: u64,
     /// Free inodes in the group.
     pub free_inodes: u64,
+    /// `bg_itable_unused`: inodes at the end of the table never used
+    /// (meaningful only when descriptors carry checksums).
+    pub itable_unused: u64,
 }
 
 /// The filesystem block holding descriptor block `nr` of the table.
@@ -105,6 +108,7 @@ fn read_inner(vol: &Volume, group: u32) -> Result<GroupDesc> {
         inode_bitmap: u64::from(le_u32(&raw, 0x4)?) | hi_at(&raw, big, 0x24)? << 32,
         free_clusters: wide(u64::from(le_u16(&raw, 0xC)?), 0x2C, 16)?,
         free_inodes: wide(u64::from(le_u16(&raw, 0xE)?), 0x2E, 16)?,
+        itable_unused: wide(u64::from(le_u16(&raw, 0x1C)?), 0x32, 16)?,
     })
 }
 

@@ -12,6 +12,9 @@ pub struct Volume {
     pub disk: Disk,
     pub sb: Superblock,
     pub csum: Checksums,
+    /// Inode-table blocks read at once around an inode's block (the
+    /// kernel's `inode_readahead_blks`, a power of two; 0: none).
+    pub inode_readahead: u32,
 }
 
 impl Volume {

@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
 pub use exports::fshost::plugin::{filesystem as guest, writer};
 // `self::`: the generated module `fshost` shares its name with this crate,
 // which rustdoc (doctests) also has in scope.
-pub use self::fshost::plugin::{block_device, log, types};
+pub use self::fshost::plugin::{block_device, checksum, log, types};

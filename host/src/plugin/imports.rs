@@ -1,11 +1,12 @@
 //! What the host hands a guest: the device (bounds-checked, read-only on a
 //! read-only mount whatever the guest believes; on a read-write mount
 //! writes of at most `Limits::max_write` bytes inside it, and flush as
-//! fdatasync) and a log routed into `tracing`, truncated and limited per
-//! call. Nothing else.
+//! fdatasync), a log routed into `tracing`, truncated and limited per
+//! call, and CRC32C computed with the CPU's instruction (a pure function:
+//! nothing of the host is read or kept). Nothing else.
 
 use super::State;
-use super::bindings::{block_device, log, types};
+use super::bindings::{block_device, checksum, log, types};
 
 impl types::Host for State {}
 
@@ -68,6 +69,18 @@ impl block_device::Host for State {
             types::ErrorCode::Io
         })
     }
+}
+
+impl checksum::Host for State {
+    fn crc32c(&mut self, seed: u32, data: Vec<u8>) -> u32 {
+        crc32c_update(seed, &data)
+    }
+}
+
+/// The contract's CRC32C: the raw register update, as ext4's. The crate
+/// computes the standard CRC (inverted before and after).
+fn crc32c_update(seed: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!seed, data)
 }
 
 /// Longest guest log message kept.
@@ -168,6 +181,14 @@ impl log::Host for State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_is_the_raw_register_update() {
+        // CRC-32C("123456789") = 0xE3069283 with the usual inversions.
+        assert_eq!(!crc32c_update(!0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c_update(crc32c_update(7, b"1234"), b"56789"), crc32c_update(7, b"123456789"));
+        assert_ne!(crc32c_update(7, b"123456789"), crc32c_update(8, b"123456789"));
+    }
 
     #[test]
     fn log_budget_counts_what_it_drops_and_refills() {

@@ -9,9 +9,10 @@
 //! it changed where it changes it, so the caches stay exact.
 
 mod acl;
+mod bounded;
 mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -24,12 +25,25 @@ use crate::types::{Attr, DirEntry, FileKind, FsInfo, Ino, Mapping};
 
 /// How far ahead the host asks the guest to map when it misses the cache.
 const MAP_AHEAD: u64 = 8 << 20;
-/// Most attributes kept.
-const ATTR_CACHE: usize = 1 << 20;
-/// Most inodes whose xattr names are kept: as many as attributes (a
-/// listing larger than the cache would thrash it; most inodes have no
-/// xattrs and share one empty list).
-const XATTR_NAMES_CACHE: usize = ATTR_CACHE;
+/// How many attributes, inodes' xattr names and mappings the host keeps
+/// (mount options `attr_cache=N` and `map_cache=N`). The kernel keeps what
+/// it was told for its TTLs, so these serve reads (which need the size),
+/// ACL and xattr probes, and the kernel's own misses; they bound the
+/// server's memory on a large tree (`cargo xtask bench`: peak RSS).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSizes {
+    /// Most attributes kept, and most inodes whose xattr names are kept
+    /// (most inodes have none and share one empty list).
+    pub attrs: usize,
+    /// Most mappings kept, an inode's first counting as two.
+    pub mappings: usize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        CacheSizes { attrs: 1 << 15, mappings: 1 << 15 }
+    }
+}
 /// Most guest answers one SEEK_DATA/SEEK_HOLE may take (about a second of
 /// guest calls). A guest returns whole extents, up to 8 MiB or more per
 /// answer, so this is terabytes of a real file; a guest that answers a byte
@@ -49,11 +63,11 @@ pub struct Volume {
     plugin: Plugin,
     device: Arc<Device>,
     info: FsInfo,
-    attrs: RwLock<HashMap<Ino, Attr>>,
+    attrs: RwLock<bounded::Bounded<Ino, Attr>>,
     /// Each inode's xattr names, so a probe for a name it lacks (ls -l
     /// asks every file for security.selinux and system.posix_acl_access)
     /// is answered ENODATA without a guest call.
-    xattr_names: RwLock<HashMap<Ino, Arc<[Vec<u8>]>>>,
+    xattr_names: RwLock<bounded::Bounded<Ino, Arc<[Vec<u8>]>>>,
     no_xattrs: Arc<[Vec<u8>]>,
     /// Bumped by every change the write half makes to the attribute or
     /// xattr-name caches, under the lock of the cache it changes; an
@@ -120,19 +134,27 @@ impl Volume {
     /// Mount `plugin` (starts the guest and reads its filesystem info).
     pub fn mount(plugin: Plugin, device: Arc<Device>) -> Result<Self, FsError> {
         let info = plugin.mount()?;
+        let sizes = CacheSizes::default();
         Ok(Volume {
             plugin,
             device,
             info,
-            attrs: RwLock::new(HashMap::new()),
-            xattr_names: RwLock::new(HashMap::new()),
+            attrs: RwLock::new(bounded::Bounded::new(sizes.attrs)),
+            xattr_names: RwLock::new(bounded::Bounded::new(sizes.attrs)),
             no_xattrs: Arc::new([]),
             generation: AtomicU64::new(0),
             restarts_seen: AtomicU64::new(0),
-            mappings: MappingCache::new(1 << 20),
+            mappings: MappingCache::new(sizes.mappings),
             reports: MappingCache::new(1 << 16),
             writes: write::State::default(),
         })
+    }
+
+    /// Resize the caches (emptying them): the mount options' sizes.
+    pub fn set_cache_sizes(&mut self, sizes: CacheSizes) {
+        self.attrs = RwLock::new(bounded::Bounded::new(sizes.attrs));
+        self.xattr_names = RwLock::new(bounded::Bounded::new(sizes.attrs));
+        self.mappings = MappingCache::new(sizes.mappings);
     }
 
     /// What the guest reported at mount.
@@ -162,9 +184,6 @@ impl Volume {
         let mut attrs = self.attrs.write().unwrap_or_else(|p| p.into_inner());
         if self.generation() != seen {
             return;
-        }
-        if attrs.len() >= ATTR_CACHE {
-            attrs.clear();
         }
         attrs.insert(attr.ino, attr.clone());
     }
@@ -275,6 +294,7 @@ impl Volume {
             if !cookies.insert(cookie) {
                 return Err(refuse(format!("cookie {cookie} came back: the listing loops")));
             }
+            name_bytes += batch.iter().map(|e| e.name.len()).sum::<usize>();
             all.extend(batch);
             if all.len() > MAX_WHOLE_DIR_ENTRIES || name_bytes > MAX_WHOLE_DIR_NAME_BYTES {
                 return Err(refuse(format!(
@@ -294,7 +314,6 @@ impl Volume {
 
     /// Extended attribute names of `ino`.
     pub fn listxattr(&self, ino: Ino) -> Result<Arc<[Vec<u8>]>, FsError> {
-            name_bytes += batch.iter().map(|e| e.name.len()).sum::<usize>();
         self.check_restarts();
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
@@ -305,9 +324,6 @@ impl Volume {
         let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
         if self.generation() != seen {
             return Ok(names);
-        }
-        if cache.len() >= XATTR_NAMES_CACHE {
-            cache.clear();
         }
         cache.insert(ino, names.clone());
         Ok(names)

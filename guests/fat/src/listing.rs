@@ -7,6 +7,9 @@
 //! entry leaves the short name in force. Free (0x00 or 0xE5) and volume
 //! label entries are skipped; Linux does not stop at the first 0x00 entry.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
 use fshost_sdk::Result;
 
 use crate::dir::{ENTRY_SIZE, ShortEntry, attr, checksum};
@@ -34,7 +37,16 @@ pub struct Listing {
     pub subdirs: u32,
     /// The first volume label entry's name, trailing spaces removed.
     pub label: Option<Vec<u8>>,
+    /// Lookups in a large directory: each name and short name, folded as
+    /// [`same_name`] compares them, to the first entry that bears it;
+    /// built on the first lookup (vfat's own lookup scans the directory,
+    /// which made 2,000 lookups in a 65,534-entry directory take 2 s).
+    folded: OnceCell<HashMap<Vec<u8>, usize>>,
 }
+
+/// Directories with more entries than this get a name index; smaller ones
+/// are scanned.
+const INDEXED: usize = 64;
 
 impl Listing {
     /// The entry `name` names, as vfat's lookup finds it: trailing dots
@@ -53,7 +65,18 @@ impl Listing {
         if name.is_empty() {
             return None;
         }
-        self.entries.iter().find(|e| same_name(&e.short, name) || same_name(&e.name, name))
+        if self.entries.len() <= INDEXED {
+            return self.entries.iter().find(|e| same_name(&e.short, name) || same_name(&e.name, name));
+        }
+        let folded = self.folded.get_or_init(|| {
+            let mut map = HashMap::with_capacity(self.entries.len() * 2);
+            for (i, e) in self.entries.iter().enumerate() {
+                map.entry(fold(&e.short)).or_insert(i);
+                map.entry(fold(&e.name)).or_insert(i);
+            }
+            map
+        });
+        folded.get(&fold(name)).and_then(|&i| self.entries.get(i))
     }
 
     /// Entries whose cookie (index + 1) comes after `cookie`.
@@ -72,6 +95,12 @@ impl Listing {
 /// are not letters in Latin-1).
 fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| latin1_lower(x) == latin1_lower(y))
+}
+
+/// `name` with every byte lowered as [`same_name`] lowers it: two names
+/// are the same name exactly when their folds are equal.
+fn fold(name: &[u8]) -> Vec<u8> {
+    name.iter().map(|&b| latin1_lower(b)).collect()
 }
 
 /// iso8859-1's `charset2lower`: the capitals A-Z, À-Ö and Ø-Þ.
@@ -319,6 +348,49 @@ mod tests {
         assert_eq!(odd.entries[0].name, b"ODD.AB.");
         assert_eq!(odd.find(b"ODD.AB.").map(|e| e.index), Some(0));
         assert!(odd.find(b"ODD.AB").is_none(), "the kernel's rule otherwise");
+    }
+
+    /// A directory large enough for the name index answers every lookup
+    /// as the scan does: the first entry whose short or long name folds
+    /// to the name, also where one entry's long name is another's short
+    /// name in another case.
+    #[test]
+    fn a_large_directory_finds_through_its_index_what_a_scan_finds() {
+        let mut parts = Vec::new();
+        for i in 0..150u32 {
+            let short_name = format!("F{i:07}TXT");
+            parts.push(short(short_name.as_bytes().try_into().unwrap(), 0x20));
+        }
+        // A long name equal (folded) to an earlier entry's short name: the
+        // earlier entry wins; and a later short name equal to it too.
+        let clash = b"CLASH~1 TXT";
+        parts.extend(slots("f0000007.txt", checksum(clash)));
+        parts.push(short(clash, 0x20));
+        let caf = b"CAF~1   TXT";
+        parts.extend(slots("Caf\u{e9} Long.txt", checksum(caf)));
+        parts.push(short(caf, 0x20));
+        parts.push(short(b"F0000009TXT", 0x20));
+        let listing = parse(&parts.concat()).unwrap();
+        assert!(listing.entries.len() > INDEXED, "the index is not used");
+        let scan = |name: &[u8]| {
+            let end = name.iter().rposition(|&b| b != b'.').map_or(0, |p| p + 1);
+            let name = &name[..end];
+            listing.entries.iter().find(|e| !name.is_empty() && (same_name(&e.short, name) || same_name(&e.name, name)))
+        };
+        let mut probes: Vec<Vec<u8>> = Vec::new();
+        for e in &listing.entries {
+            for n in [&e.name, &e.short] {
+                probes.push(n.clone());
+                probes.push(n.to_ascii_lowercase());
+                probes.push(n.to_ascii_uppercase());
+                probes.push([n.as_slice(), b".."].concat());
+            }
+        }
+        probes.extend([b"nope".to_vec(), b"F0000150.TXT".to_vec(), "CAF\u{c9} LONG.TXT".as_bytes().to_vec()]);
+        for name in &probes {
+            assert_eq!(listing.find(name).map(|e| e.index), scan(name).map(|e| e.index), "{}", name.escape_ascii());
+        }
+        assert_eq!(listing.find(b"F0000007.TXT").map(|e| e.index), Some(7), "the earlier entry");
     }
 
     #[test]

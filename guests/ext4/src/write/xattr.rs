@@ -194,6 +194,7 @@ impl Ext4 {
         if inode.has_flag(crate::inode::flags::IMMUTABLE) || inode.has_flag(crate::inode::flags::APPEND) {
             return Err(Error::new(ErrorCode::NotPermitted, format!("inode {ino} is immutable or append-only")));
         }
+        let inode = if value.is_some() && self.convert_inline_symlink(inode.ino)? { self.inode(ino)? } else { inode };
         let value = match value {
             Some(v) if idx == index::POSIX_ACL_ACCESS || idx == index::POSIX_ACL_DEFAULT => acl_to_disk(v)?,
             Some(v) => Some(v.to_vec()),

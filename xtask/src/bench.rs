@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod bigdir;
 mod write;
 
 const MIB: u64 = 1 << 20;
@@ -331,76 +332,14 @@ fn tree_image(dir: &Path, small: bool, source: Option<&Path>) -> anyhow::Result<
     Ok(Image { path: img, about: describe(entries, bytes), entries, file_size: 0 })
 }
 
-/// A directory of `count` empty files made by the kernel's ext4 (so with
-/// `dir_index` it is an htree, as on real disks; `-O ^dir_index` keeps it
-/// linear). The huge-directory rows list it.
-fn bigdir_image(dir: &Path, small: bool, indexed: bool) -> anyhow::Result<Image> {
-    // Filling a linear directory costs the kernel a scan of it per new
-    // name (quadratic: 300k names took over 20 minutes here), so the
-    // linear one holds a third as many.
-    let count: u64 = match (small, indexed) {
-        (true, true) => 30_000,
-        (true, false) => 10_000,
-        (false, true) => 300_000,
-        (false, false) => 100_000,
-    };
-    let kind = if indexed { "htree" } else { "linear" };
-    let img = dir.join(format!("bigdir-{kind}{}.img", if small { "-small" } else { "" }));
-    let about = format!("/{BIGDIR_NAME} holds {count} empty files made by the kernel ({kind} directory)");
-    if let Some(m) = read_marker(&img)
-        && m.get("count").map(String::as_str) == Some(&count.to_string())
-    {
-        return Ok(Image { path: img, about, entries: count, file_size: 0 });
-    }
-    let _ = std::fs::remove_file(img.with_extension("done"));
-    eprintln!("bench: building {} ({count} files through the kernel)", img.display());
-    let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args(["-q", "-F", "-L", "bench-bigdir", "-N"]).arg((count + 10_000).to_string());
-    if !indexed {
-        mkfs.args(["-O", "^dir_index"]);
-    }
-    crate::run(mkfs.arg(&img).arg(if small { "256M" } else { "2G" }))?;
-    let mnt = dir.join("mnt/bigdir-build");
-    std::fs::create_dir_all(&mnt)?;
-    crate::run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
-    let filled = (|| -> anyhow::Result<()> {
-        let d = mnt.join(BIGDIR_NAME);
-        std::fs::create_dir(&d)?;
-        for i in 0..count {
-            if i % 1_000 == 0 {
-                check_stop()?;
-            }
-            File::create(d.join(format!("file-{i:07}")))?;
-        }
-        Ok(())
-    })();
-    let unmounted = umount_patiently(&mnt);
-    filled?;
-    unmounted?;
-    write_marker(&img, &[("count", count.to_string())])?;
-    Ok(Image { path: img, about, entries: count, file_size: 0 })
-}
-
-const BIGDIR_NAME: &str = "big";
-
-/// `ls` with `args` on `dir`, its output counted; seconds.
-fn ls_dir(dir: &Path, args: &[&str]) -> anyhow::Result<f64> {
-    check_stop()?;
-    let t0 = Instant::now();
-    let out = Command::new("ls").args(args).arg(dir).env("LC_ALL", "C").stderr(Stdio::inherit()).output()?;
-    let secs = t0.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("ls {args:?} {} failed: {}", dir.display(), out.status);
-    }
-    Ok(secs)
-}
-
 // ---- mounts -------------------------------------------------------------------------
 
 struct Env {
     dir: PathBuf,
     fshost: PathBuf,
     plugin: PathBuf,
+    /// The FAT guest (the huge-directory rows' FAT image).
+    fat_plugin: PathBuf,
     cache: PathBuf,
     log: PathBuf,
     /// When the snapshotted fshost binary was built.
@@ -448,15 +387,27 @@ impl Mounted {
     /// Mount `img` for `peer` and wait until its root answers `stat`.
     /// Returns the guard and the time that took.
     fn new(env: &Env, peer: Peer, img: &Path, no_cache: bool) -> anyhow::Result<(Mounted, Duration)> {
-        Self::mount(env, peer, img, no_cache, false)
+        Self::mount(env, peer, img, no_cache, false, &env.plugin)
+    }
+
+    /// Mount `img` read-only with fshost's guest `plugin` instead of ext4's.
+    fn with_plugin(env: &Env, peer: Peer, img: &Path, plugin: &Path) -> anyhow::Result<(Mounted, Duration)> {
+        Self::mount(env, peer, img, false, false, plugin)
     }
 
     /// Mount `img` read-write for `peer` (the write rows).
     fn new_rw(env: &Env, peer: Peer, img: &Path) -> anyhow::Result<(Mounted, Duration)> {
-        Self::mount(env, peer, img, false, true)
+        Self::mount(env, peer, img, false, true, &env.plugin)
     }
 
-    fn mount(env: &Env, peer: Peer, img: &Path, no_cache: bool, rw: bool) -> anyhow::Result<(Mounted, Duration)> {
+    fn mount(
+        env: &Env,
+        peer: Peer,
+        img: &Path,
+        no_cache: bool,
+        rw: bool,
+        plugin: &Path,
+    ) -> anyhow::Result<(Mounted, Duration)> {
         check_stop()?;
         let mnt = env.mountpoint(peer);
         std::fs::create_dir_all(&mnt)?;
@@ -484,7 +435,7 @@ impl Mounted {
                     c
                 } else {
                     let mut c = Command::new(&env.fshost);
-                    c.arg("mount").arg("--plugin").arg(&env.plugin).arg(img).arg(&mnt).arg("--foreground");
+                    c.arg("mount").arg("--plugin").arg(plugin).arg(img).arg(&mnt).arg("--foreground");
                     if no_cache {
                         c.arg("--no-cache");
                     }
@@ -932,7 +883,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let built = quiet(Command::new("date").arg("-u").arg("-r").arg(target.join("release/fshost")).arg("+%H:%M UTC"))
         .unwrap_or_default();
     let mut snapshot = Vec::new();
-    for (from, name) in [("release/fshost", "fshost"), ("guests/ext4.wasm", "ext4.wasm")] {
+    for (from, name) in
+        [("release/fshost", "fshost"), ("guests/ext4.wasm", "ext4.wasm"), ("guests/fat.wasm", "fat.wasm")]
+    {
         let from = target.join(from);
         let to = bin.join(name);
         let _ = std::fs::remove_file(&to);
@@ -942,6 +895,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let env = Env {
         fshost: snapshot[0].clone(),
         plugin: snapshot[1].clone(),
+        fat_plugin: snapshot[2].clone(),
         cache: dir.join("guest-cache"),
         log: dir.join("servers.log"),
         built,
@@ -1087,51 +1041,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         res.checkpoint(&header(&env, &opts, &[big, tree]), &partial);
     }
 
-    let mut bigdirs = Vec::new();
-    if opts.wants("bigdir") {
-        for indexed in [true, false] {
-            bigdirs.push(bigdir_image(&dir, opts.small, indexed)?);
-        }
-    }
-    for (img, kind) in bigdirs.iter().zip(["htree", "linear"]) {
-        let n = img.entries;
-        let (f, lc, lw) = (
-            ["bigdir_f_htree", "bigdir_f_linear"][usize::from(kind == "linear")],
-            ["bigdir_lc_htree", "bigdir_lc_linear"][usize::from(kind == "linear")],
-            ["bigdir_lw_htree", "bigdir_lw_linear"][usize::from(kind == "linear")],
-        );
-        res.row(f, format!("ls -f of {n} names ({kind}), cold"), "s", false);
-        res.row(lc, format!("ls -l of {n} files ({kind}), cold"), "s", false);
-        res.row(lw, format!("ls -l of {n} files ({kind}), warm"), "s", false);
-        res.load.push(loadavg());
-        for i in 0..runs {
-            for peer in order(i) {
-                eprintln!("bench: bigdir {kind} run {}/{runs}: {}", i + 1, peer.name());
-                res.attempt(format!("bigdir {kind} run {}: {}", i + 1, peer.name()), |res| {
-                    let (m, _) = Mounted::new(&env, peer, &img.path, false)?;
-                    let d = m.mnt.join(BIGDIR_NAME);
-                    drop_caches()?;
-                    res.add(f, peer, ls_dir(&d, &["-f"])?);
-                    // fuse2fs takes minutes for one ls -l of 300k files
-                    // (it answers each getxattr by reading the inode).
-                    if peer != Peer::Fuse2fs {
-                        drop_caches()?;
-                        res.add(lc, peer, ls_dir(&d, &["-l"])?);
-                        res.add(lw, peer, ls_dir(&d, &["-l"])?);
-                    }
-                    res.add_usage("huge directory: ls -f, ls -l cold + warm", peer, &m);
-                    m.unmount()
-                })?;
-            }
-        }
-        res.checkpoint(&header(&env, &opts, &[img]), &partial);
-    }
+    let bigdirs = if opts.wants("bigdir") { bigdir::images(&dir, opts.small)? } else { Vec::new() };
     if !bigdirs.is_empty() {
-        res.notes.push(
-            "huge directory: fuse2fs is timed for ls -f only (ls -l takes it minutes). The FAT guest's largest \
-             directory is not a row: this kernel has no vfat to compare with."
-                .into(),
-        );
+        bigdir::run(&env, &mut res, runs, &bigdirs)?;
+        let images: Vec<&Image> = bigdirs.iter().map(|(img, _)| img).collect();
+        res.checkpoint(&header(&env, &opts, &images), &partial);
     }
 
     if let Some(img) = tree.as_ref()
@@ -1173,7 +1087,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          other jobs share this machine, so numbers under load are noisy.",
         res.load.join("; ")
     ));
-    let images: Vec<&Image> = big.iter().chain(tree.iter()).chain(bigdirs.iter()).collect();
+    let images: Vec<&Image> = big.iter().chain(tree.iter()).chain(bigdirs.iter().map(|(img, _)| img)).collect();
     let table = res.render(&header(&env, &opts, &images));
     println!("{table}");
     let out = dir.join(if opts.small { "results-small.txt" } else { "results.txt" });

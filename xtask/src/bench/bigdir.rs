@@ -71,10 +71,10 @@ fn entries(small: bool) -> anyhow::Result<u64> {
     }
 }
 
-/// The `i`th file's name: `file-0000042` on ext4, `F0000042` (a short
-/// name, so one slot each) on FAT.
+/// The `i`th file's name (from 0): `file-0000042` on ext4, `F0000043` (a
+/// short name, so one slot each; numbered from 1) on FAT.
 fn file_name(kind: Kind, i: u64) -> String {
-    if kind == Kind::Fat { format!("F{i:07}") } else { format!("file-{i:07}") }
+    if kind == Kind::Fat { format!("F{:07}", i + 1) } else { format!("file-{i:07}") }
 }
 
 /// The three images (built if missing).

@@ -11,6 +11,8 @@
 //!   recovery; mount the stale on-disk state and log a warning.
 //! - `nocsum`: do not verify metadata checksums (for salvaging images whose
 //!   checksums are wrong but whose structures are fine).
+//! - `journal`: a read-write mount journals its metadata as jbd2 does
+//!   (write/journal.rs; opt-in while new).
 //! - `inode_readahead_blks=N`: inode-table blocks read at once around an
 //!   inode (a power of two, 0 for none; default 32, as the kernel's).
 //! - `block_cache=N`: metadata blocks the guest keeps (default 1024), and

@@ -430,6 +430,46 @@ impl Drop for RemoveOnDrop {
 struct Config {
     name: &'static str,
     mkfs: &'static [&'static str],
+    /// What happens to the journal before the workload.
+    prepare: Prepare,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prepare {
+    /// As mkfs left it (no journal features: the writer sets them).
+    Mkfs,
+    /// Mounted and unmounted by the kernel, which sets its features.
+    KernelFirst,
+    /// Switched to checksum v2 (the format older kernels wrote), by
+    /// editing the journal superblock as jbd2 defines it.
+    CsumV2,
+}
+
+/// Set journal checksum v2 on `image` (a filesystem without
+/// metadata_csum, whose writer keeps the journal's own checksum kind).
+fn make_csum_v2(image: &Path) {
+    let said = common::run(Command::new("debugfs").args(["-R", "bmap <8> 0"]).arg(image));
+    let block: u64 = said.trim().parse().expect("journal block 0");
+    let bs = block_size(image);
+    let f = File::options().read(true).write(true).open(image).unwrap();
+    let mut sb = vec![0u8; 1024];
+    f.read_exact_at(&mut sb, block * bs).unwrap();
+    assert_eq!(sb[0..4], [0xC0, 0x3B, 0x39, 0x98], "journal superblock magic");
+    let incompat = u32::from_be_bytes(sb[0x28..0x2C].try_into().unwrap()) | 0x8;
+    sb[0x28..0x2C].copy_from_slice(&incompat.to_be_bytes());
+    sb[0x50] = 4; // crc32c
+    sb[0xFC..0x100].fill(0);
+    // jbd2_chksum(~0, sb): the crc32c register with no final inversion.
+    let c = !crc32c::crc32c_append(0, &sb);
+    sb[0xFC..0x100].copy_from_slice(&c.to_be_bytes());
+    f.write_all_at(&sb, block * bs).unwrap();
+    let header = common::run(Command::new("dumpe2fs").arg("-h").arg(image));
+    assert!(header.contains("journal_checksum_v2"), "{header}");
+}
+
+fn block_size(image: &Path) -> u64 {
+    let header = common::run(Command::new("dumpe2fs").arg("-h").arg(image));
+    header.lines().find_map(|l| l.strip_prefix("Block size:")).unwrap().trim().parse().unwrap()
 }
 
 fn run(config: &Config, seed: u64) {
@@ -443,6 +483,11 @@ fn run(config: &Config, seed: u64) {
     std::fs::write(src.join("d/seed"), vec![7u8; 5000]).unwrap();
     let image = shm.join("image");
     common::mkfs(&src, &image, config.mkfs, "32M");
+    match config.prepare {
+        Prepare::Mkfs => {}
+        Prepare::KernelFirst => drop(KernelMount::read_write(&image, "").expect("kernel mount")),
+        Prepare::CsumV2 => make_csum_v2(&image),
+    }
     let base = std::fs::read(&image).unwrap();
 
     let log = Rc::new(RefCell::new(Vec::new()));
@@ -578,25 +623,101 @@ fn seed() -> u64 {
 #[test]
 fn crash_4k_metadata_csum_64bit() {
     require_root();
-    run(&Config { name: "4k-csum-64", mkfs: &["-b", "4096", "-O", "metadata_csum,64bit"] }, seed());
+    run(
+        &Config { name: "4k-csum-64", mkfs: &["-b", "4096", "-O", "metadata_csum,64bit"], prepare: Prepare::Mkfs },
+        seed(),
+    );
 }
 
 #[test]
 fn crash_1k_no_csum_32bit() {
     require_root();
-    run(&Config { name: "1k-plain-32", mkfs: &["-b", "1024", "-O", "^metadata_csum,^64bit"] }, seed() + 1);
+    run(
+        &Config { name: "1k-plain-32", mkfs: &["-b", "1024", "-O", "^metadata_csum,^64bit"], prepare: Prepare::Mkfs },
+        seed() + 1,
+    );
 }
 
 #[test]
 fn crash_1k_metadata_csum_32bit() {
     require_root();
-    run(&Config { name: "1k-csum-32", mkfs: &["-b", "1024", "-O", "metadata_csum,^64bit"] }, seed() + 2);
+    run(
+        &Config { name: "1k-csum-32", mkfs: &["-b", "1024", "-O", "metadata_csum,^64bit"], prepare: Prepare::Mkfs },
+        seed() + 2,
+    );
 }
 
 #[test]
 fn crash_4k_no_csum_64bit() {
     require_root();
-    run(&Config { name: "4k-plain-64", mkfs: &["-b", "4096", "-O", "^metadata_csum,64bit"] }, seed() + 3);
+    run(
+        &Config { name: "4k-plain-64", mkfs: &["-b", "4096", "-O", "^metadata_csum,64bit"], prepare: Prepare::Mkfs },
+        seed() + 3,
+    );
+}
+
+#[test]
+fn crash_4k_journal_the_kernel_mounted_first() {
+    require_root();
+    let config = Config { name: "4k-kernel-first", mkfs: &["-b", "4096"], prepare: Prepare::KernelFirst };
+    run(&config, seed() + 4);
+}
+
+#[test]
+fn crash_1k_journal_checksum_v2() {
+    require_root();
+    let config =
+        Config { name: "1k-v2", mkfs: &["-b", "1024", "-O", "^metadata_csum,^64bit"], prepare: Prepare::CsumV2 };
+    run(&config, seed() + 5);
+}
+
+/// Blocks a transaction frees wait for its commit; when they are what is
+/// left, the next call commits first instead of failing with ENOSPC.
+#[test]
+fn space_freed_without_a_sync_is_usable_again() {
+    require_root();
+    let scratch = Scratch::new("crash-full");
+    let src = scratch.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let image = scratch.join("image");
+    common::mkfs(&src, &image, &["-b", "4096"], "24M");
+    let file = File::options().read(true).write(true).open(&image).unwrap();
+    let size = file.metadata().unwrap().len();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let dev = Rc::new(file.try_clone().unwrap());
+    let device = Device::new(Box::new(LoggingIo { file, size, log: log.clone() }));
+    let options = MountOptions { read_only: false, options: vec![("journal".into(), String::new())] };
+    let mut fs = Ext4::mount(device, &options).expect("mount");
+    fs.begin_write().expect("begin_write");
+    let info = fs.info().unwrap();
+    let bs = u64::from(info.block_size);
+    // Most of what is free, so that two such files do not fit at once.
+    let len = (info.free_blocks * 3 / 4 * bs) as usize;
+    let mut w = Workload {
+        fs,
+        log,
+        dev,
+        bs,
+        rng: Rng(99),
+        dirs: vec![(ROOT, String::new())],
+        files: Vec::new(),
+        durable: Vec::new(),
+        names: 0,
+        synced: 0,
+    };
+    w.create(ROOT, len, true);
+    let first = w.files.remove(0);
+    assert_eq!(w.fs.unlink(ROOT, first.name.as_bytes(), T).unwrap().nlink, 0);
+    w.fs.evict(first.ino).unwrap();
+    w.create(ROOT, len, false);
+    let second = w.files.remove(0);
+    w.fs.unmount().expect("unmount");
+    drop(w);
+    fshost_tests::fsck::e2fsck(&image).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = scratch.join("dump");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = format!("/{}", second.name);
+    assert!(dump_all(&image, &dir, &[path.as_str()])[0].as_deref() == Some(&second.data[..]));
 }
 
 #[test]

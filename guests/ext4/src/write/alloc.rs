@@ -539,6 +539,7 @@ pub(super) fn free_blocks(fs: &mut Ext4, pblk: u64, len: u64) -> Result<()> {
         && let Some(w) = fs.write.as_mut()
     {
         w.freed.insert(pblk, end);
+        w.freed_blocks += len;
     }
     Ok(())
 }

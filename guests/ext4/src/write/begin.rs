@@ -6,8 +6,9 @@
 //! huge_file, large_file, dir_nlink, extra_isize, metadata_csum (and
 //! csum_seed) or gdt_csum, uninit groups, sparse_super and sparse_super2,
 //! largedir, dir_index, ext_attr, inline_data (converted to blocks when
-//! changed: write/inline.rs), and a journal (left empty: writes go
-//! straight to their blocks). Refused with their names: the features it
+//! changed: write/inline.rs), and a journal (left empty and writes
+//! straight to their blocks, or with `-o journal` written as jbd2 does:
+//! write/journal.rs). Refused with their names: the features it
 //! does not write yet (see [`unsupported`]).
 //!
 //! A journal that needs recovery is replayed onto the device first (the

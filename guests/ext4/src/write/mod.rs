@@ -1,10 +1,13 @@
 //! Writing: the half of the guest behind the contract's `writer` interface.
 //!
-//! There is no journal transaction here (the next issue adds one): every
-//! call writes its blocks straight to the device, in an order that leaves
-//! the image consistent when the call returns, and the superblock says
-//! "not clean" while the filesystem is in use, so a crash between calls
-//! sends the image to e2fsck, as a crash of ext2 would.
+//! Every metadata write goes through [`crate::disk::Disk::write`]. By
+//! default it goes straight to the device, in an order that leaves the
+//! image consistent when the call returns, and the superblock says "not
+//! clean" while the filesystem is in use, so a crash between calls sends
+//! the image to e2fsck, as a crash of ext2 would. With the `journal` mount
+//! option on a journaled filesystem, writes collect in a jbd2 transaction
+//! committed to the journal and then checkpointed (`journal`), so a crash
+//! leaves what the journal replays.
 //!
 //! Files, allocation and the filesystem's state:
 //! - `raw`: [`RawInode`], the on-disk inode bytes with typed fields and the
@@ -16,7 +19,9 @@
 //!   neighbours merged, index levels rebuilt).
 //! - `blockmap`: ext2/ext3 block-mapped files through indirect blocks.
 //! - `begin`: begin_write (feature gate, journal recovery onto the
-//!   device, the orphan list a crash left, "not clean"), unmount.
+//!   device, the orphan list a crash left, "not clean" or needs_recovery),
+//!   unmount.
+//! - `journal`: jbd2 transactions written and checkpointed (`-o journal`).
 //! - `file`: iomap_begin for writes, ioend, fallocate, setattr.
 //! - `inline`: inline_data files and directories, converted to blocks
 //!   before their data or entries change (`ext4_convert_inline_data`).
@@ -108,6 +113,8 @@ pub(crate) struct State {
     /// Blocks the running transaction freed (start to end): not handed out
     /// again until it commits (write/journal.rs).
     pub(crate) freed: std::collections::BTreeMap<u64, u64>,
+    /// How many blocks `freed` holds.
+    pub(crate) freed_blocks: u64,
 }
 
 /// Commit the running transaction (fsync, syncfs): metadata and the data
@@ -119,6 +126,7 @@ pub(crate) fn sync(fs: &mut Ext4) -> Result<()> {
             journal.commit(&fs.vol.disk)?;
             if let Some(w) = fs.write.as_mut() {
                 w.freed.clear();
+                w.freed_blocks = 0;
             }
             Ok(())
         }
@@ -127,12 +135,17 @@ pub(crate) fn sync(fs: &mut Ext4) -> Result<()> {
 }
 
 /// Between two writer calls: commit the running transaction once it holds
-/// a quarter of the log (a call's changes are never split).
+/// a quarter of the log, or once the blocks it freed (which wait for its
+/// commit) are half of those still free (a call's changes are never split,
+/// so the allocator cannot commit to get them back).
 pub(crate) fn boundary(fs: &mut Ext4) -> Result<()> {
-    let Some(limit) = fs.write.as_ref().and_then(|w| w.journal.as_ref()).map(journal::Journal::soft_limit) else {
-        return Ok(());
-    };
-    if fs.vol.disk.running_len() >= limit { sync(fs) } else { Ok(()) }
+    let Some(w) = fs.write.as_ref() else { return Ok(()) };
+    let Some(limit) = w.journal.as_ref().map(journal::Journal::soft_limit) else { return Ok(()) };
+    if fs.vol.disk.running_len() >= limit || 2 * w.freed_blocks >= alloc::available_blocks(&fs.vol.sb).max(1) {
+        sync(fs)
+    } else {
+        Ok(())
+    }
 }
 
 impl Ext4 {

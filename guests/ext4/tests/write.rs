@@ -325,7 +325,7 @@ fn refuses_features_it_cannot_write_by_name() {
     for (args, name) in [
         (&["-O", "bigalloc", "-C", "16384"][..], "bigalloc"),
         (&["-O", "quota"][..], "quota"),
-        (&["-O", "inline_data"][..], "inline_data"),
+        (&["-O", "casefold"][..], "casefold"),
         (&["-O", "encrypt"][..], "encrypt"),
     ] {
         let image = Image::mkfs(src.path(), args, "64M").expect("mkfs");

@@ -317,6 +317,9 @@ fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
 /// After a guest instance is dropped (a trap), a read-write mount's caches
 /// go with it: the failed call may have changed part of what it meant to,
 /// and the fresh instance knows the device as it is. evil's `forgetful`
+    let log_text = log();
+    let answer = log_text.lines().find(|l| l.contains("a read-only instance's device write answered"));
+    assert!(answer.is_some_and(|l| l.contains("Err(") && l.contains("read-only")), "{log_text}");
 /// keeps a chmod in the instance's memory only; after `attr-panic` traps,
 /// the mount must show the mode a fresh instance reports, not the cached
 /// one.

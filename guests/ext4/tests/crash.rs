@@ -36,8 +36,8 @@ use common::Scratch;
 use ext4::Ext4;
 use fshost_sdk::device::BlockIo;
 use fshost_sdk::{
-    AttrChanges, Device, FileType, Filesystem, Ino, IomapFlags, MappingKind, MountOptions, NewInode, RenameFlags,
-    Timestamp,
+    AttrChanges, Device, FallocateFlags, FileType, Filesystem, Ino, IomapFlags, MappingKind, MountOptions, NewInode,
+    RenameFlags, Timestamp, XattrFlags,
 };
 use fshost_tests::kernel::{KernelMount, require_root};
 
@@ -362,6 +362,52 @@ impl Workload {
                 let ino = self.fs.create(parent, name.as_bytes(), &new).expect("mkdir").ino;
                 let path = format!("{}/{name}", self.dirs[0].1);
                 self.dirs.push((ino, path));
+            }
+            95..=96 if nfiles > 0 => {
+                // Allocate past the end (the size grows, zeros read), or
+                // punch whole blocks inside; then fsync.
+                let i = self.rng.below(nfiles) as usize;
+                self.touch(i);
+                let ino = self.files[i].ino;
+                let len = self.files[i].data.len() as u64;
+                let (offset, length, flags) = if self.rng.below(2) == 0 || len < 3 * self.bs {
+                    (len, (self.rng.below(16) + 1) * self.bs, FallocateFlags::default())
+                } else {
+                    let first = self.rng.below(len / self.bs - 1) + 1;
+                    let blocks = self.rng.below(len / self.bs - first).max(1);
+                    (
+                        first * self.bs,
+                        blocks * self.bs,
+                        FallocateFlags { punch_hole: true, keep_size: true, ..Default::default() },
+                    )
+                };
+                self.fs.fallocate(ino, offset, length, flags, T).expect("fallocate");
+                let data = &mut self.files[i].data;
+                if flags.punch_hole {
+                    let end = ((offset + length) as usize).min(data.len());
+                    data[offset as usize..end].fill(0);
+                } else {
+                    data.resize((offset + length) as usize, 0);
+                }
+                self.synced = self.now();
+                self.fs.fsync(ino, false).expect("fsync");
+                self.durable_now(i);
+            }
+            97 if nfiles > 0 => {
+                // A value big enough for an xattr block (freed with the file).
+                let i = self.rng.below(nfiles) as usize;
+                let size = (self.rng.below(self.bs - 400) + 200) as usize;
+                let value = self.rng.bytes(size);
+                let ino = self.files[i].ino;
+                self.fs.setxattr(ino, b"user.crash", &value, XattrFlags::default(), T).expect("setxattr");
+            }
+            98 => {
+                // A slow symlink (its target in a block).
+                let name = self.new_name();
+                let dir = self.dirs[self.rng.below(self.dirs.len() as u64) as usize].0;
+                let target = vec![b't'; self.rng.below(300) as usize + 61];
+                let new = NewInode { kind: FileType::Symlink, perm: 0o777, uid: 0, gid: 0, rdev: 0, time: T };
+                self.fs.symlink(dir, name.as_bytes(), &target, &new).expect("symlink");
             }
             91..=94 => {
                 self.synced = self.now();

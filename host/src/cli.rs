@@ -53,9 +53,11 @@ pub enum Command {
     Ls {
         #[command(flatten)]
         source: SourceArgs,
-        /// Path inside the filesystem (default: the root).
-        #[arg(default_value = "/")]
-        path: PathBuf,
+        /// Path inside the filesystem (default: the root). Left out on a
+        /// whole disk (no --partition, no filesystem on the disk itself),
+        /// the partitions are listed instead: number, type, length,
+        /// filesystem, name.
+        path: Option<PathBuf>,
         /// Long format: mode, links, owner, size, mtime, symlink target.
         #[arg(short, long)]
         long: bool,
@@ -287,11 +289,14 @@ pub struct SourceArgs {
     #[arg(long)]
     pub no_cache: bool,
     /// A whole disk: use its partition N (as the kernel numbers them:
-    /// sdaN; `fshost partitions` lists them), read by the volume guest.
-    #[arg(long, value_name = "N")]
-    pub partition: Option<u32>,
+    /// sdaN; `fshost partitions` lists them), or the one whose GPT name is
+    /// NAME, or whose unique GUID (an MBR disk's SSSSSSSS-NN) is UUID.
+    /// Left out on a disk with no filesystem of its own, the one partition
+    /// a guest mounts is used (several are refused, listed).
+    #[arg(long, value_name = "N|name=NAME|uuid=UUID")]
+    pub partition: Option<crate::partitions::Selector>,
     /// The volume guest that reads the partition table [default: partitions].
-    #[arg(long, value_name = "NAME|PATH", requires = "partition")]
+    #[arg(long, value_name = "NAME|PATH")]
     pub volume: Option<OsString>,
     /// The disk-image format of SOURCE: the volume guest that reads it
     /// (qcow2), or `raw` for none [default: found by the installed
@@ -345,8 +350,38 @@ fn cache_size(name: &str, value: &str) -> anyhow::Result<usize> {
     }
 }
 
-/// Open the source, load the guest and mount it, read-write when `rw`.
+/// What a source turned out to hold. (One per process, moved once: the
+/// size difference of the variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Opened {
+    /// A filesystem, mounted by its guest.
+    Fs(Volume),
+    /// A whole disk with no filesystem of its own, and what each of its
+    /// partitions holds.
+    Disk(crate::disk::Disk),
+}
+
+/// What a command does with a whole disk given without `--partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WholeDisk {
+    /// Use its one mountable partition (mount, cat, stat, cp-out, ls PATH).
+    UseTheOne,
+    /// List its partitions (ls without a path, info).
+    List,
+}
+
+/// Open the source and mount its filesystem, read-write when `rw`.
 fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> anyhow::Result<Volume> {
+    match open_source(args, guest, rw, WholeDisk::UseTheOne)? {
+        Opened::Fs(vol) => Ok(vol),
+        Opened::Disk(_) => bail!("{}: a partitioned disk, where a filesystem was wanted", args.source.display()),
+    }
+}
+
+/// Open the source (through its image format and `--partition`), load the
+/// guest and mount it, read-write when `rw`; a whole disk without a
+/// filesystem of its own is handled as `whole` says.
+fn open_source(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool, whole: WholeDisk) -> anyhow::Result<Opened> {
     let named = match args.plugin.as_deref() {
         Some(p) if !crate::detect::wanted(Some(p)) => Some(SearchPath::from_env().resolve(p)?),
         _ => None,
@@ -361,38 +396,104 @@ fn open_volume(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool) -> any
     // A disk-image format (qcow2) below everything else, read through its guest.
     let image = crate::stack::Options { format: args.image_format.as_deref(), backing: &args.backing };
     device = crate::stack::open(device, &image, &limits, cache.as_ref())?;
-    if let Some(number) = args.partition {
+    if let Some(which) = &args.partition {
         // The volume guest parses the table before the sandbox point, as
         // the filesystem guest's mount does, and is dropped once the
         // partition is a window.
         let volumes = crate::partitions::load(args.volume.as_deref(), device, limits.clone(), cache.as_ref())?;
-        device = crate::partitions::open(&volumes, number)?;
+        device = crate::partitions::open(&volumes, which)?;
     }
     if rw && device.read_only() {
         bail!("{}: a disk-image format is read-only in fshost; mount read-only (without -o rw)", args.source.display());
     }
-    let path = match named {
-        Some(path) => path,
+    let source = args.source.display().to_string();
+    let mounting = |plugin: Plugin, device: Arc<Device>, path: &Path| {
+        Volume::mount(plugin, device).with_context(|| format!("mounting {source} with {}", path.display()))
+    };
+    // With rw, the guest chosen read-only is loaded again to write.
+    let writable = |device: Arc<Device>, path: &Path| -> anyhow::Result<Volume> {
+        let options = GuestOptions { read_only: false, options: guest.clone() };
+        let (plugin, _) = Plugin::load(path, device.clone(), limits.clone(), options, cache.as_ref())?;
+        mounting(plugin, device, path)
+    };
+    // A whole disk (no --partition) with no filesystem of its own: its
+    // partitions, each looked at as the disk itself was.
+    let partitioned = |device: &Arc<Device>| {
+        let how = crate::disk::Probe {
+            named: named.as_deref(),
+            volume: args.volume.as_deref(),
+            limits: &limits,
+            options: &guest,
+            cache: cache.as_ref(),
+        };
+        match crate::disk::probe(device, &how) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                None
+            }
+        }
+    };
+    // A whole disk: listed, or its one mountable partition mounted.
+    let use_disk = |disk: crate::disk::Disk, detected: bool| -> anyhow::Result<Opened> {
+        if whole == WholeDisk::List {
+            return Ok(Opened::Disk(disk));
+        }
+        let path = disk.path.clone();
+        let chosen = disk.into_only()?;
+        if detected {
+            crate::detect::record(&chosen.detected, &format!("partition {} of {path}", chosen.number));
+        }
+        if rw {
+            drop(chosen.plugin);
+            return writable(chosen.device, &chosen.detected.path).map(Opened::Fs);
+        }
+        mounting(chosen.plugin, chosen.device, &chosen.detected.path).map(Opened::Fs)
+    };
+    let on_whole_disk = args.partition.is_none();
+    match &named {
+        Some(path) => {
+            let options = GuestOptions { read_only: !rw, options: guest.clone() };
+            let (mounted, complaints) = crate::plugin::capture_warnings(|| -> anyhow::Result<Volume> {
+                let (plugin, stats) = Plugin::load(path, device.clone(), limits.clone(), options, cache.as_ref())?;
+                tracing::info!(
+                    "guest {} {} in {:.1} ms",
+                    path.display(),
+                    if stats.compiled { "compiled" } else { "loaded from cache" },
+                    stats.millis
+                );
+                mounting(plugin, device.clone(), path)
+            });
+            let refused = match mounted {
+                Ok(vol) => {
+                    complaints.iter().for_each(|c| tracing::warn!(target: "fshost::guest", "{c}"));
+                    return Ok(Opened::Fs(vol));
+                }
+                Err(e) => e,
+            };
+            if on_whole_disk && let Some(disk) = partitioned(&device) {
+                return use_disk(disk, false);
+            }
+            complaints.iter().for_each(|c| tracing::warn!(target: "fshost::guest", "{c}"));
+            Err(refused)
+        }
         None => {
             // Each installed guest tries a read-only mount; the one that
             // claims the device is used as it stands unless rw is asked for.
-            let (found, plugin) = crate::detect::find(&device, &limits, &guest, cache.as_ref())?;
-            if !rw {
-                return Volume::mount(plugin, device)
-                    .with_context(|| format!("mounting {} with {}", args.source.display(), found.path.display()));
+            let claims = crate::detect::claims(&device, &limits, &guest, cache.as_ref())?;
+            if claims.mounted.is_empty()
+                && on_whole_disk
+                && let Some(disk) = partitioned(&device)
+            {
+                return use_disk(disk, true);
             }
-            found.path
+            let (found, plugin) = crate::detect::decide(claims, &source)?;
+            if rw {
+                return writable(device, &found.path).map(Opened::Fs);
+            }
+            mounting(plugin, device, &found.path).map(Opened::Fs)
         }
-    };
-    let options = GuestOptions { read_only: !rw, options: guest };
-    let (plugin, stats) = Plugin::load(&path, device.clone(), limits, options, cache.as_ref())?;
-    tracing::info!(
-        "guest {} {} in {:.1} ms",
-        path.display(),
-        if stats.compiled { "compiled" } else { "loaded from cache" },
-        stats.millis
-    );
-    Volume::mount(plugin, device).with_context(|| format!("mounting {} with {}", args.source.display(), path.display()))
+    }
 }
 
 fn path_bytes(p: &Path) -> &[u8] {
@@ -427,7 +528,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ls { source, path, long, time_style, json, sandbox } => {
             let format = time_style.format(long, json);
-            let vol = open_sandboxed(&source, &sandbox)?;
+            let whole = if path.is_some() { WholeDisk::UseTheOne } else { WholeDisk::List };
+            let vol = match open_source_sandboxed(&source, &sandbox, whole)? {
+                Opened::Fs(vol) => vol,
+                Opened::Disk(disk) => {
+                    eprintln!(
+                        "fshost: {} is a partitioned disk ({} table): its partitions are listed \
+                         (number, type, length, filesystem, name); --partition N lists one",
+                        disk.path, disk.table.format
+                    );
+                    disk.list(json, &mut out)?;
+                    out.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            let path = path.unwrap_or_else(|| PathBuf::from("/"));
             let failed = crate::offline::ls(&vol, path_bytes(&path), &format, &mut out).context(in_image(&source))?;
             if failed > 0 {
                 out.flush()?;
@@ -449,31 +564,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return crate::offline::cp_out(path_bytes(&path), &dest, &sandbox.options(), &in_image(&source), open);
         }
         Command::Info { source, json, sandbox } => {
-            let vol = open_sandboxed(&source, &sandbox)?;
-            let format = if json { Format::Json } else { Format::Text { long: false, times: TimeStyle::Epoch } };
-            if !json {
-                // The image layers under the filesystem (qcow2, its backing files).
-                crate::stack::write_info(&mut out)?;
-                if let Some(d) = crate::detect::detected() {
-                    out.write_all(b"detected: ")?;
-                    out.write_all(d.name.as_bytes())?;
-                    out.write_all(b" (")?;
-                    out.write_all(path_bytes(&d.path))?;
-                    out.write_all(b")\n")?;
-                }
-            }
-            match crate::detect::detected() {
-                Some(d) if json => {
-                    // The same object, with the guest detection chose.
-                    let mut buf = Vec::new();
-                    crate::offline::info(&vol, &format, &mut buf).context(in_image(&source))?;
-                    let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&buf)?;
-                    crate::offline::json::put_bytes(&mut obj, "detected", d.name.as_bytes());
-                    serde_json::to_writer(&mut out, &obj)?;
-                    out.write_all(b"\n")?;
-                }
-                _ => crate::offline::info(&vol, &format, &mut out).context(in_image(&source))?,
-            }
+            let opened = open_source_sandboxed(&source, &sandbox, WholeDisk::List)?;
+            info(&opened, json, &mut out).context(in_image(&source))?;
         }
         Command::Partitions { source, volume, image_format, backing, json, no_cache, sandbox } => {
             let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
@@ -549,12 +641,64 @@ fn plugins(dirs: bool, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
 /// Open the volume for a command that only writes to stdout, then enter
 /// the sandbox before the command reads anything through the guest.
 fn open_sandboxed(source: &SourceArgs, sandbox: &SandboxArgs) -> anyhow::Result<Volume> {
+    match open_source_sandboxed(source, sandbox, WholeDisk::UseTheOne)? {
+        Opened::Fs(vol) => Ok(vol),
+        Opened::Disk(_) => bail!("{}: a partitioned disk, where a filesystem was wanted", source.source.display()),
+    }
+}
+
+/// [`open_source`] for a command that only writes to stdout, then the
+/// sandbox, before anything is read through the guests.
+fn open_source_sandboxed(source: &SourceArgs, sandbox: &SandboxArgs, whole: WholeDisk) -> anyhow::Result<Opened> {
     let jail = crate::sandbox::prepare(&sandbox.options(), crate::sandbox::Profile::Offline)?;
-    let vol = open_volume(source, offline_options(source)?, false)?;
+    let opened = open_source(source, offline_options(source)?, false, whole)?;
     if let Some(report) = jail.enter()?.report {
         tracing::info!("{report}");
     }
-    Ok(vol)
+    Ok(opened)
+}
+
+/// `fshost info`: the image layers (`image:`, `backing:`, `snapshots:`),
+/// then the filesystem (with `detected:` when detection chose its guest),
+/// or a whole disk's table and what each partition holds. With `json`, one
+/// object: the filesystem's keys (or `table` and `partitions`), `images`
+/// and `detected`.
+fn info(opened: &Opened, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    if !json {
+        // The image layers under the filesystem (qcow2, its backing files).
+        crate::stack::write_info(out)?;
+        match opened {
+            Opened::Disk(disk) => disk.info_text(out)?,
+            Opened::Fs(vol) => {
+                if let Some(d) = crate::detect::detected() {
+                    out.write_all(b"detected: ")?;
+                    out.write_all(d.name.as_bytes())?;
+                    out.write_all(b" (")?;
+                    out.write_all(path_bytes(&d.path))?;
+                    out.write_all(b")\n")?;
+                }
+                let text = Format::Text { long: false, times: TimeStyle::Epoch };
+                crate::offline::info(vol, &text, out)?;
+            }
+        }
+        return Ok(());
+    }
+    let mut obj = match opened {
+        Opened::Disk(disk) => disk.info_json()?,
+        Opened::Fs(vol) => {
+            let mut buf = Vec::new();
+            crate::offline::info(vol, &Format::Json, &mut buf)?;
+            serde_json::from_slice(&buf)?
+        }
+    };
+    obj.insert("images".into(), crate::stack::info_json().into());
+    if let (Opened::Fs(_), Some(d)) = (opened, crate::detect::detected()) {
+        // The guest detection chose.
+        crate::offline::json::put_bytes(&mut obj, "detected", d.name.as_bytes());
+    }
+    serde_json::to_writer(&mut *out, &obj)?;
+    out.write_all(b"\n")?;
+    Ok(())
 }
 
 /// Whether `-o` asks for a read-write mount.

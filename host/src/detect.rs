@@ -53,14 +53,29 @@ pub fn detected() -> Option<Detected> {
     DETECTED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// The one installed filesystem guest that mounts `device` read-only,
-/// mounted (its instance is live, so the caller need not mount it again).
-pub fn find(
+/// What the installed filesystem guests said of one device: the guests
+/// whose read-only mount succeeded (their instances live), and one line
+/// per refusal (`NAME: why`).
+pub struct Claims {
+    pub mounted: Vec<(Detected, Plugin)>,
+    pub refusals: Vec<String>,
+}
+
+impl Claims {
+    /// The names of the guests that mount the device.
+    pub fn names(&self) -> Vec<String> {
+        self.mounted.iter().map(|(d, _)| d.name.to_string_lossy().into_owned()).collect()
+    }
+}
+
+/// Ask every installed filesystem guest to mount `device` read-only. Fails
+/// only when no guest is installed.
+pub fn claims(
     device: &Arc<Device>,
     limits: &Limits,
     options: &[(String, String)],
     cache: Option<&CompileCache>,
-) -> anyhow::Result<(Detected, Plugin)> {
+) -> anyhow::Result<Claims> {
     let source = device.path().display().to_string();
     let search = SearchPath::from_env();
     let listed = std::time::Instant::now();
@@ -77,8 +92,7 @@ pub fn find(
              (`fshost plugins --dirs` lists where they are looked for); name one with --plugin"
         );
     }
-    let mut claims: Vec<(Detected, Plugin)> = Vec::new();
-    let mut refusals: Vec<String> = Vec::new();
+    let mut claims = Claims { mounted: Vec::new(), refusals: Vec::new() };
     for found in candidates {
         let name = found.name.to_string_lossy().into_owned();
         let started = std::time::Instant::now();
@@ -91,33 +105,53 @@ pub fn find(
         match answer {
             Ok(plugin) => {
                 tracing::debug!("detect: {name} mounts {source} ({ms:.1} ms)");
-                claims.push((Detected { name: found.name, path: found.path }, plugin));
+                claims.mounted.push((Detected { name: found.name, path: found.path }, plugin));
             }
             Err(e) => {
                 tracing::debug!("detect: {name} refuses {source} ({ms:.1} ms): {e:#}");
                 // The guest's own sentence says more than its error code.
                 let why = complaints.last().cloned().unwrap_or_else(|| format!("{e:#}"));
-                refusals.push(format!("{name}: {}", few_words(&why)));
+                claims.refusals.push(format!("{name}: {}", few_words(&why)));
             }
         }
     }
-    match claims.len() {
-        0 => bail!(
-            "{source}: no installed filesystem guest recognises it (each was asked to mount it read-only):\n  {}",
-            refusals.join("\n  ")
-        ),
-        1 => {}
-        _ => {
-            let names: Vec<String> = claims.iter().map(|(d, _)| d.name.to_string_lossy().into_owned()).collect();
-            bail!(
-                "{source}: several filesystem guests mount it ({}); fshost does not guess: choose one with --plugin NAME",
-                names.join(", ")
-            );
-        }
-    }
-    let (detected, plugin) = claims.remove(0);
+    Ok(claims)
+}
+
+/// Note `detected` as this process's choice (what `fshost info` names).
+pub fn record(detected: &Detected, source: &str) {
     tracing::info!("detected {} on {source} (guest {})", detected.name.to_string_lossy(), detected.path.display());
     *DETECTED.lock().unwrap_or_else(|p| p.into_inner()) = Some(detected.clone());
+}
+
+/// The one installed filesystem guest that mounts `device` read-only,
+/// mounted (its instance is live, so the caller need not mount it again).
+pub fn find(
+    device: &Arc<Device>,
+    limits: &Limits,
+    options: &[(String, String)],
+    cache: Option<&CompileCache>,
+) -> anyhow::Result<(Detected, Plugin)> {
+    let source = device.path().display().to_string();
+    decide(claims(device, limits, options, cache)?, &source)
+}
+
+/// The one claim of `claims` (recorded as this process's choice); none or
+/// several are an error naming the guests.
+pub fn decide(mut claims: Claims, source: &str) -> anyhow::Result<(Detected, Plugin)> {
+    match claims.mounted.len() {
+        0 => bail!(
+            "{source}: no installed filesystem guest recognises it (each was asked to mount it read-only):\n  {}",
+            claims.refusals.join("\n  ")
+        ),
+        1 => {}
+        _ => bail!(
+            "{source}: several filesystem guests mount it ({}); fshost does not guess: choose one with --plugin NAME",
+            claims.names().join(", ")
+        ),
+    }
+    let (detected, plugin) = claims.mounted.remove(0);
+    record(&detected, source);
     Ok((detected, plugin))
 }
 

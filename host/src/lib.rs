@@ -7,12 +7,14 @@
 //! - [`mapping`] caches validated mappings and reads file data itself;
 //! - [`volume`] combines them into the filesystem both front ends use;
 //! - [`partitions`] turns one partition of a whole disk into the device, as
-//!   a volume guest (`plugin::volume`) reads the table;
+//!   a volume guest (`plugin::volume`) reads the table; [`disk`] finds the
+//!   filesystems on a whole disk given without `--partition`;
 //! - [`fuse`] is the FUSE adapter, [`offline`] the FUSE-free commands;
 //! - [`cli`] and [`mount`] are the edges.
 
 pub mod cli;
 pub mod detect;
+pub mod disk;
 pub mod device;
 pub mod docs;
 pub mod error;

@@ -82,6 +82,42 @@ pub fn write_info(out: &mut impl std::io::Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `fshost info --json`'s `images`: one object per image layer, the top
+/// first: `path`, `format`, `length` (the virtual disk's bytes), `backing`
+/// (`null`, or `name` as the image gives it and `path`, the file read for
+/// it), `snapshots` (objects with `name`).
+pub fn info_json() -> Vec<serde_json::Value> {
+    use crate::offline::json::put_bytes;
+    use std::os::unix::ffi::OsStrExt;
+    opened()
+        .into_iter()
+        .map(|o| {
+            let mut obj = serde_json::Map::new();
+            put_bytes(&mut obj, "path", o.path.as_os_str().as_bytes());
+            obj.insert("format".into(), o.format.into());
+            obj.insert("length".into(), o.length.into());
+            let backing = o.backing.map(|(name, path)| {
+                let mut b = serde_json::Map::new();
+                put_bytes(&mut b, "name", &name);
+                put_bytes(&mut b, "path", path.as_os_str().as_bytes());
+                serde_json::Value::Object(b)
+            });
+            obj.insert("backing".into(), backing.into());
+            let snapshots: Vec<serde_json::Value> = o
+                .snapshots
+                .iter()
+                .map(|n| {
+                    let mut m = serde_json::Map::new();
+                    put_bytes(&mut m, "name", n);
+                    serde_json::Value::Object(m)
+                })
+                .collect();
+            obj.insert("snapshots".into(), snapshots.into());
+            serde_json::Value::Object(obj)
+        })
+        .collect()
+}
+
 /// What the user said about the source's image format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options<'a> {

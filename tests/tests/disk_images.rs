@@ -238,9 +238,28 @@ fn a_qcow2_of_a_gpt_disk_composes_with_partition() {
     let part = dir.path().join("part2.raw");
     std::fs::write(&part, &std::fs::read(&raw).unwrap()[start as usize..(start + size) as usize]).unwrap();
     assert_no_differences(&compare(&image, &part, &["--partition", "2"]), "qcow2 -> GPT -> ext4");
-    // Without --partition the ext4 guest finds no filesystem on the disk.
+    // Without --partition: `ls` lists the partitions with what the ext4
+    // guest mounts (only 2); given a path, it lists that of partition 2.
     let out = fshost(&[os("ls"), os("--plugin"), guest("ext4").as_os_str(), image.as_os_str()]);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<(String, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[3].to_string())
+        })
+        .collect();
+    assert_eq!(rows, [("1".into(), "-".into()), ("2".into(), "ext4".into())]);
+    let ext4 = guest("ext4");
+    let ls = |extra: &[&OsStr]| {
+        let mut args = vec![os("ls"), os("--plugin"), ext4.as_os_str(), image.as_os_str(), os("/")];
+        args.extend_from_slice(extra);
+        let out = fshost(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    assert_eq!(ls(&[]), ls(&[os("--partition"), os("2")]));
 }
 
 #[test]

@@ -736,4 +736,14 @@ mod tests {
         assert!(!split_options(&["rw".into(), "ro".into()]).unwrap().rw, "the last one wins");
         assert!(!o.rw, "read-only by default");
     }
+
+    #[test]
+    fn cache_sizes_are_host_options() {
+        let o = split_options(&["attr_cache=100".into(), "map_cache=7".into(), "block_cache=9".into()]).unwrap();
+        assert_eq!((o.cache_sizes.attrs, o.cache_sizes.mappings), (100, 7));
+        assert_eq!(o.guest, vec![("block_cache".into(), "9".into())], "the guest's own cache stays the guest's");
+        for bad in ["attr_cache=1", "map_cache=", "attr_cache=many"] {
+            assert!(split_options(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
 }

@@ -369,3 +369,18 @@ fn symlink_kinds_are_stored_as_expected() {
     let (slow, _) = flags(&mut fs, b"slow-link");
     assert_ne!(slow & 0x0008_0000, 0, "200-byte target in an extent-mapped block");
 }
+
+#[test]
+fn cache_and_readahead_options_change_no_answer() {
+    let fx = Fixture::new("cacheopts");
+    // 1 KiB blocks: four inodes a block, so readahead spans many blocks.
+    fx.check(&["-b", "1024", "-I", "256"], "64M");
+    // The smallest caches without readahead, and a readahead past the table.
+    let smallest = [("block_cache", "2"), ("inode_cache", "2"), ("inode_readahead_blks", "0")];
+    for options in [&smallest[..], &[("inode_readahead_blks", "4096")][..]] {
+        let mut fs = mount(&fx.image(), options).unwrap();
+        compare_tree(&mut fs, &fx.image(), &fx.src());
+    }
+    assert!(mount(&fx.image(), &[("inode_readahead_blks", "3")]).is_err(), "not a power of two");
+    assert!(mount(&fx.image(), &[("block_cache", "lots")]).is_err());
+}

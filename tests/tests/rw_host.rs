@@ -303,8 +303,12 @@ fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
         assert!(std::time::Instant::now() < deadline, "no mount within 30 s:\n{}", log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // Detection chose evil, whose read-write instance serves.
+    // Detection chose evil, whose read-write instance serves; its probe
+    // tried to write and was told no.
     assert!(log().contains("detected evil"), "{}", log());
+    let log_text = log();
+    let answer = log_text.lines().find(|l| l.contains("a read-only instance's device write answered"));
+    assert!(answer.is_some_and(|l| l.contains("Err(") && l.contains("read-only")), "{log_text}");
     assert_eq!(std::fs::read(mnt.path().join("note")).unwrap(), b"hello\n");
     assert!(Command::new("umount").arg(mnt.path()).status().unwrap().success());
     let status = child.wait().unwrap();
@@ -317,9 +321,6 @@ fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
 /// After a guest instance is dropped (a trap), a read-write mount's caches
 /// go with it: the failed call may have changed part of what it meant to,
 /// and the fresh instance knows the device as it is. evil's `forgetful`
-    let log_text = log();
-    let answer = log_text.lines().find(|l| l.contains("a read-only instance's device write answered"));
-    assert!(answer.is_some_and(|l| l.contains("Err(") && l.contains("read-only")), "{log_text}");
 /// keeps a chmod in the instance's memory only; after `attr-panic` traps,
 /// the mount must show the mode a fresh instance reports, not the cached
 /// one.

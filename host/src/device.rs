@@ -3,8 +3,12 @@
 //! Opened read-only unless the mount is read-write (`-o rw`); a block
 //! device is opened with O_EXCL so the kernel refuses it while it is
 //! mounted elsewhere (and refuses to mount it while we hold it), and an
-//! image file opened read-write is locked (exclusive flock) so a second
-//! read-write fshost on it is refused. Every read is bounds-checked
+//! image file is locked: exclusively (flock) when opened read-write, so a
+//! second read-write fshost on it is refused, and shared when opened
+//! read-only, so a writer and a reader of one image refuse each other
+//! (a reader of an image being written would see it half-changed, and a
+//! writer would change it under a reader's caches, which trust it never
+//! changes). Every read is bounds-checked
 //! against the size taken at open, and a window on a partition
 //! ([`Device::window`]) against the window first.
 
@@ -37,6 +41,18 @@ pub enum OpenError {
          image?); unmount that first, or mount read-only (without -o rw)"
     )]
     Locked { path: PathBuf },
+    /// A read-only open of an image file a read-write fshost holds.
+    #[error(
+        "cannot open {path}: a read-write fshost mount holds it (reading an image while it is written would show \
+         it half-changed); unmount that first"
+    )]
+    Writing { path: PathBuf },
+    /// A read-write open of an image file that readers hold.
+    #[error(
+        "cannot open {path} read-write: another program reads it (a read-only fshost mount or command of the same \
+         image?); end that first, or mount read-only (without -o rw)"
+    )]
+    Reading { path: PathBuf },
     #[error("cannot read the size of block device {path}: {source}")]
     Size { path: PathBuf, source: nix::Error },
 }
@@ -84,13 +100,32 @@ impl Device {
             Some(libc::EBUSY) if is_block => OpenError::Busy { path: path.to_owned() },
             _ => open_err(source),
         })?;
-        if !read_only && !is_block {
-            // One writer per image: an exclusive lock, held as long as the
-            // file is open (the kernel drops it when the process ends).
-            file.try_lock().map_err(|e| match e {
-                std::fs::TryLockError::WouldBlock => OpenError::Locked { path: path.to_owned() },
-                std::fs::TryLockError::Error(source) => open_err(source),
-            })?;
+        if !is_block {
+            // One writer per image, and no readers while it writes: an
+            // exclusive lock for a writer, a shared one for a reader, held
+            // as long as the file is open (the kernel drops it when the
+            // process ends).
+            if read_only {
+                match file.try_lock_shared() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Writing { path: path.to_owned() }),
+                    // A filesystem without flock (some network ones): a
+                    // reader goes on unlocked rather than not at all.
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        tracing::debug!("{}: no shared lock ({e}); read unlocked", path.display())
+                    }
+                }
+            } else {
+                file.try_lock().map_err(|e| match e {
+                    // Who holds it: a shared lock is still to be had when
+                    // only readers do (the file's drop releases it).
+                    std::fs::TryLockError::WouldBlock => match file.try_lock_shared() {
+                        Ok(()) => OpenError::Reading { path: path.to_owned() },
+                        Err(_) => OpenError::Locked { path: path.to_owned() },
+                    },
+                    std::fs::TryLockError::Error(source) => open_err(source),
+                })?;
+            }
         }
         let (size, sector_size) = if is_block {
             let mut size = 0u64;

@@ -1,7 +1,8 @@
 //! Read-write mounts (`-o rw`), the host's half, with guests other than
 //! ext4: the opt-in is refused with a clear message by guests that cannot
 //! write (a read-only world, or a `begin-write` that says no), an image
-//! file has one read-write fshost at a time (the lock), and the offline
+//! file has one read-write fshost at a time and no reader while it has one
+//! (the locks), and the offline
 //! commands never write (the image is byte-compared before and after).
 //! What a writing guest does to an image is `ext4_write.rs`'s; what a lying
 //! one cannot make the host do is `malicious_guest.rs`'s.
@@ -130,12 +131,22 @@ fn one_read_write_fshost_per_image() {
     let err = stderr(&out);
     assert!(err.contains("another program holds it locked"), "{err}");
     assert!(err.contains(SUGGESTION), "{err}");
-    // Read-only mounts are not refused.
-    let ro = FshostMount::mount(&guest("hello"), &image, &[]).unwrap();
-    assert_eq!(std::fs::read(ro.path().join("note")).unwrap(), b"hello\n");
-    drop(ro);
+    // Nor a reader while it writes (a shared lock for read-only opens): a
+    // read-only mount and an offline command are refused.
+    let out = mount_fails(&guest("hello"), &image, "ro");
+    assert!(stderr(&out).contains("a read-write fshost mount holds it"), "{}", stderr(&out));
+    let out = offline("ls", &guest("hello"), &image, &[OsStr::new("/")]).unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("a read-write fshost mount holds it"), "{}", stderr(&out));
     // The lock goes with the first mount's process.
     assert!(first.unmount().unwrap().success(), "{}", first.log());
+    // Readers share the image; a writer is refused while one reads.
+    let ro = FshostMount::mount(&guest("hello"), &image, &[]).unwrap();
+    let listed = offline("ls", &guest("hello"), &image, &[OsStr::new("/")]).unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let out = mount_fails(&guest("evil"), &image, "rw");
+    assert!(stderr(&out).contains("another program reads it"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(SUGGESTION), "{}", stderr(&out));
+    drop(ro);
     let again = FshostMount::mount(&guest("evil"), &image, &["rw"]).unwrap();
     assert_eq!(std::fs::read(again.path().join("note")).unwrap(), b"hello\n");
 }

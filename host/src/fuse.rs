@@ -420,9 +420,15 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// On a filesystem without extended attributes (FAT) the answer is
+    /// ENOSYS: the kernel then fails every later getxattr of the mount with
+    /// EOPNOTSUPP itself (`fc->no_getxattr`), as vfat's, and takes POSIX ACLs
+    /// as absent, so `ls -l` costs no round trip per file for
+    /// security.selinux and system.posix_acl_access.
     fn getxattr(&self, _req: &Request, node: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         match self.volume.getxattr(self.ino(node), name.as_bytes()) {
             Ok(value) => xattr_reply(reply, &value, size),
+            Err(_) if !self.volume.has_xattrs() => reply.error(Errno::ENOSYS),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -441,6 +441,17 @@ impl Filesystem for FatFs {
             .collect()
     }
 
+    /// FAT has no extended attributes, which the contract says with
+    /// `unsupported`: the host then lists none and fails every getxattr
+    /// with EOPNOTSUPP, as Linux's vfat does.
+    fn listxattr(&mut self, _ino: Ino) -> Result<Vec<Vec<u8>>> {
+        Err(Error::unsupported("FAT has no extended attributes"))
+    }
+
+    fn getxattr(&mut self, _ino: Ino, _name: &[u8]) -> Result<Vec<u8>> {
+        Err(Error::unsupported("FAT has no extended attributes"))
+    }
+
     fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
         self.node(ino)?;
         Err(Error::invalid(format!("inode {ino}: FAT has no symbolic links")))

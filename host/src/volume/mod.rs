@@ -13,7 +13,7 @@ mod bounded;
 mod write;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::device::Device;
@@ -69,6 +69,10 @@ pub struct Volume {
     /// is answered ENODATA without a guest call.
     xattr_names: RwLock<bounded::Bounded<Ino, Arc<[Vec<u8>]>>>,
     no_xattrs: Arc<[Vec<u8>]>,
+    /// Set when the guest's listxattr answered `unsupported`: the
+    /// filesystem has no extended attributes at all (FAT). Every listxattr
+    /// is then empty and every getxattr EOPNOTSUPP, as on Linux's vfat.
+    xattrs_unsupported: AtomicBool,
     /// Bumped by every change the write half makes to the attribute or
     /// xattr-name caches, under the lock of the cache it changes; an
     /// answer fetched before a change is not cached after it.
@@ -142,6 +146,7 @@ impl Volume {
             attrs: RwLock::new(bounded::Bounded::new(sizes.attrs)),
             xattr_names: RwLock::new(bounded::Bounded::new(sizes.attrs)),
             no_xattrs: Arc::new([]),
+            xattrs_unsupported: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             restarts_seen: AtomicU64::new(0),
             mappings: MappingCache::new(sizes.mappings),
@@ -312,14 +317,30 @@ impl Volume {
         self.plugin.readlink(ino)
     }
 
+    /// Whether the filesystem may hold extended attributes: false once the
+    /// guest's listxattr said it has none (the contract's `unsupported`).
+    pub fn has_xattrs(&self) -> bool {
+        !self.xattrs_unsupported.load(Ordering::Acquire)
+    }
+
     /// Extended attribute names of `ino`.
     pub fn listxattr(&self, ino: Ino) -> Result<Arc<[Vec<u8>]>, FsError> {
         self.check_restarts();
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
         }
+        if !self.has_xattrs() {
+            return Ok(self.no_xattrs.clone());
+        }
         let seen = self.generation();
-        let listed = self.plugin.listxattr(ino)?;
+        let listed = match self.plugin.listxattr(ino) {
+            Err(FsError::Guest { code: GuestCode::Unsupported, .. }) => {
+                tracing::debug!("the guest has no extended attributes: getxattr is EOPNOTSUPP from now on");
+                self.xattrs_unsupported.store(true, Ordering::Release);
+                return Ok(self.no_xattrs.clone());
+            }
+            listed => listed?,
+        };
         let names: Arc<[Vec<u8>]> = if listed.is_empty() { self.no_xattrs.clone() } else { listed.into() };
         let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
         if self.generation() != seen {
@@ -336,7 +357,11 @@ impl Volume {
     /// names whenever it may change them).
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         check_xattr_name(ino, name)?;
-        match self.listxattr(ino) {
+        let listed = self.listxattr(ino);
+        if !self.has_xattrs() {
+            return Err(FsError::Guest { op: "getxattr", code: GuestCode::Unsupported });
+        }
+        match listed {
             Ok(names) if !names.iter().any(|n| n.as_slice() == name) => {
                 Err(FsError::Guest { op: "getxattr", code: crate::error::GuestCode::NoData })
             }

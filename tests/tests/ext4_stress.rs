@@ -2,7 +2,8 @@
 //! proof: "concurrent namespace stress from several processes, each
 //! followed by e2fsck"), through the real `fshost mount -o rw`.
 //!
-//! On a fresh mkfs image of each layout (4 KiB ext4, 1 KiB ext4, ext2):
+//! On a fresh mkfs image of each layout (4 KiB ext4, 1 KiB ext4, ext2,
+//! inline_data):
 //! 1. stress-ng (Debian's, not ours) runs its filesystem stressors with
 //!    several workers each inside the mount, verifying where a stressor
 //!    offers it; it must report no failure and skip none. Unmount, then
@@ -18,7 +19,8 @@
 //!
 //! Knobs: FSHOST_STRESS_SECONDS (each phase, per layout; default 8),
 //! FSHOST_STRESS_WORKERS (stress-ng workers per stressor and our worker
-//! processes; default 2 and 4), FSHOST_STRESS_SEED.
+//! processes; default 2 and 4), FSHOST_STRESS_SEED,
+//! FSHOST_STRESS_MOUNT_OPTIONS (added to `-o rw`, e.g. `journal`).
 
 use std::io::Read;
 use std::path::Path;
@@ -43,6 +45,7 @@ struct Layout {
 const EXT4: Layout = Layout { name: "ext4 (4 KiB blocks)", mkfs: &[] };
 const EXT4_1K: Layout = Layout { name: "ext4 with 1 KiB blocks", mkfs: &["-b", "1024"] };
 const EXT2: Layout = Layout { name: "ext2", mkfs: &["-t", "ext2"] };
+const INLINE: Layout = Layout { name: "ext4 with inline_data", mkfs: &["-O", "inline_data"] };
 
 /// The environment variable that turns this binary into one of our
 /// workers: `ROOT|ID|SEED|MILLIS`.
@@ -266,8 +269,10 @@ fn stress(layout: Layout) {
     let image = Image::mkfs(empty.path(), layout.mkfs, "512M").expect("mkfs.ext4");
     e2fsck(image.path()).unwrap_or_else(|e| panic!("{}: the fresh image: {e:#}", layout.name));
 
+    let extra = std::env::var("FSHOST_STRESS_MOUNT_OPTIONS").unwrap_or_default();
+    let options: Vec<&str> = std::iter::once("rw").chain(extra.split(',').filter(|o| !o.is_empty())).collect();
     let mount_rw = || {
-        FshostMount::mount(&guest("ext4"), image.path(), &["rw"])
+        FshostMount::mount(&guest("ext4"), image.path(), &options)
             .unwrap_or_else(|e| panic!("{}: fshost mount -o rw: {e:#}", layout.name))
     };
     let unmount = |mut mount: FshostMount, after: &str| {
@@ -350,4 +355,9 @@ fn concurrent_stress_ext4_1k_blocks() {
 #[test]
 fn concurrent_stress_ext2() {
     stress(EXT2);
+}
+
+#[test]
+fn concurrent_stress_inline_data() {
+    stress(INLINE);
 }

@@ -305,10 +305,25 @@ fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    /// Unmounts (lazily if need be) and reaps fshost if the test fails
+    /// midway: a failed assertion must not leave the mount behind.
+    struct Cleanup<'a>(&'a Path, &'a mut std::process::Child);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            if is_mount_point(self.0).unwrap_or(false) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+            if matches!(self.1.try_wait(), Ok(None)) {
+                let _ = self.1.kill();
+            }
+            let _ = self.1.wait();
+        }
+    }
+    let cleanup = Cleanup(mnt.path(), &mut child);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !is_mount_point(mnt.path()).unwrap() {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = cleanup.1.try_wait().unwrap() {
             panic!("fshost exited {status} before mounting:\n{}", log());
         }
         assert!(std::time::Instant::now() < deadline, "no mount within 30 s:\n{}", log());
@@ -322,7 +337,7 @@ fn a_read_only_instance_on_a_device_opened_read_write_never_writes() {
     assert!(answer.is_some_and(|l| l.contains("Err(") && l.contains("read-only")), "{log_text}");
     assert_eq!(std::fs::read(mnt.path().join("note")).unwrap(), b"hello\n");
     assert!(Command::new("umount").arg(mnt.path()).status().unwrap().success());
-    let status = child.wait().unwrap();
+    let status = cleanup.1.wait().unwrap();
     assert!(status.success(), "fshost exited {status}:\n{}", log());
     let after = std::fs::read(&image).unwrap();
     let changed = after.iter().zip(&original).filter(|(a, b)| a != b).count();

@@ -29,6 +29,12 @@ use crate::plugin::volume::{Layout, VolumeInfo, VolumeTable};
 use crate::plugin::{CompileCache, GuestOptions, Limits, Plugin, capture_warnings};
 use crate::types::FsInfo;
 
+/// The most partitions whose filesystems are looked for: each costs a
+/// mount attempt per installed guest (each up to its call timeout on a
+/// crafted disk), and a table may list 256. Past it, partitions are
+/// listed as not looked into, and no partition is "the one".
+const MAX_PROBED: usize = 64;
+
 /// One partition and what was found on it.
 pub struct Part {
     pub volume: VolumeInfo,
@@ -87,14 +93,16 @@ pub fn probe(device: &Arc<Device>, how: &Probe) -> anyhow::Result<Option<Disk>> 
         table.volumes.len()
     );
     let mut parts = Vec::new();
-    for v in &table.volumes {
+    for (i, v) in table.volumes.iter().enumerate() {
         let mut part = Part {
             volume: v.clone(),
             device: None,
             claims: Claims { mounted: Vec::new(), refusals: Vec::new() },
             skipped: None,
         };
-        if v.flags.container {
+        if i >= MAX_PROBED {
+            part.skipped = Some(format!("not looked into (fshost looks into the first {MAX_PROBED} partitions)"));
+        } else if v.flags.container {
             part.skipped = Some("an extended partition (it holds the logical ones)".into());
         } else if !matches!(v.layout, Layout::Linear { .. }) {
             part.skipped = Some("a mapped volume".into());
@@ -172,6 +180,13 @@ impl Disk {
     /// the list of what each partition holds.
     pub fn into_only(self) -> anyhow::Result<Chosen> {
         let path = self.path.clone();
+        if self.parts.len() > MAX_PROBED {
+            bail!(
+                "{path} holds {} partitions, more than fshost looks into without being told: choose one with \
+                 --partition N (or name=NAME, uuid=UUID)",
+                self.parts.len()
+            );
+        }
         match self.parts.iter().filter(|p| !p.claims.mounted.is_empty()).count() {
             0 => bail!(
                 "{path}: no partition of its {} table holds a filesystem fshost can read:\n{}",

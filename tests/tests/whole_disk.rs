@@ -460,7 +460,26 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mnt.path()).status();
+        // A FUSE mount just read can be busy for a moment under load.
+        let unmounted = (0..10).any(|_| {
+            let done = Command::new("umount").arg(self.mnt.path()).status().is_ok_and(|s| s.success());
+            if !done {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            done
+        });
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(self.mnt.path()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                eprintln!("warning: fshost did not exit after unmount; killing it");
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.wait();
     }
 }
@@ -500,6 +519,22 @@ fn a_disk_with_one_filesystem_is_used_without_partition() {
         let numbers: Vec<&str> = listed.lines().map(|l| l.split('\t').next().unwrap()).collect();
         assert_eq!(numbers, ["1", "2"], "{label}: {listed}");
     }
+    // A table of 70 partitions: the first 64 are looked into, and no
+    // partition is "the one" (the one ext4 is number 70).
+    let many = dir.join("many.img");
+    std::fs::File::create(&many).unwrap().set_len(80 << 20).unwrap();
+    let script: String = (0..70).map(|i| format!("start={}, size=2048, type=L\n", 2048 + i * 2048)).collect();
+    sfdisk(&many, &format!("label: gpt\n{script}"));
+    let last = sfdisk_json(&many).into_iter().find(|p| p.number == 70).expect("sfdisk made 70 partitions");
+    ext4_at(&many, dir, last.start, last.length, "last");
+    let err = install.refused(&[os("cat"), many.as_os_str(), os("/last.txt")]);
+    assert!(err.contains("holds 70 partitions") && err.contains("--partition"), "{err}");
+    let info = text(&install.ok(&[os("info"), many.as_os_str()]));
+    assert_eq!(info.lines().filter(|l| l.ends_with(": no filesystem")).count(), 64, "{info}");
+    assert_eq!(info.lines().filter(|l| l.contains(": not looked into")).count(), 6, "{info}");
+    let cat = install.ok(&[os("cat"), os("--partition"), os("70"), many.as_os_str(), os("/last.txt")]);
+    assert_eq!(cat, b"I live in last\n");
+
     // A blank disk with a table and no filesystem: refused, saying so.
     let blank = dir.join("blank.img");
     std::fs::File::create(&blank).unwrap().set_len(16 << 20).unwrap();

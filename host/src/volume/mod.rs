@@ -44,6 +44,8 @@ impl Default for CacheSizes {
         CacheSizes { attrs: 1 << 15, mappings: 1 << 15 }
     }
 }
+/// Most inodes remembered as having no xattrs on a read-only mount.
+const NO_XATTR_INODES: usize = 1 << 20;
 /// Most guest answers one SEEK_DATA/SEEK_HOLE may take (about a second of
 /// guest calls). A guest returns whole extents, up to 8 MiB or more per
 /// answer, so this is terabytes of a real file; a guest that answers a byte
@@ -73,6 +75,11 @@ pub struct Volume {
     /// filesystem has no extended attributes at all (FAT). Every listxattr
     /// is then empty and every getxattr EOPNOTSUPP, as on Linux's vfat.
     xattrs_unsupported: AtomicBool,
+    /// Read-only mounts: the inodes whose listxattr was empty, most of a
+    /// large tree, kept apart from `xattr_names` in far less memory (about
+    /// 16 bytes each), so `ls -l` of a directory larger than that cache
+    /// asks the guest once per inode, not at every probe.
+    no_xattr_inodes: RwLock<bounded::Bounded<Ino, ()>>,
     /// Bumped by every change the write half makes to the attribute or
     /// xattr-name caches, under the lock of the cache it changes; an
     /// answer fetched before a change is not cached after it.
@@ -147,6 +154,7 @@ impl Volume {
             xattr_names: RwLock::new(bounded::Bounded::new(sizes.attrs)),
             no_xattrs: Arc::new([]),
             xattrs_unsupported: AtomicBool::new(false),
+            no_xattr_inodes: RwLock::new(bounded::Bounded::new(NO_XATTR_INODES)),
             generation: AtomicU64::new(0),
             restarts_seen: AtomicU64::new(0),
             mappings: MappingCache::new(sizes.mappings),
@@ -329,7 +337,10 @@ impl Volume {
         if let Some(names) = self.xattr_names.read().unwrap_or_else(|p| p.into_inner()).get(&ino) {
             return Ok(names.clone());
         }
-        if !self.has_xattrs() {
+        let read_only = !self.writable();
+        if !self.has_xattrs()
+            || (read_only && self.no_xattr_inodes.read().unwrap_or_else(|p| p.into_inner()).get(&ino).is_some())
+        {
             return Ok(self.no_xattrs.clone());
         }
         let seen = self.generation();
@@ -341,6 +352,10 @@ impl Volume {
             }
             listed => listed?,
         };
+        if listed.is_empty() && read_only {
+            self.no_xattr_inodes.write().unwrap_or_else(|p| p.into_inner()).insert(ino, ());
+            return Ok(self.no_xattrs.clone());
+        }
         let names: Arc<[Vec<u8>]> = if listed.is_empty() { self.no_xattrs.clone() } else { listed.into() };
         let mut cache = self.xattr_names.write().unwrap_or_else(|p| p.into_inner());
         if self.generation() != seen {

@@ -7,6 +7,7 @@
 //! the kernel answers for the same script on a copy of the same image.
 
 pub mod apply;
+pub mod model;
 pub mod script;
 pub mod sys;
 

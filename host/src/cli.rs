@@ -472,7 +472,9 @@ fn open_source(args: &SourceArgs, guest: Vec<(String, String)>, rw: bool, whole:
                 Err(e) => e,
             };
             if on_whole_disk && let Some(disk) = partitioned(&device) {
-                return use_disk(disk, false);
+                // No partition to use either: the guest's refusal of the
+                // whole disk comes first, what the partitions hold after.
+                return use_disk(disk, false).map_err(|e| e.context(format!("{refused:#}")));
             }
             complaints.iter().for_each(|c| tracing::warn!(target: "fshost::guest", "{c}"));
             Err(refused)

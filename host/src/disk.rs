@@ -87,6 +87,13 @@ pub fn probe(device: &Arc<Device>, how: &Probe) -> anyhow::Result<Option<Disk>> 
         Err(FsError::Guest { code: GuestCode::NotFound, .. }) => return Ok(None),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading the partition table of {disk}"))),
     };
+    // A table without one partition is no partitioned disk: a FAT or NTFS
+    // boot sector carries the MBR's 0x55AA signature and an empty table,
+    // and the filesystem guest's own refusal of it is what the user needs.
+    if table.volumes.is_empty() {
+        tracing::debug!("{disk}: an empty {} table", table.format);
+        return Ok(None);
+    }
     tracing::info!(
         "{disk}: no filesystem on the whole disk; a {} table of {} volumes",
         table.format,

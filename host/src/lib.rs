@@ -14,8 +14,8 @@
 
 pub mod cli;
 pub mod detect;
-pub mod disk;
 pub mod device;
+pub mod disk;
 pub mod docs;
 pub mod error;
 pub mod fuse;

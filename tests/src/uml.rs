@@ -21,6 +21,7 @@
 //! (sys_tz) is UTC, as on the host.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -201,20 +202,25 @@ fn boot(images: &[(&Path, bool)], mounts: &str, out: &Path, work: &Path) -> anyh
     )?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     let console = std::fs::File::create(work.join("console.log"))?;
-    let mut child = Command::new("linux")
+    let mut command = Command::new("linux");
+    command
         .arg("mem=256M")
         .arg("rootfstype=hostfs")
         .arg("rootflags=/")
         .arg("ro")
         .arg(format!("init={}", init.display()))
         .args(&ubds)
+        // UML hands a `NAME=VALUE` it does not know to init's environment.
+        .arg(GUEST_GLIBC_TUNABLES)
         .arg("con=null")
         .arg("con0=null,fd:1")
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
-        .stderr(console)
-        .spawn()
-        .context("starting user-mode Linux (`linux`, package user-mode-linux)")?;
+        .stderr(console);
+    // SAFETY: the closure only makes two prctl calls on a prepared,
+    // borrowed filter (async-signal-safe, no allocation).
+    unsafe { command.pre_exec(no_xstate_regset) };
+    let mut child = command.spawn().context("starting user-mode Linux (`linux`, package user-mode-linux)")?;
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
@@ -232,6 +238,69 @@ fn boot(images: &[(&Path, bool)], mounts: &str, out: &Path, work: &Path) -> anyh
             bail!("user-mode Linux did not power off within {DEADLINE:?}:\n{}", logs(work));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Keeps glibc inside UML on SSE code paths (no AVX, AVX-512 or XSAVE in
+/// its string functions and lazy binding): UML runs without the XSAVE
+/// register set (see [`no_xstate_regset`]), so it saves and restores only
+/// the x87/SSE state of the processes it runs, and their AVX registers do
+/// not survive its context switches (printf printed "%s" literally, mount
+/// failed with EINVAL).
+const GUEST_GLIBC_TUNABLES: &str =
+    "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-FMA,-XSAVE,-XSAVEC";
+
+/// Make UML fall back from the XSAVE register set to the legacy FXSAVE one
+/// (`PTRACE_GETFPREGS`), by failing its `PTRACE_GETREGSET(NT_X86_XSTATE)`
+/// with EIO through a seccomp filter installed just before exec.
+///
+/// Why: Debian 12's UML (6.1) copies the XSAVE area with a fixed-size
+/// buffer, and a host kernel checks that a `PTRACE_SETREGSET` of it is
+/// exactly the CPU's whole XSAVE size. On a CPU with AMX (a 8 KiB tile
+/// state, e.g. Sapphire Rapids Xeons) the sizes differ, every set fails
+/// with EFAULT ("ptrace set fp regs failed, errno = 14") and UML panics
+/// as it starts init. UML probes the regset once at boot and, when the
+/// probe fails, uses FXSAVE (x87 and SSE state) instead, which works on
+/// every x86-64 host (with [`GUEST_GLIBC_TUNABLES`] for the programs it
+/// runs); the probe is the only call this filter touches, and
+/// the processes inside UML are unaffected (UML emulates their system
+/// calls under PTRACE_SYSEMU, which the kernel handles before seccomp).
+fn no_xstate_regset() -> std::io::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+        const PTRACE_GETREGSET: u32 = 0x4204;
+        const NT_X86_XSTATE: u32 = 0x202;
+        const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+        const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        let stmt = |code, k| libc::sock_filter { code, jt: 0, jf: 0, k };
+        let jeq_else = |k, jf| libc::sock_filter { code: JEQ_K, jt: 0, jf, k };
+        // struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i
+        // (the low 32 bits on little-endian x86-64).
+        let filter = [
+            stmt(LD_W_ABS, 4),
+            jeq_else(AUDIT_ARCH_X86_64, 7),
+            stmt(LD_W_ABS, 0),
+            jeq_else(libc::SYS_ptrace as u32, 5),
+            stmt(LD_W_ABS, 16),
+            jeq_else(PTRACE_GETREGSET, 3),
+            stmt(LD_W_ABS, 32),
+            jeq_else(NT_X86_XSTATE, 1),
+            stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EIO as u32),
+            stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+        // SAFETY: plain prctl calls; `program` and `filter` outlive them.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog)
+                    != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
     }
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! read against it. fshost differing from the model always fails; a file
 //! where only the kernel differs is printed as a kernel defect with the
 //! file's op history and its content difference is not counted (Linux 6.18
-//! on inline_data loses bytes: 3,000 ops, FSHOST_WRITE_SEED=3).
+//! on inline_data loses bytes: 3,000 ops, FSHOST_WRITE_SEED=3; one way it
+//! does, without FUSE: tests/kernel-bugs/ext4_inline_fallocate_loses_write.sh).
 //!
 //! The tests here that use only the kernel prove the harness: the same seed
 //! gives the same answers and trees twice, e2fsck is clean, and the

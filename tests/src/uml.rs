@@ -247,9 +247,10 @@ fn boot(images: &[(&Path, bool)], mounts: &str, out: &Path, work: &Path) -> anyh
 /// register set (see [`no_xstate_regset`]), so it saves and restores only
 /// the x87/SSE state of the processes it runs, and their AVX registers do
 /// not survive its context switches (printf printed "%s" literally, mount
-/// failed with EINVAL).
-const GUEST_GLIBC_TUNABLES: &str =
-    "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-FMA,-XSAVE,-XSAVEC";
+/// failed with EINVAL, an AVX2 string function segfaulted).
+/// `AVX_Fast_Unaligned_Load` is a preference glibc derives from AVX2 before
+/// it reads the tunables, and its memmove and string selectors check it.
+const GUEST_GLIBC_TUNABLES: &str = "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-FMA,-XSAVE,-XSAVEC,-AVX_Fast_Unaligned_Load";
 
 /// Make UML fall back from the XSAVE register set to the legacy FXSAVE one
 /// (`PTRACE_GETFPREGS`), by failing its `PTRACE_GETREGSET(NT_X86_XSTATE)`

@@ -295,7 +295,7 @@ impl Workload {
                 // reads zeros there).
                 let len = self.files[i].data.len() as u64;
                 let tail = (cut.div_ceil(self.bs) * self.bs).min(len) - cut;
-                if cut % self.bs != 0 && tail > 0 {
+                if !cut.is_multiple_of(self.bs) && tail > 0 {
                     self.host_write(ino, cut, &vec![0; tail as usize]);
                 }
                 self.fs.setattr(ino, &AttrChanges { size: Some(cut), mtime: Some(T), ..Default::default() }).unwrap();

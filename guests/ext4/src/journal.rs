@@ -48,39 +48,39 @@ use fshost_sdk::bytes::{be_u16, be_u32, be_u64, slice, u8_at};
 use fshost_sdk::{Error, Result, ResultExt};
 
 /// `h_magic` of every journal metadata block.
-const MAGIC: u32 = 0xC03B_3998;
+pub(crate) const MAGIC: u32 = 0xC03B_3998;
 
 /// `h_blocktype` values.
-const DESCRIPTOR_BLOCK: u32 = 1;
-const COMMIT_BLOCK: u32 = 2;
-const SUPERBLOCK_V1: u32 = 3;
-const SUPERBLOCK_V2: u32 = 4;
+pub(crate) const DESCRIPTOR_BLOCK: u32 = 1;
+pub(crate) const COMMIT_BLOCK: u32 = 2;
+pub(crate) const SUPERBLOCK_V1: u32 = 3;
+pub(crate) const SUPERBLOCK_V2: u32 = 4;
 const REVOKE_BLOCK: u32 = 5;
 
 /// `journal_header_t`: magic, block type, sequence.
-const HEADER_BYTES: usize = 12;
+pub(crate) const HEADER_BYTES: usize = 12;
 
 /// `journal_superblock_t` field offsets and its size (what its checksum covers).
-const SB_BLOCKSIZE: usize = 0x0C;
-const SB_MAXLEN: usize = 0x10;
-const SB_FIRST: usize = 0x14;
-const SB_SEQUENCE: usize = 0x18;
-const SB_START: usize = 0x1C;
-const SB_FEATURE_COMPAT: usize = 0x24;
-const SB_FEATURE_INCOMPAT: usize = 0x28;
-const SB_UUID: usize = 0x30;
-const SB_CHECKSUM_TYPE: usize = 0x50;
-const SB_CHECKSUM: usize = 0xFC;
-const SB_BYTES: usize = 0x400;
+pub(crate) const SB_BLOCKSIZE: usize = 0x0C;
+pub(crate) const SB_MAXLEN: usize = 0x10;
+pub(crate) const SB_FIRST: usize = 0x14;
+pub(crate) const SB_SEQUENCE: usize = 0x18;
+pub(crate) const SB_START: usize = 0x1C;
+pub(crate) const SB_FEATURE_COMPAT: usize = 0x24;
+pub(crate) const SB_FEATURE_INCOMPAT: usize = 0x28;
+pub(crate) const SB_UUID: usize = 0x30;
+pub(crate) const SB_CHECKSUM_TYPE: usize = 0x50;
+pub(crate) const SB_CHECKSUM: usize = 0xFC;
+pub(crate) const SB_BYTES: usize = 0x400;
 
 /// Feature flags.
-const COMPAT_CHECKSUM: u32 = 0x1;
-const INCOMPAT_REVOKE: u32 = 0x1;
-const INCOMPAT_64BIT: u32 = 0x2;
-const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
-const INCOMPAT_CSUM_V2: u32 = 0x8;
-const INCOMPAT_CSUM_V3: u32 = 0x10;
-const INCOMPAT_FAST_COMMIT: u32 = 0x20;
+pub(crate) const COMPAT_CHECKSUM: u32 = 0x1;
+pub(crate) const INCOMPAT_REVOKE: u32 = 0x1;
+pub(crate) const INCOMPAT_64BIT: u32 = 0x2;
+pub(crate) const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
+pub(crate) const INCOMPAT_CSUM_V2: u32 = 0x8;
+pub(crate) const INCOMPAT_CSUM_V3: u32 = 0x10;
+pub(crate) const INCOMPAT_FAST_COMMIT: u32 = 0x20;
 /// Incompatible features this module replays. REVOKE and ASYNC_COMMIT need
 /// nothing special: revoke blocks are honoured whatever the flag says (as in
 /// the kernel), and async commit only changes what the writer waited for; a
@@ -89,25 +89,25 @@ const KNOWN_INCOMPAT: u32 =
     INCOMPAT_REVOKE | INCOMPAT_64BIT | INCOMPAT_ASYNC_COMMIT | INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3;
 
 /// `s_checksum_type` / `h_chksum_type` values and the v1 checksum size.
-const CRC32_CHKSUM: u8 = 1;
-const CRC32_CHKSUM_SIZE: u8 = 4;
-const CRC32C_CHKSUM: u8 = 4;
+pub(crate) const CRC32_CHKSUM: u8 = 1;
+pub(crate) const CRC32_CHKSUM_SIZE: u8 = 4;
+pub(crate) const CRC32C_CHKSUM: u8 = 4;
 
 /// Commit block (`commit_header`) field offsets.
-const COMMIT_CHKSUM_TYPE: usize = 12;
-const COMMIT_CHKSUM_SIZE: usize = 13;
-const COMMIT_CHKSUM: usize = 16;
+pub(crate) const COMMIT_CHKSUM_TYPE: usize = 12;
+pub(crate) const COMMIT_CHKSUM_SIZE: usize = 13;
+pub(crate) const COMMIT_CHKSUM: usize = 16;
 
 /// Block tag flags.
-const FLAG_ESCAPE: u32 = 0x1;
-const FLAG_SAME_UUID: u32 = 0x2;
-const FLAG_LAST_TAG: u32 = 0x8;
+pub(crate) const FLAG_ESCAPE: u32 = 0x1;
+pub(crate) const FLAG_SAME_UUID: u32 = 0x2;
+pub(crate) const FLAG_LAST_TAG: u32 = 0x8;
 /// The UUID that follows a tag not marked SAME_UUID.
-const UUID_BYTES: usize = 16;
+pub(crate) const UUID_BYTES: usize = 16;
 
 /// `jbd2_journal_block_tail`: the crc32c at the end of descriptor and revoke
 /// blocks when csum v2/v3 is on.
-const TAIL_BYTES: usize = 4;
+pub(crate) const TAIL_BYTES: usize = 4;
 /// `jbd2_journal_revoke_header_t`: header plus `r_count`.
 const REVOKE_HEADER_BYTES: usize = 16;
 const REVOKE_COUNT: usize = 12;

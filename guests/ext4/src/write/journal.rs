@@ -46,49 +46,16 @@ use fshost_sdk::{Error, FileType, Result, ResultExt};
 use crate::disk::Disk;
 use crate::features::{incompat, ro_compat};
 use crate::fs::Ext4;
-use crate::journal::{crc32_be, crc32c_raw, crc32c_zeroed};
+// The on-disk format constants are the replay's: one definition of jbd2.
+use crate::journal::{
+    COMMIT_BLOCK, COMMIT_CHKSUM, COMMIT_CHKSUM_SIZE, COMMIT_CHKSUM_TYPE, COMPAT_CHECKSUM, CRC32_CHKSUM,
+    CRC32_CHKSUM_SIZE, CRC32C_CHKSUM, DESCRIPTOR_BLOCK, FLAG_ESCAPE, FLAG_LAST_TAG, FLAG_SAME_UUID, HEADER_BYTES,
+    INCOMPAT_64BIT, INCOMPAT_ASYNC_COMMIT, INCOMPAT_CSUM_V2, INCOMPAT_CSUM_V3, INCOMPAT_FAST_COMMIT, INCOMPAT_REVOKE,
+    MAGIC, SB_BLOCKSIZE, SB_BYTES, SB_CHECKSUM, SB_CHECKSUM_TYPE, SB_FEATURE_COMPAT, SB_FEATURE_INCOMPAT, SB_FIRST,
+    SB_MAXLEN, SB_SEQUENCE, SB_START, SB_UUID, SUPERBLOCK_V1, SUPERBLOCK_V2, TAIL_BYTES, UUID_BYTES, crc32_be,
+    crc32c_raw, crc32c_zeroed,
+};
 use crate::mapping::{self, Run};
-
-const MAGIC: u32 = 0xC03B_3998;
-const DESCRIPTOR_BLOCK: u32 = 1;
-const COMMIT_BLOCK: u32 = 2;
-const SUPERBLOCK_V1: u32 = 3;
-const SUPERBLOCK_V2: u32 = 4;
-const HEADER_BYTES: usize = 12;
-
-const SB_BLOCKSIZE: usize = 0x0C;
-const SB_MAXLEN: usize = 0x10;
-const SB_FIRST: usize = 0x14;
-const SB_SEQUENCE: usize = 0x18;
-const SB_START: usize = 0x1C;
-const SB_FEATURE_COMPAT: usize = 0x24;
-const SB_FEATURE_INCOMPAT: usize = 0x28;
-const SB_UUID: usize = 0x30;
-const SB_CHECKSUM_TYPE: usize = 0x50;
-const SB_CHECKSUM: usize = 0xFC;
-const SB_BYTES: usize = 0x400;
-
-const COMPAT_CHECKSUM: u32 = 0x1;
-const INCOMPAT_REVOKE: u32 = 0x1;
-const INCOMPAT_64BIT: u32 = 0x2;
-const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
-const INCOMPAT_CSUM_V2: u32 = 0x8;
-const INCOMPAT_CSUM_V3: u32 = 0x10;
-const INCOMPAT_FAST_COMMIT: u32 = 0x20;
-const CRC32C_CHKSUM: u8 = 4;
-const CRC32_CHKSUM: u8 = 1;
-const CRC32_CHKSUM_SIZE: u8 = 4;
-
-const FLAG_ESCAPE: u32 = 0x1;
-const FLAG_SAME_UUID: u32 = 0x2;
-const FLAG_LAST_TAG: u32 = 0x8;
-const UUID_BYTES: usize = 16;
-const TAIL_BYTES: usize = 4;
-
-/// Commit block fields (`struct commit_header`).
-const COMMIT_CHKSUM_TYPE: usize = 12;
-const COMMIT_CHKSUM_SIZE: usize = 13;
-const COMMIT_CHKSUM: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checksum {

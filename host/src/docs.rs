@@ -77,7 +77,11 @@ is given. Unmount with umount(8).
 The guest that parses the filesystem: a name (ext4, fat) found on the
 plugin search path (see
 .BR "fshost plugins \-\-dirs" ),
-or a path to a .wasm file. The type's subtype names it too.
+or a path to a .wasm file. The type's subtype names it too. Without
+either, the installed guests are asked in turn, as
+.B fshost mount
+without \-\-plugin does (an ambiguity is refused); the service mode
+needs the guest named.
 .TP
 .B ro, rw
 mount(8) passes rw unless told ro, so rw alone cannot ask for writing:

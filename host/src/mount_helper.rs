@@ -144,16 +144,22 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Request> {
 impl Request {
     /// The `fshost` command line that performs this mount.
     pub fn command_line(&self) -> anyhow::Result<Vec<OsString>> {
-        let Some(plugin) = &self.plugin else {
+        // Without a guest named, `fshost mount` asks the installed guests
+        // (detection, as `fshost mount` without --plugin); the service mode
+        // cannot: its root front end would parse the image unconfined.
+        if self.plugin.is_none() && self.service {
             bail!(
-                "no guest named: add plugin=NAME to the options (-o plugin=ext4), or use the type fshost.NAME (-t fshost.ext4)"
+                "service mode (-o service) needs the guest named: add plugin=NAME to the options (-o plugin=ext4), or use the type fshost.NAME (-t fshost.ext4)"
             );
-        };
+        }
         if self.service && self.read_write() {
             bail!("service mode (-o service) mounts read-only: leave out writable");
         }
         let command = if self.service { "serve" } else { "mount" };
-        let mut args: Vec<OsString> = vec![command.into(), "--plugin".into(), plugin.into()];
+        let mut args: Vec<OsString> = vec![command.into()];
+        if let Some(plugin) = &self.plugin {
+            args.extend(["--plugin".into(), plugin.into()]);
+        }
         args.push(self.source.clone());
         args.push(self.dir.clone());
         let mut options = vec![if self.read_write() { "rw" } else { "ro" }.to_string()];
@@ -259,8 +265,14 @@ mod tests {
     }
 
     #[test]
+    fn without_a_guest_named_fshost_detects_it() {
+        let r = parse(&argv(&["mount.fshost", "img", "/mnt", "-o", "ro,nofail,x-systemd.automount"])).unwrap();
+        assert_eq!(r.command_line().unwrap(), argv(&["mount", "img", "/mnt", "-o", "ro"]));
+    }
+
+    #[test]
     fn a_missing_guest_or_operand_is_a_clear_error() {
-        let r = parse(&argv(&["mount.fshost", "img", "/mnt", "-o", "ro"])).unwrap();
+        let r = parse(&argv(&["mount.fshost", "img", "/mnt", "-o", "ro,service"])).unwrap();
         assert!(r.command_line().unwrap_err().to_string().contains("plugin=NAME"));
         assert!(parse(&argv(&["mount.fshost", "img"])).is_err());
         assert!(parse(&argv(&["mount.fshost", "img", "/mnt", "-x"])).is_err());

@@ -164,8 +164,11 @@ fn install_mount_with_mount8_and_fstab_then_uninstall() {
         ok("mount -T fstab DIR", sh(Command::new("mount").arg("-T").arg(&fstab).arg(&mnt)));
         check_mounted_then_umount(&mnt, &bytes, "fstab by mountpoint");
 
-        // Without a guest the helper says how to name one.
-        let refused = sh(Command::new("mount").args(["-t", "fshost"]).arg(&img).arg(&mnt));
+        // Without a guest named, the installed guests are asked (detection).
+        ok("mount -t fshost without plugin=", sh(Command::new("mount").args(["-t", "fshost"]).arg(&img).arg(&mnt)));
+        check_mounted_then_umount(&mnt, &bytes, "detected");
+        // The service mode cannot detect: it says how to name the guest.
+        let refused = sh(Command::new("mount").args(["-t", "fshost", "-o", "service"]).arg(&img).arg(&mnt));
         assert!(!refused.status.success());
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains("plugin=NAME"), "{err}");

@@ -46,6 +46,27 @@ pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     Ok(output)
 }
 
+/// Write the partition table `script` (sfdisk's script format) onto the
+/// disk image `image` with sfdisk. `--no-reread --no-tell-kernel`: an
+/// image file has no partitions for the kernel to rescan, and a rescan
+/// request is one more way to reach a kernel in a bad state.
+pub fn sfdisk(image: &Path, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running sfdisk (package fdisk)")?;
+    child.stdin.take().context("sfdisk's stdin")?.write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "sfdisk {}: {}", image.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
 /// The size given to mkfs: large enough that mke2fs picks its "default"
 /// profile (4 KiB blocks, 256-byte inodes) rather than "small"; the file is
 /// sparse, so only what is written takes space.

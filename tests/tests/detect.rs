@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use fshost_tests::fshost::{fshost_bin, guest};
-use fshost_tests::kernel::run;
+use fshost_tests::kernel::{run, sfdisk};
 use fshost_tests::scratch::ScratchDir;
 use hello::image::Builder;
 
@@ -211,17 +211,7 @@ fn gpt_disk(dir: &Path, content: &[u8]) -> PathBuf {
     let image = dir.join("gpt.img");
     std::fs::File::create(&image).unwrap().set_len(32 << 20).unwrap();
     let script = "label: gpt\nstart=2048, size=8192, type=L, name=blank\nstart=10240, size=40960, type=L, name=data\n";
-    let mut child = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel"])
-        .arg(&image)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running sfdisk (package fdisk)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sfdisk: {}", text(&out.stderr));
+    sfdisk(&image, script).unwrap();
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
         .arg(tree(dir, content))

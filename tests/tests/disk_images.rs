@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 
 use fshost_tests::compare::{Difference, compare_trees};
 use fshost_tests::fshost::{FshostMount, fshost_bin, guest};
-use fshost_tests::kernel::{KernelMount, require_root, run};
+use fshost_tests::kernel::{KernelMount, require_root, run, sfdisk};
 use fshost_tests::scratch::ScratchDir;
 
 const MIB: u64 = 1 << 20;
@@ -191,18 +191,7 @@ fn a_qcow2_of_a_gpt_disk_composes_with_partition() {
     let dir = ScratchDir::new("qcow2-gpt").unwrap();
     let disk = dir.path().join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(48 * MIB).unwrap();
-    let mut sfdisk = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel", "-X", "gpt"])
-        .arg(&disk)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        sfdisk.stdin.as_mut().unwrap(),
-        b"start=2048, size=8192, name=first\nstart=16384, size=65536, name=ext4\n",
-    )
-    .unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    sfdisk(&disk, "label: gpt\nstart=2048, size=8192, name=first\nstart=16384, size=65536, name=ext4\n").unwrap();
     let fs = mkfs(dir.path(), "part.raw", "32M");
     let bytes = std::fs::read(&fs).unwrap();
     std::os::unix::fs::FileExt::write_all_at(

@@ -26,7 +26,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use fshost_tests::fshost::{fshost_bin, guest};
-use fshost_tests::kernel::{require_root, run};
+use fshost_tests::kernel::{require_root, run, sfdisk};
 use fshost_tests::scratch::ScratchDir;
 use fshost_tests::uml;
 
@@ -86,20 +86,6 @@ fn ls_partition(image: &Path, number: u32) -> Vec<String> {
     let mut names: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
     names.sort();
     names
-}
-
-fn sfdisk(image: &Path, script: &str) {
-    let mut child = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel"])
-        .arg(image)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running sfdisk (package fdisk)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sfdisk {}: {}", image.display(), stderr(&out));
 }
 
 /// An ext4 with a few files named after `label` at byte `start` of
@@ -237,12 +223,12 @@ fn tables_match_the_kernel_and_partitions_mount_as_its_devices() {
     let dir = scratch.path();
 
     let mbr = image(dir, "mbr.img", 80 * MIB);
-    sfdisk(&mbr, MBR_SCRIPT);
+    sfdisk(&mbr, MBR_SCRIPT).unwrap();
     for (n, start, sectors) in [(1, 2048u64, 16384u64), (5, 34816, 20480), (7, 75776, 40960)] {
         mkfs_at(&mbr, start * 512, sectors * 512, &format!("mbr-p{n}"), 1024, dir);
     }
     let gpt = image(dir, "gpt.img", 64 * MIB);
-    sfdisk(&gpt, GPT_SCRIPT);
+    sfdisk(&gpt, GPT_SCRIPT).unwrap();
     mkfs_at(&gpt, 18432 * 512, 40960 * 512, "gpt-p2", 4096, dir);
 
     // Damage 1: the primary GPT header zeroed.
@@ -347,7 +333,8 @@ fn a_disk_with_4096_byte_sectors() {
     let out = run(Command::new("losetup").args(["-b", "4096", "-f", "--show"]).arg(&img)).unwrap();
     let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     let detach = Detach(dev.clone());
-    sfdisk(&dev, "label: gpt\nstart=256, size=2048, type=L, name=one\nstart=2304, size=8192, type=L, name=two\n");
+    sfdisk(&dev, "label: gpt\nstart=256, size=2048, type=L, name=one\nstart=2304, size=8192, type=L, name=two\n")
+        .unwrap();
     let dump = run(Command::new("sfdisk").arg("-J").arg(&dev)).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
     let table = &json["partitiontable"];
@@ -392,7 +379,7 @@ fn clear_errors() {
     assert!(stderr(&out).contains("no partition table"), "{}", stderr(&out));
 
     let gpt = image(dir, "gpt.img", 64 * MIB);
-    sfdisk(&gpt, GPT_SCRIPT);
+    sfdisk(&gpt, GPT_SCRIPT).unwrap();
     patch(&gpt, 512, &[0; 512]);
     patch(&gpt, 64 * MIB - 512, &[0; 512]);
     let out = fshost(&["partitions".as_ref(), gpt.as_os_str()]);
@@ -402,7 +389,7 @@ fn clear_errors() {
     assert!(!err.contains("panicked"), "{err}");
 
     let mbr = image(dir, "mbr.img", 80 * MIB);
-    sfdisk(&mbr, MBR_SCRIPT);
+    sfdisk(&mbr, MBR_SCRIPT).unwrap();
     let ext4 = guest("ext4");
     let ls = |n: &str, extra: &[&OsStr]| {
         let mut args: Vec<&OsStr> =

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fshost_tests::compare::compare_trees;
 use fshost_tests::fshost::{fshost_bin, guest, is_mount_point};
-use fshost_tests::kernel::{require_root, run};
+use fshost_tests::kernel::{require_root, run, sfdisk};
 use fshost_tests::scratch::ScratchDir;
 
 /// An fshost installed on its own with the ext4, fat, partitions and
@@ -90,21 +90,6 @@ fn os(s: &str) -> &OsStr {
 
 fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
     text(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
-/// Write a table with sfdisk.
-fn sfdisk(image: &Path, script: &str) {
-    let mut child = Command::new("sfdisk")
-        .args(["-q", "--no-reread", "--no-tell-kernel"])
-        .arg(image)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running sfdisk (package fdisk)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sfdisk: {}", text(&out.stderr));
 }
 
 /// A partition as `sfdisk --json` describes it.
@@ -241,7 +226,8 @@ fn three_partitions(dir: &Path) -> PathBuf {
         &image,
         "label: gpt\nstart=2048, size=32768, type=L, name=ROOT\nstart=34816, size=8192, type=L, name=data\n\
          start=43008, size=32768, type=L, name=data\n",
-    );
+    )
+    .unwrap();
     ext4_at(&image, dir, 2048 * SECTOR, 32768 * SECTOR, "rootfs");
     fat_at(&image, 43008 * SECTOR, 32768 * SECTOR, "FATPART");
     image
@@ -252,7 +238,8 @@ fn three_partitions(dir: &Path) -> PathBuf {
 fn one_filesystem(dir: &Path, label: &str) -> (PathBuf, Described) {
     let image = dir.join(format!("one-{label}.img"));
     std::fs::File::create(&image).unwrap().set_len(48 << 20).unwrap();
-    sfdisk(&image, &format!("label: {label}\nstart=2048, size=8192, type=L\nstart=12288, size=65536, type=L\n"));
+    sfdisk(&image, &format!("label: {label}\nstart=2048, size=8192, type=L\nstart=12288, size=65536, type=L\n"))
+        .unwrap();
     let part = sfdisk_json(&image).into_iter().find(|p| p.number == 2).expect("sfdisk lists partition 2");
     ext4_at(&image, dir, part.start, part.length, "only");
     (image, part)
@@ -524,7 +511,7 @@ fn a_disk_with_one_filesystem_is_used_without_partition() {
     let many = dir.join("many.img");
     std::fs::File::create(&many).unwrap().set_len(80 << 20).unwrap();
     let script: String = (0..70).map(|i| format!("start={}, size=2048, type=L\n", 2048 + i * 2048)).collect();
-    sfdisk(&many, &format!("label: gpt\n{script}"));
+    sfdisk(&many, &format!("label: gpt\n{script}")).unwrap();
     let last = sfdisk_json(&many).into_iter().find(|p| p.number == 70).expect("sfdisk made 70 partitions");
     ext4_at(&many, dir, last.start, last.length, "last");
     let err = install.refused(&[os("cat"), many.as_os_str(), os("/last.txt")]);
@@ -538,7 +525,7 @@ fn a_disk_with_one_filesystem_is_used_without_partition() {
     // A blank disk with a table and no filesystem: refused, saying so.
     let blank = dir.join("blank.img");
     std::fs::File::create(&blank).unwrap().set_len(16 << 20).unwrap();
-    sfdisk(&blank, "label: gpt\nstart=2048, size=8192, type=L, name=empty\n");
+    sfdisk(&blank, "label: gpt\nstart=2048, size=8192, type=L, name=empty\n").unwrap();
     let err = install.refused(&[os("cat"), blank.as_os_str(), os("/x")]);
     assert!(err.contains("no partition of its gpt table holds a filesystem"), "{err}");
     assert!(err.contains("\n  1 \"empty\": no filesystem (ext4: "), "{err}");

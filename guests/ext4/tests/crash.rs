@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::rc::Rc;
 
-use common::Scratch;
+use common::{Rng, Scratch};
 use ext4::Ext4;
 use fshost_sdk::device::BlockIo;
 use fshost_sdk::{
@@ -82,19 +82,8 @@ impl BlockIo for LoggingIo {
     }
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
+/// File contents from the shared generator ([`common::Rng`]).
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         let tag = self.next();
         (0..n).map(|i| (tag.rotate_left((i % 64) as u32) as u8) ^ (i / 7) as u8).collect()

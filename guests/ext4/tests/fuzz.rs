@@ -21,21 +21,6 @@ use fshost_sdk::{FileType, Filesystem, IomapFlags, Result};
 const CASES: u64 = 400;
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// xorshift64*: a tiny seeded generator, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Byte ranges of the image's metadata, found with debugfs.
 fn metadata_regions(img: &Path, bs: u64, dirs: &[&str], files: &[&str]) -> Vec<(u64, u64)> {
     let mut regions = vec![(1024, 2048)];

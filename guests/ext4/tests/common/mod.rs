@@ -312,3 +312,20 @@ pub fn debugfs_stat(image: &Path, ino: Ino) -> BTreeMap<String, String> {
     map.insert("raw".into(), text);
     map
 }
+
+/// xorshift64*: a tiny seeded generator, no dependency (the fuzz and crash
+/// tests draw their cases from it, so a seed replays a run).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
